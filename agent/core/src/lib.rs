@@ -1,0 +1,1 @@
+//! storepulse agent core (sans-IO).

@@ -1,0 +1,1 @@
+//! storepulse collector core (sans-IO).

@@ -1,0 +1,1 @@
+//! storepulse test support: process harness, raw QUIC clients, oracles.
