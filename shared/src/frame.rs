@@ -404,11 +404,16 @@ mod tests {
             let mut dec = FrameDecoder::new(256);
             for c in chunks {
                 dec.push(&c);
-                loop {
+                let last = loop {
                     match dec.next_message() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
+                        Ok(Some(_)) => {}
+                        other => break other,
                     }
+                };
+                match last {
+                    // Waiting for more: it never asks a reader for more than one maximal frame.
+                    Ok(_) => prop_assert!(dec.needed().map_or(false, |n| n <= HEADER_BYTES + 256)),
+                    Err(_) => break,
                 }
             }
         }
