@@ -412,7 +412,7 @@ mod tests {
                 };
                 match last {
                     // Waiting for more: it never asks a reader for more than one maximal frame.
-                    Ok(_) => prop_assert!(dec.needed().map_or(false, |n| n <= HEADER_BYTES + 256)),
+                    Ok(_) => prop_assert!(dec.needed().is_ok_and(|n| n <= HEADER_BYTES + 256)),
                     Err(_) => break,
                 }
             }
