@@ -1,1 +1,27 @@
-//! storepulse agent core (sans-IO).
+//! storepulse agent core: the sans-IO half of the agent.
+//!
+//! Nothing here reads a clock, touches the network or the disk, or draws from an unseeded RNG:
+//! time comes in as [`std::time::Instant`] arguments and randomness from a seeded
+//! [`rand::rngs::SmallRng`]. The IO shell (`storepulse-agent`) drives these types.
+//!
+//! - [`uplink::Uplink`]: the outbox state machine (which spooled records go into which batch,
+//!   live-first ordering after a reconnect, backlog rate limit, acks, reconnect backoff).
+//! - [`spool`]: the [`spool::Spool`] trait the shell's redb store implements, its in-memory twin
+//!   [`spool::MemSpool`], and the shared vocabulary (record kinds, drop counters).
+//! - [`shed`]: the spool shedding policy (what to evict when the size bound is reached).
+//! - [`backoff`]: full-jitter exponential reconnect backoff.
+//! - [`netstats`]: jitter and loss bookkeeping for network-quality samples.
+
+pub mod backoff;
+pub mod netstats;
+pub mod shed;
+pub mod spool;
+pub mod uplink;
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use shed::{ShedPlan, SpoolIndex};
+pub use spool::{
+    Appended, DropCounts, EntryInfo, MemSpool, NewRecord, RecordKind, Spool, SpoolMeta,
+    encoded_len,
+};
+pub use uplink::{AckError, PlannedBatch, Uplink, UplinkConfig};

@@ -1,0 +1,350 @@
+//! The collector side of one agent connection as a state machine: which frames are acceptable
+//! when, and how each refusal maps to a `Goodbye` and a QUIC close code.
+//!
+//! Usage: create a [`Session`] once the TLS handshake named the terminal, feed it every decoded
+//! frame with [`Session::handle_message`] (or a decoding failure with
+//! [`Session::handle_frame_error`], or the expiry of the hello timer with
+//! [`Session::handle_hello_timeout`]) and act on the returned [`Step`] or [`Refusal`]. After a
+//! refusal the connection must be closed; the session stays closed.
+
+use storepulse_shared::ids::validate_id;
+use storepulse_shared::{
+    Batch, FrameError, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, RecordBody, TerminalId,
+    close_code,
+};
+
+/// Longest accepted transaction response code, bytes.
+pub const MAX_TXN_CODE_BYTES: usize = 32;
+
+/// What the shell must do after an accepted message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// The `Hello` was accepted: register the terminal, then send `Welcome`.
+    Welcome(Box<Hello>),
+    /// A valid batch: store its records under `spool_epoch`, then `Ack` it once durable.
+    Store {
+        /// Spool epoch announced in the `Hello`.
+        spool_epoch: u64,
+        /// The validated batch.
+        batch: Batch,
+    },
+    /// The agent said goodbye: close the connection normally.
+    PeerLeft,
+}
+
+/// Why the connection must be closed, and how to tell the agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// QUIC application close code (see `storepulse_shared::close_code`).
+    pub close_code: u32,
+    /// `Goodbye` to send before closing, if the stream is still usable.
+    pub goodbye: Option<GoodbyeReason>,
+    /// Detail for the `Goodbye` and the logs.
+    pub detail: String,
+}
+
+/// Why a batch is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// More records than the collector accepts in one batch.
+    #[error("batch has {len} records, the maximum is {max}")]
+    TooManyRecords {
+        /// Records in the batch.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// Sequence numbers are not strictly ascending.
+    #[error("record seq {seq} does not follow {previous}")]
+    SeqNotAscending {
+        /// The previous record's seq.
+        previous: u64,
+        /// The offending record's seq.
+        seq: u64,
+    },
+    /// A transaction outcome code is empty, too long or not printable ASCII.
+    #[error("transaction code at seq {seq} must be 1 to 32 printable ASCII characters")]
+    BadTxnCode {
+        /// The offending record's seq.
+        seq: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingHello,
+    Ready { spool_epoch: u64 },
+    Closed,
+}
+
+/// Protocol state of one connection. See the module documentation for the calling order.
+#[derive(Debug, Clone)]
+pub struct Session {
+    cert_terminal: TerminalId,
+    max_batch_records: usize,
+    phase: Phase,
+}
+
+/// Checks a batch: at most `max_records` records, strictly ascending `seq`, and transaction
+/// codes of 1 to 32 printable ASCII characters.
+pub fn validate_batch(batch: &Batch, max_records: usize) -> Result<(), BatchError> {
+    if batch.records.len() > max_records {
+        return Err(BatchError::TooManyRecords { len: batch.records.len(), max: max_records });
+    }
+    let mut previous: Option<u64> = None;
+    for r in &batch.records {
+        if let Some(p) = previous
+            && r.seq.0 <= p
+        {
+            return Err(BatchError::SeqNotAscending { previous: p, seq: r.seq.0 });
+        }
+        previous = Some(r.seq.0);
+        if let RecordBody::TxnOutcome(t) = &r.body {
+            let ok = (1..=MAX_TXN_CODE_BYTES).contains(&t.code.len())
+                && t.code.bytes().all(|b| (0x20..=0x7e).contains(&b));
+            if !ok {
+                return Err(BatchError::BadTxnCode { seq: r.seq.0 });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Refusal {
+    fn new(close_code: u32, goodbye: Option<GoodbyeReason>, detail: impl Into<String>) -> Self {
+        Self { close_code, goodbye, detail: detail.into() }
+    }
+
+    fn protocol(detail: impl Into<String>) -> Self {
+        Self::new(close_code::PROTOCOL_ERROR, Some(GoodbyeReason::ProtocolError), detail)
+    }
+}
+
+impl Session {
+    /// A session for a connection whose client certificate names `cert_terminal`.
+    pub fn new(cert_terminal: TerminalId, max_batch_records: usize) -> Self {
+        Self { cert_terminal, max_batch_records, phase: Phase::AwaitingHello }
+    }
+
+    /// The terminal named by the client certificate.
+    pub fn terminal(&self) -> &TerminalId {
+        &self.cert_terminal
+    }
+
+    /// Whether a `Hello` was accepted and the session is not closed.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.phase, Phase::Ready { .. })
+    }
+
+    /// A decoded frame arrived.
+    pub fn handle_message(&mut self, msg: Message) -> Result<Step, Refusal> {
+        let result = match (self.phase, msg) {
+            (Phase::Closed, _) => Err(Refusal::protocol("session already closed")),
+            (_, Message::Goodbye(_)) => {
+                self.phase = Phase::Closed;
+                return Ok(Step::PeerLeft);
+            }
+            (Phase::AwaitingHello, Message::Hello(hello)) => self.accept_hello(hello),
+            (Phase::AwaitingHello, other) => Err(Refusal::protocol(format!(
+                "expected Hello, got {}",
+                other.frame_type().name()
+            ))),
+            (Phase::Ready { spool_epoch }, Message::Batch(batch)) => {
+                match validate_batch(&batch, self.max_batch_records) {
+                    Ok(()) => Ok(Step::Store { spool_epoch, batch }),
+                    Err(e) => Err(Refusal::protocol(e.to_string())),
+                }
+            }
+            (Phase::Ready { .. }, other) => Err(Refusal::protocol(format!(
+                "unexpected {} from an agent",
+                other.frame_type().name()
+            ))),
+        };
+        if result.is_err() {
+            self.phase = Phase::Closed;
+        }
+        result
+    }
+
+    /// The frame decoder failed; the byte stream cannot be resynchronised.
+    pub fn handle_frame_error(&mut self, error: &FrameError) -> Refusal {
+        self.phase = Phase::Closed;
+        let code = match error {
+            FrameError::TooLarge { .. } => close_code::FRAME_TOO_LARGE,
+            FrameError::UnknownType(_)
+            | FrameError::Malformed { .. }
+            | FrameError::TrailingBytes { .. } => close_code::PROTOCOL_ERROR,
+        };
+        Refusal::new(code, Some(GoodbyeReason::ProtocolError), error.to_string())
+    }
+
+    /// No `Hello` arrived in time. Harmless once the session is ready.
+    pub fn handle_hello_timeout(&mut self) -> Option<Refusal> {
+        if self.phase != Phase::AwaitingHello {
+            return None;
+        }
+        self.phase = Phase::Closed;
+        Some(Refusal::new(close_code::HELLO_TIMEOUT, None, "no Hello within the timeout"))
+    }
+
+    fn accept_hello(&mut self, hello: Hello) -> Result<Step, Refusal> {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            return Err(Refusal::new(
+                close_code::UNSUPPORTED_VERSION,
+                Some(GoodbyeReason::UnsupportedVersion),
+                format!(
+                    "protocol version {} is not supported, this collector speaks {}",
+                    hello.protocol_version, PROTOCOL_VERSION
+                ),
+            ));
+        }
+        if hello.identity.terminal_id != self.cert_terminal {
+            return Err(Refusal::new(
+                close_code::IDENTITY_MISMATCH,
+                Some(GoodbyeReason::IdentityMismatch),
+                format!(
+                    "Hello names terminal {} but the certificate is for {}",
+                    hello.identity.terminal_id, self.cert_terminal
+                ),
+            ));
+        }
+        for (what, value) in
+            [("merchant_id", &hello.identity.merchant_id), ("store_id", &hello.identity.store_id)]
+        {
+            if let Err(e) = validate_id(value.as_str()) {
+                return Err(Refusal::protocol(format!("{what} {e}")));
+            }
+        }
+        self.phase = Phase::Ready { spool_epoch: hello.spool_epoch };
+        Ok(Step::Welcome(Box::new(hello)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storepulse_shared::{
+        Ack, Goodbye, Identity, Label, LinkType, PayMethod, Record, Scheme, Seq, TxnOutcome,
+    };
+
+    use super::*;
+
+    fn label(s: &str) -> Label {
+        Label::new(s).expect("valid label")
+    }
+
+    fn hello(id: &str, version: u16) -> Hello {
+        Hello {
+            protocol_version: version,
+            agent_version: "0.1.0".into(),
+            spool_epoch: 7,
+            identity: Identity {
+                terminal_id: TerminalId::new(id).expect("valid id"),
+                merchant_id: label("M1"),
+                store_id: label("S1"),
+                region: label("east"),
+                city: label("Shanghai"),
+                acquirer: label("acq-a"),
+                qr_channel: label("alipay"),
+                carrier: label("cmcc"),
+                link: LinkType::Wired,
+                model: label("P300"),
+                firmware: label("1.0"),
+                app_version: label("5.0"),
+            },
+            agent_time_unix_ms: 0,
+        }
+    }
+
+    fn txn(seq: u64, code: &str) -> Record {
+        Record {
+            seq: Seq(seq),
+            time_unix_ms: 0,
+            body: RecordBody::TxnOutcome(TxnOutcome {
+                scheme: Scheme::Cup,
+                code: code.into(),
+                latency_ms: 1,
+                method: PayMethod::Card,
+                route: None,
+            }),
+        }
+    }
+
+    fn session() -> Session {
+        Session::new(TerminalId::new("T1").expect("valid"), 4)
+    }
+
+    #[test]
+    fn hello_then_batches() {
+        let mut s = session();
+        assert!(matches!(s.handle_message(Message::Hello(hello("T1", 1))), Ok(Step::Welcome(_))));
+        assert!(s.is_ready());
+        assert_eq!(s.handle_hello_timeout(), None);
+        let batch = Batch { batch_id: 1, records: vec![txn(1, "00"), txn(5, "SYSTEMERROR")] };
+        assert_eq!(
+            s.handle_message(Message::Batch(batch.clone())),
+            Ok(Step::Store { spool_epoch: 7, batch })
+        );
+        let bye = Goodbye { reason: GoodbyeReason::Shutdown, retry_after_secs: 0, detail: "".into() };
+        assert_eq!(s.handle_message(Message::Goodbye(bye)), Ok(Step::PeerLeft));
+    }
+
+    #[test]
+    fn batch_before_hello_is_a_protocol_error() {
+        let mut s = session();
+        let r = s.handle_message(Message::Batch(Batch { batch_id: 1, records: vec![] }));
+        assert_eq!(r.expect_err("refused").close_code, close_code::PROTOCOL_ERROR);
+        assert!(s.handle_message(Message::Hello(hello("T1", 1))).is_err(), "stays closed");
+    }
+
+    #[test]
+    fn wrong_version_and_identity_are_refused() {
+        let r = session().handle_message(Message::Hello(hello("T1", 2))).expect_err("refused");
+        assert_eq!(r.close_code, close_code::UNSUPPORTED_VERSION);
+        assert_eq!(r.goodbye, Some(GoodbyeReason::UnsupportedVersion));
+
+        let r = session().handle_message(Message::Hello(hello("T2", 1))).expect_err("refused");
+        assert_eq!(r.close_code, close_code::IDENTITY_MISMATCH);
+        assert_eq!(r.goodbye, Some(GoodbyeReason::IdentityMismatch));
+    }
+
+    #[test]
+    fn bad_merchant_id_is_refused() {
+        let mut h = hello("T1", 1);
+        h.identity.merchant_id = label("商户 1");
+        let r = session().handle_message(Message::Hello(h)).expect_err("refused");
+        assert_eq!(r.close_code, close_code::PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn agent_must_not_send_collector_frames() {
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 1))).expect("accepted");
+        let r = s.handle_message(Message::Ack(Ack { batch_id: 1, highest_seq: Seq(1) }));
+        assert_eq!(r.expect_err("refused").close_code, close_code::PROTOCOL_ERROR);
+    }
+
+    #[test]
+    fn batch_validation() {
+        let ok = Batch { batch_id: 1, records: vec![txn(1, "00"), txn(2, "A B")] };
+        assert_eq!(validate_batch(&ok, 4), Ok(()));
+        let too_many = Batch { batch_id: 1, records: (1..=5).map(|i| txn(i, "00")).collect() };
+        assert!(matches!(validate_batch(&too_many, 4), Err(BatchError::TooManyRecords { .. })));
+        let dup = Batch { batch_id: 1, records: vec![txn(2, "00"), txn(2, "00")] };
+        assert!(matches!(validate_batch(&dup, 4), Err(BatchError::SeqNotAscending { .. })));
+        for code in ["", "\u{7f}", "é", &"x".repeat(33)] {
+            let b = Batch { batch_id: 1, records: vec![txn(1, code)] };
+            assert_eq!(validate_batch(&b, 4), Err(BatchError::BadTxnCode { seq: 1 }), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn frame_errors_map_to_close_codes() {
+        let mut s = session();
+        let r = s.handle_frame_error(&FrameError::TooLarge { len: 10, max: 5 });
+        assert_eq!(r.close_code, close_code::FRAME_TOO_LARGE);
+        let r = session().handle_frame_error(&FrameError::UnknownType(9));
+        assert_eq!(r.close_code, close_code::PROTOCOL_ERROR);
+        let mut s = session();
+        assert_eq!(s.handle_hello_timeout().map(|r| r.close_code), Some(close_code::HELLO_TIMEOUT));
+    }
+}

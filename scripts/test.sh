@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: on a fresh machine it installs what the checks need, then runs every check
+# and test of the workspace. CI (.ci/run) calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "install test prerequisites"
+bash scripts/install-test-deps.sh
+
+step "rustfmt"
+cargo fmt --all --check
+
+step "clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo-deny (licenses, bans, sources; the advisory database cannot be fetched here)"
+cargo deny --locked check licenses bans sources
+
+step "sans-IO cores pull in no IO crates"
+bash scripts/check-core-deps.sh
+
+step "build binaries used by the end-to-end tests"
+cargo build --workspace --bins --locked
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast --profile ci
+cargo test --workspace --locked --doc
