@@ -340,6 +340,31 @@ mod tests {
         assert_eq!(bytes, vec![0x03, 0, 0, 0, 3, 0xac, 0x02, 0x05]);
     }
 
+    /// The second worked example of PROTOCOL.md: a Batch with one transaction outcome.
+    #[test]
+    fn batch_bytes_match_protocol_md() {
+        let batch = Batch {
+            batch_id: 1,
+            records: vec![Record {
+                seq: Seq(7),
+                time_unix_ms: 1_700_000_000_000,
+                body: RecordBody::TxnOutcome(TxnOutcome {
+                    scheme: Scheme::Cup,
+                    code: "03".into(),
+                    latency_ms: 420,
+                    method: PayMethod::Card,
+                    route: None,
+                }),
+            }],
+        };
+        let hex: Vec<String> =
+            encode_frame(&Message::Batch(batch)).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "02 00 00 00 12 01 01 07 80 a0 ab fe f9 62 02 01 02 30 33 a4 03 00 00"
+        );
+    }
+
     #[test]
     fn oversized_header_is_refused_before_allocation() {
         let mut dec = FrameDecoder::new(1024);

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+pub mod procstat;
 pub mod quic;
 
 /// Where the storepulse binaries are.
@@ -192,6 +193,10 @@ pub struct CollectorSpec {
     pub quic: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// Heartbeat interval announced to agents in `Welcome`.
+    pub heartbeat_interval_secs: u32,
+    /// Network probe interval announced to agents in `Welcome`.
+    pub net_probe_interval_secs: u32,
 }
 
 /// A collector process.
@@ -204,13 +209,22 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Writes its config into `dir` and starts it; waits until `/healthz` answers.
+    /// Writes its config into `dir` and starts it with test intervals (1 s heartbeats); waits
+    /// until `/healthz` answers.
     pub async fn start(dir: &Path, pki: &Pki) -> Result<Self> {
+        Self::start_with_intervals(dir, pki, 1, 2).await
+    }
+
+    /// As [`Self::start`], announcing the given probe intervals to agents.
+    pub async fn start_with_intervals(dir: &Path, pki: &Pki, heartbeat_secs: u32, net_secs: u32) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let spec = CollectorSpec {
             pki: pki.clone(),
             store: dir.join("store"),
             quic: SocketAddr::from(([127, 0, 0, 1], free_udp_port())),
             http: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
+            heartbeat_interval_secs: heartbeat_secs,
+            net_probe_interval_secs: net_secs,
         };
         let mut c = Self { spec, dir: dir.to_path_buf(), proc: None, http: reqwest::Client::new() };
         c.restart().await?;
@@ -250,8 +264,8 @@ stale_after_secs = 5
 offline_after_secs = 15
 
 [agents]
-heartbeat_interval_secs = 1
-net_probe_interval_secs = 2
+heartbeat_interval_secs = {hb}
+net_probe_interval_secs = {net}
 max_batch_records = 256
 backlog_records_per_sec = 5000
 "#,
@@ -262,6 +276,8 @@ backlog_records_per_sec = 5000
             key = p.join("collector.key").display(),
             crl = p.join("crl.pem").display(),
             store = self.spec.store.display(),
+            hb = self.spec.heartbeat_interval_secs,
+            net = self.spec.net_probe_interval_secs,
         )
     }
 
@@ -295,6 +311,11 @@ backlog_records_per_sec = 5000
             Some(p) => p.terminate(),
             None => Ok(()),
         }
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(|p| p.child.as_ref()).map(Child::id)
     }
 
     /// Whether the process is alive.
@@ -380,6 +401,10 @@ pub struct AgentSpec {
     pub spool_max_bytes: u64,
     /// Merchant label.
     pub merchant: String,
+    /// Heartbeat interval in the agent's own config.
+    pub heartbeat_interval_secs: u32,
+    /// Network probe interval in the agent's own config.
+    pub net_probe_interval_secs: u32,
 }
 
 impl AgentSpec {
@@ -393,6 +418,8 @@ impl AgentSpec {
             collector,
             spool_max_bytes: 64 << 20,
             merchant: "M100".into(),
+            heartbeat_interval_secs: 1,
+            net_probe_interval_secs: 2,
         }
     }
 }
@@ -455,8 +482,8 @@ max_bytes = {max_bytes}
 listen = "{intake}"
 
 [probes]
-heartbeat_interval_secs = 1
-net_probe_interval_secs = 2
+heartbeat_interval_secs = {hb}
+net_probe_interval_secs = {net}
 endpoints = []
 
 [uplink]
@@ -476,6 +503,8 @@ max_batch_records = 256
             spool = self.dir.join("spool.redb").display(),
             max_bytes = s.spool_max_bytes,
             intake = self.intake,
+            hb = s.heartbeat_interval_secs,
+            net = s.net_probe_interval_secs,
         )
     }
 
@@ -509,6 +538,11 @@ max_batch_records = 256
     /// The process's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(|p| p.child.as_ref()).map(Child::id)
     }
 
     /// `GET /v1/status`.

@@ -1,0 +1,244 @@
+//! Benchmarks that print figures for BENCHMARKS.md (not tests: they take minutes and their
+//! numbers depend on the machine).
+//!
+//! - `ingest`: one process plays many agents over real QUIC + mTLS against a real collector and
+//!   reports records/s acknowledged (acks are sent only after the group commit is fsync'd).
+//! - `agent-footprint`: one real agent at default intervals for a while; reports its RSS, CPU
+//!   seconds per hour and the size of the stripped binary.
+//!
+//! Run with release binaries: `cargo build --release --workspace --bins` then
+//! `STOREPULSE_BIN_DIR=target/release target/release/storepulse-bench ingest`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use storepulse_shared::{
+    Batch, Hello, Identity, Label, LinkType, Message, PayMethod, Record, RecordBody, Scheme, Seq, TerminalId,
+    TxnOutcome,
+};
+use storepulse_tests::quic::{RawConn, client_config, endpoint};
+use storepulse_tests::{Agent, AgentSpec, Collector, Pki, bin_dir, procstat};
+
+#[derive(Debug, Parser)]
+#[command(about = "storepulse benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Ingest throughput with durable acks, many agents from one process.
+    Ingest {
+        /// Simulated agents (each its own certificate and connection).
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Records per batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Batches in flight per agent.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        /// Measured seconds (after a 3 s warm-up).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Client endpoints (UDP sockets) the agents are spread over.
+        #[arg(long, default_value_t = 8)]
+        endpoints: usize,
+    },
+    /// RSS, CPU and binary size of one agent at default intervals.
+    AgentFootprint {
+        /// Seconds to observe.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+    },
+}
+
+fn label(s: &str) -> Label {
+    Label::new(s).expect("static label is valid")
+}
+
+fn hello(terminal: &str) -> Result<Hello> {
+    Ok(Hello {
+        protocol_version: storepulse_shared::PROTOCOL_VERSION,
+        agent_version: "bench".into(),
+        spool_epoch: rand::random(),
+        identity: Identity {
+            terminal_id: TerminalId::new(terminal)?,
+            merchant_id: label("M1"),
+            store_id: label(terminal),
+            region: label("east"),
+            city: label("shanghai"),
+            acquirer: label("acq-a"),
+            qr_channel: label("wechatpay"),
+            carrier: label("cmcc"),
+            link: LinkType::Wifi,
+            model: label("P300"),
+            firmware: label("2.3.1"),
+            app_version: label("5.0.2"),
+        },
+        agent_time_unix_ms: 0,
+    })
+}
+
+fn batch(batch_id: u64, first_seq: u64, n: usize) -> Message {
+    let records = (0..n as u64)
+        .map(|i| Record {
+            seq: Seq(first_seq + i),
+            time_unix_ms: 1_700_000_000_000 + (first_seq + i) as i64,
+            body: RecordBody::TxnOutcome(TxnOutcome {
+                scheme: Scheme::Cup,
+                code: if i % 50 == 0 { "51".into() } else { "00".into() },
+                latency_ms: 300 + (i as u32 % 200),
+                method: if i % 3 == 0 { PayMethod::Qr } else { PayMethod::Card },
+                route: Some(label("acq-a")),
+            }),
+        })
+        .collect();
+    Message::Batch(Batch { batch_id, records })
+}
+
+/// The load every simulated agent applies.
+#[derive(Debug, Clone)]
+struct Load {
+    addr: SocketAddr,
+    batch_len: usize,
+    in_flight: usize,
+    stop: Instant,
+    acked: Arc<AtomicU64>,
+}
+
+/// One simulated agent: keeps `in_flight` batches outstanding until `stop`.
+async fn run_agent(conn_cfg: quinn::ClientConfig, ep: quinn::Endpoint, terminal: String, load: Load) -> Result<()> {
+    let Load { addr, batch_len, in_flight, stop, acked } = load;
+    let mut c = RawConn::connect(&ep, conn_cfg, addr).await?;
+    c.send(&Message::Hello(hello(&terminal)?)).await?;
+    match c.recv().await? {
+        Some(Message::Welcome(_)) => {}
+        other => bail!("{terminal}: expected Welcome, got {other:?}"),
+    }
+    let mut next_batch = 1u64;
+    let mut next_seq = 0u64;
+    let mut outstanding = 0usize;
+    loop {
+        while outstanding < in_flight && Instant::now() < stop {
+            c.send(&batch(next_batch, next_seq, batch_len)).await?;
+            next_batch += 1;
+            next_seq += batch_len as u64;
+            outstanding += 1;
+        }
+        if outstanding == 0 {
+            break;
+        }
+        match c.recv().await? {
+            Some(Message::Ack(_)) => {
+                outstanding -= 1;
+                acked.fetch_add(batch_len as u64, Ordering::Relaxed);
+            }
+            other => bail!("{terminal}: expected Ack, got {other:?}"),
+        }
+    }
+    c.conn.close(0u32.into(), b"done");
+    Ok(())
+}
+
+async fn ingest(agents: usize, batch_len: usize, in_flight: usize, seconds: u64, endpoints: usize) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = Pki::init(&tmp.path().join("pki"))?;
+    let terminals: Vec<String> = (0..agents).map(|i| format!("LOAD{i:05}")).collect();
+    for t in &terminals {
+        pki.issue(t)?;
+    }
+    let mut collector = Collector::start_with_intervals(&tmp.path().join("c"), &pki, 30, 60).await?;
+    let pid = collector.pid().context("collector pid")?;
+    let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1)).map(|_| endpoint()).collect::<Result<_>>()?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let warmup = Duration::from_secs(3);
+    let stop = Instant::now() + warmup + Duration::from_secs(seconds);
+    let load = Load { addr: collector.quic_addr(), batch_len, in_flight, stop, acked: acked.clone() };
+    let mut tasks = Vec::new();
+    for (i, t) in terminals.iter().enumerate() {
+        let cfg = client_config(&pki.ca(), &pki.cert(t), &pki.key(t))?;
+        tasks.push(tokio::spawn(run_agent(cfg, eps[i % eps.len()].clone(), t.clone(), load.clone())));
+    }
+    tokio::time::sleep(warmup).await;
+    let a0 = acked.load(Ordering::Relaxed);
+    let cpu0 = procstat::read(pid)?.cpu_secs;
+    let t0 = Instant::now();
+    let mut peak_rss = 0u64;
+    while Instant::now() < stop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak_rss = peak_rss.max(procstat::read(pid)?.rss_bytes);
+    }
+    let a1 = acked.load(Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = procstat::read(pid)?.cpu_secs - cpu0;
+    let mut failed = 0;
+    for t in tasks {
+        if let Err(e) = t.await? {
+            failed += 1;
+            eprintln!("agent failed: {e:#}");
+        }
+    }
+    let stored = collector.get("/api/v1/terminals").await?["terminals"]
+        .as_array()
+        .map(|ts| ts.iter().filter_map(|t| t["records_received"].as_u64()).sum::<u64>())
+        .unwrap_or(0);
+    collector.stop()?;
+    println!("ingest: {agents} agents, batch {batch_len}, {in_flight} in flight per agent, {endpoints} client endpoints");
+    println!("  acked records/s (durable, fsync'd group commit): {:.0}", (a1 - a0) as f64 / elapsed);
+    println!("  collector CPU: {:.2} cores; peak RSS {:.1} MiB", cpu / elapsed, peak_rss as f64 / (1 << 20) as f64);
+    println!("  records stored in total: {stored}; acked in total: {}; failed agents: {failed}", acked.load(Ordering::Relaxed));
+    if stored < acked.load(Ordering::Relaxed) {
+        bail!("collector stored {stored} records but acked {}", acked.load(Ordering::Relaxed));
+    }
+    Ok(())
+}
+
+async fn agent_footprint(seconds: u64) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = Pki::init(&tmp.path().join("pki"))?;
+    pki.issue("FOOT1")?;
+    // Default intervals: 30 s heartbeats, 60 s network probes.
+    let collector = Collector::start_with_intervals(&tmp.path().join("c"), &pki, 30, 60).await?;
+    let mut spec = AgentSpec::new("FOOT1", &pki, collector.quic_addr());
+    spec.heartbeat_interval_secs = 30;
+    spec.net_probe_interval_secs = 60;
+    let mut agent = Agent::start(&tmp.path().join("a"), spec).await?;
+    let pid = agent.pid().context("agent pid")?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let start = procstat::read(pid)?;
+    let t0 = Instant::now();
+    let mut peak = start.rss_bytes;
+    let mut n = 0u64;
+    // A busy shop: one payment every 10 s.
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        agent.post_markers([n]).await?;
+        n += 1;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        peak = peak.max(procstat::read(pid)?.rss_bytes);
+    }
+    let end = procstat::read(pid)?;
+    let elapsed = t0.elapsed().as_secs_f64();
+    agent.stop()?;
+    let size = std::fs::metadata(bin_dir().join("storepulse-agent"))?.len();
+    println!("agent footprint over {elapsed:.0} s at default intervals (30 s heartbeat, 60 s net probe, 1 payment / 10 s):");
+    println!("  RSS: {:.1} MiB at end, {:.1} MiB peak", end.rss_bytes as f64 / (1 << 20) as f64, peak as f64 / (1 << 20) as f64);
+    println!("  CPU: {:.2} s per hour", (end.cpu_secs - start.cpu_secs) / elapsed * 3600.0);
+    println!("  binary ({}): {:.1} MiB", bin_dir().join("storepulse-agent").display(), size as f64 / (1 << 20) as f64);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Ingest { agents, batch, in_flight, seconds, endpoints } => {
+            ingest(agents, batch, in_flight, seconds, endpoints).await
+        }
+        Cmd::AgentFootprint { seconds } => agent_footprint(seconds).await,
+    }
+}
