@@ -357,8 +357,10 @@ mod tests {
                 }),
             }],
         };
-        let hex: Vec<String> =
-            encode_frame(&Message::Batch(batch)).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: Vec<String> = encode_frame(&Message::Batch(batch))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(
             hex.join(" "),
             "02 00 00 00 12 01 01 07 80 a0 ab fe f9 62 02 01 02 30 33 a4 03 00 00"

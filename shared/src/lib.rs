@@ -8,6 +8,7 @@
 pub mod frame;
 pub mod ids;
 pub mod message;
+pub mod taxonomy;
 
 pub use frame::{FrameDecoder, FrameError, FrameType, MAX_FRAME_BYTES_DEFAULT, encode_frame};
 pub use ids::{IdError, Label, Seq, TerminalId};
