@@ -222,11 +222,16 @@ fn default_backlog_records_per_sec() -> u32 {
 impl Config {
     /// Reads, parses and checks a config file; relative paths resolve against its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml(&text, base).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
             other => other,
         })
     }
@@ -273,7 +278,9 @@ impl Config {
     /// Checks ranges and cross-field consistency.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.fleet.stale_after_secs == 0 || self.fleet.offline_after_secs <= self.fleet.stale_after_secs {
+        if self.fleet.stale_after_secs == 0
+            || self.fleet.offline_after_secs <= self.fleet.stale_after_secs
+        {
             return bad("fleet.offline_after_secs must be greater than fleet.stale_after_secs > 0");
         }
         if self.ingest.max_frame_bytes < 1024 {
@@ -288,13 +295,17 @@ impl Config {
         if self.ingest.hello_timeout_secs == 0 {
             return bad("ingest.hello_timeout_secs must be > 0");
         }
-        if self.agents.max_batch_records == 0 || self.agents.max_batch_records > self.ingest.max_batch_records {
+        if self.agents.max_batch_records == 0
+            || self.agents.max_batch_records > self.ingest.max_batch_records
+        {
             return bad("agents.max_batch_records must be between 1 and ingest.max_batch_records");
         }
         if self.agents.heartbeat_interval_secs == 0 || self.agents.net_probe_interval_secs == 0 {
             return bad("agents intervals must be > 0");
         }
-        if self.quic.idle_timeout_secs == 0 || self.quic.keep_alive_interval_secs >= self.quic.idle_timeout_secs {
+        if self.quic.idle_timeout_secs == 0
+            || self.quic.keep_alive_interval_secs >= self.quic.idle_timeout_secs
+        {
             return bad("quic.keep_alive_interval_secs must be below quic.idle_timeout_secs > 0");
         }
         if self.tls.crl_poll_interval_secs == 0 {
@@ -334,13 +345,18 @@ impl Default for QuicConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_http_listen() }
+        Self {
+            listen: default_http_listen(),
+        }
     }
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        Self { stale_after_secs: default_stale_after_secs(), offline_after_secs: default_offline_after_secs() }
+        Self {
+            stale_after_secs: default_stale_after_secs(),
+            offline_after_secs: default_offline_after_secs(),
+        }
     }
 }
 
@@ -390,7 +406,10 @@ mod tests {
     fn example_config_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let c = Config::load(&dir.join("collector.example.toml")).expect("example parses");
-        assert!(c.tls.ca_cert.starts_with(dir), "relative paths resolve against the file");
+        assert!(
+            c.tls.ca_cert.starts_with(dir),
+            "relative paths resolve against the file"
+        );
         assert_eq!(c.agents.heartbeat_interval_secs, 30);
         assert_eq!(c.ingest.group_commit_max_delay_ms, 2);
     }
@@ -413,8 +432,14 @@ mod tests {
     fn unknown_fields_and_bad_values_are_refused() {
         let base = "[tls]\nca_cert='a'\ncert='b'\nkey='c'\n[store]\npath='d'\n";
         let unknown = format!("{base}[quic]\nlisten_addr='0.0.0.0:1'\n");
-        assert!(matches!(Config::from_toml(&unknown, Path::new(".")), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::from_toml(&unknown, Path::new(".")),
+            Err(ConfigError::Parse { .. })
+        ));
         let inverted = format!("{base}[fleet]\nstale_after_secs=300\noffline_after_secs=90\n");
-        assert!(matches!(Config::from_toml(&inverted, Path::new(".")), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            Config::from_toml(&inverted, Path::new(".")),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 }

@@ -1,1 +1,189 @@
-fn main() {}
+//! `storepulse-collector`: command line entry point (serve, pki, dump). Thin by design: parse
+//! arguments, start tracing, call the library, map errors to exit codes (64 for bad config).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use storepulse_collector::config::Config;
+use storepulse_collector::pki;
+use tracing_subscriber::EnvFilter;
+
+/// Log filter when `RUST_LOG` is not set: our own info, storage internals only when worrying.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// Exit code for a bad configuration or usage (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "storepulse-collector",
+    version,
+    about = "storepulse fleet collector"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector.
+    Serve {
+        /// Path of the collector config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the fleet PKI.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Print every stored record as JSON lines (the collector must not be running on it).
+    Dump {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create the fleet CA, the collector certificate and an empty CRL.
+    Init {
+        /// PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name agents use to reach the collector.
+        #[arg(long, default_value = pki::DEFAULT_SERVER_NAME)]
+        server_name: String,
+    },
+    /// Issue a client certificate for a terminal.
+    Issue {
+        /// PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Terminal id (becomes the certificate CN).
+        #[arg(long)]
+        terminal: String,
+        /// Issue even if the terminal already has a certificate.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a terminal's certificates and regenerate the CRL.
+    Revoke {
+        /// PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Terminal id.
+        #[arg(long)]
+        terminal: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Pki { command } => run_pki(command),
+        Command::Dump { store } => {
+            let stdout = std::io::stdout();
+            match storepulse_collector::dump(&store, &mut stdout.lock()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e.into()),
+    };
+    match runtime.block_on(storepulse_collector::serve(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn run_pki(command: PkiCommand) -> ExitCode {
+    let result = match command {
+        PkiCommand::Init { dir, server_name } => pki::init(&dir, &server_name).map(|()| {
+            println!("initialised fleet PKI in {}", dir.display());
+        }),
+        PkiCommand::Issue {
+            dir,
+            terminal,
+            force,
+        } => pki::issue(&dir, &terminal, force).map(|i| {
+            println!(
+                "issued {} (serial {}) key {}",
+                i.cert.display(),
+                i.serial_hex,
+                i.key.display()
+            );
+        }),
+        PkiCommand::Revoke { dir, terminal } => pki::revoke(&dir, &terminal).map(|serials| {
+            println!("revoked {terminal}: {}", serials.join(", "));
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ pki::PkiError::InvalidTerminal { .. }) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Err(e) => fail(&e.into()),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "Cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

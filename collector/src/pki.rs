@@ -151,10 +151,14 @@ pub fn init(dir: &Path, server_name: &str) -> Result<(), PkiError> {
     let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = rcgen::DistinguishedName::new();
-    ca.distinguished_name.push(DnType::CommonName, CA_COMMON_NAME);
+    ca.distinguished_name
+        .push(DnType::CommonName, CA_COMMON_NAME);
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     set_validity(&mut ca, now, CA_CERT_DAYS)?;
     ca.serial_number = Some(random_serial());
     let ca_cert = ca.self_signed(&ca_key)?;
@@ -162,9 +166,13 @@ pub fn init(dir: &Path, server_name: &str) -> Result<(), PkiError> {
 
     let server_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut server = CertificateParams::new(vec![server_name.to_owned(), "localhost".to_owned()])?;
-    server.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+    server
+        .subject_alt_names
+        .push(SanType::IpAddress([127, 0, 0, 1].into()));
     server.distinguished_name = rcgen::DistinguishedName::new();
-    server.distinguished_name.push(DnType::CommonName, server_name);
+    server
+        .distinguished_name
+        .push(DnType::CommonName, server_name);
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     server.use_authority_key_identifier_extension = true;
@@ -186,11 +194,15 @@ pub fn init(dir: &Path, server_name: &str) -> Result<(), PkiError> {
 /// Refuses an invalid terminal id, and a second certificate for the same terminal unless
 /// `force` is set.
 pub fn issue(dir: &Path, terminal: &str, force: bool) -> Result<Issued, PkiError> {
-    validate_id(terminal)
-        .map_err(|source| PkiError::InvalidTerminal { id: terminal.to_owned(), source })?;
+    validate_id(terminal).map_err(|source| PkiError::InvalidTerminal {
+        id: terminal.to_owned(),
+        source,
+    })?;
     let p = PkiPaths::new(dir);
     let issuer = load_issuer(&p)?;
-    let already = read_lines(&p.issued)?.iter().any(|l| l.terminal == terminal);
+    let already = read_lines(&p.issued)?
+        .iter()
+        .any(|l| l.terminal == terminal);
     if already && !force {
         return Err(PkiError::AlreadyIssued(terminal.to_owned()));
     }
@@ -209,10 +221,19 @@ pub fn issue(dir: &Path, terminal: &str, force: bool) -> Result<Issued, PkiError
     let cert = params.signed_by(&key, &issuer)?;
 
     fs::create_dir_all(&p.terminals).map_err(io(&p.terminals))?;
-    let issued = Issued { cert: p.terminal_cert(terminal), key: p.terminal_key(terminal), serial_hex };
+    let issued = Issued {
+        cert: p.terminal_cert(terminal),
+        key: p.terminal_key(terminal),
+        serial_hex,
+    };
     write_secret(&issued.key, key.serialize_pem().as_bytes())?;
     write_public(&issued.cert, cert.pem().as_bytes())?;
-    append_line(&p.issued, terminal, &issued.serial_hex, &rfc3339(unix_secs(not_after)))?;
+    append_line(
+        &p.issued,
+        terminal,
+        &issued.serial_hex,
+        &rfc3339(unix_secs(not_after)),
+    )?;
     Ok(issued)
 }
 
@@ -255,7 +276,10 @@ fn write_crl(
 ) -> Result<(), PkiError> {
     let mut certs = Vec::with_capacity(revoked.len());
     for (i, l) in revoked.iter().enumerate() {
-        let bad = || PkiError::Malformed { path: p.revoked.clone(), line: i + 1 };
+        let bad = || PkiError::Malformed {
+            path: p.revoked.clone(),
+            line: i + 1,
+        };
         let serial = unhex(&l.serial_hex).ok_or_else(bad)?;
         let at = parse_rfc3339(&l.time).ok_or_else(bad)?;
         certs.push(RevokedCertParams {
@@ -320,10 +344,13 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.is_empty() {
+    if !s.len().is_multiple_of(2) || s.is_empty() {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds.
@@ -331,7 +358,12 @@ pub(crate) fn rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(i64::MAX));
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Parses what [`rfc3339`] writes.
@@ -344,7 +376,9 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
     let (h, mi, se) = (n(11..13)?, n(14..16)?, n(17..19)?);
     let days = days_from_civil(i64::try_from(y).ok()?, mo, d);
-    u64::try_from(days).ok().map(|days| days * 86_400 + h * 3600 + mi * 60 + se)
+    u64::try_from(days)
+        .ok()
+        .map(|days| days * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 // Howard Hinnant's civil calendar algorithms.
@@ -383,18 +417,29 @@ fn read_lines(path: &Path) -> Result<Vec<Line>, PkiError> {
         .map(|(i, l)| {
             let mut f = l.split('\t');
             match (f.next(), f.next(), f.next(), f.next()) {
-                (Some(t), Some(s), Some(time), None) => {
-                    Ok(Line { terminal: t.to_owned(), serial_hex: s.to_owned(), time: time.to_owned() })
-                }
-                _ => Err(PkiError::Malformed { path: path.to_owned(), line: i + 1 }),
+                (Some(t), Some(s), Some(time), None) => Ok(Line {
+                    terminal: t.to_owned(),
+                    serial_hex: s.to_owned(),
+                    time: time.to_owned(),
+                }),
+                _ => Err(PkiError::Malformed {
+                    path: path.to_owned(),
+                    line: i + 1,
+                }),
             }
         })
         .collect()
 }
 
 fn append_line(path: &Path, a: &str, b: &str, c: &str) -> Result<(), PkiError> {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).map_err(io(path))?;
-    writeln!(f, "{a}\t{b}\t{c}").and_then(|()| f.sync_all()).map_err(io(path))
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))?;
+    writeln!(f, "{a}\t{b}\t{c}")
+        .and_then(|()| f.sync_all())
+        .map_err(io(path))
 }
 
 fn write_public(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
@@ -411,16 +456,151 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
         opts.mode(0o600);
         let mut f = opts.open(path).map_err(io(path))?;
         // An existing file keeps its mode on open; force 0600 in case of --force re-issue.
-        f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io(path))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(path))
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io(path))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io(path))
     }
     #[cfg(not(unix))]
     {
         let mut f = opts.open(path).map_err(io(path))?;
-        f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(path))
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(io(path))
     }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io { path: path.to_owned(), source }
+    move |source| PkiError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_of(path: &Path) -> Vec<u8> {
+        let pem = fs::read(path).expect("read cert");
+        let (_, p) = x509_parser::pem::parse_x509_pem(&pem).expect("pem");
+        p.contents
+    }
+
+    #[test]
+    fn init_issue_revoke() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("pki");
+        init(&dir, "collector.example").expect("init");
+        assert!(matches!(
+            init(&dir, "x"),
+            Err(PkiError::AlreadyInitialised(_))
+        ));
+        let p = PkiPaths::new(&dir);
+        for f in [
+            &p.ca_cert,
+            &p.ca_key,
+            &p.collector_cert,
+            &p.collector_key,
+            &p.crl,
+            &p.issued,
+            &p.revoked,
+        ] {
+            assert!(f.exists(), "{} missing", f.display());
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&p.ca_key).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+
+        let der = cert_of(&p.collector_cert);
+        let (_, server) = x509_parser::parse_x509_certificate(&der).expect("parse");
+        let san = server
+            .subject_alternative_name()
+            .expect("ok")
+            .expect("has SAN");
+        let names = format!("{:?}", san.value.general_names);
+        assert!(
+            names.contains("collector.example") && names.contains("localhost"),
+            "{names}"
+        );
+        assert!(
+            server
+                .extended_key_usage()
+                .expect("ok")
+                .expect("eku")
+                .value
+                .server_auth
+        );
+
+        assert!(matches!(
+            issue(&dir, "bad id", false),
+            Err(PkiError::InvalidTerminal { .. })
+        ));
+        let issued = issue(&dir, "T-1", false).expect("issue");
+        let client_der = cert_of(&issued.cert);
+        let (_, client) = x509_parser::parse_x509_certificate(&client_der).expect("parse");
+        let cn = client
+            .subject()
+            .iter_common_name()
+            .next()
+            .expect("cn")
+            .as_str()
+            .expect("str");
+        assert_eq!(cn, "T-1");
+        assert!(
+            client
+                .extended_key_usage()
+                .expect("ok")
+                .expect("eku")
+                .value
+                .client_auth
+        );
+        assert_eq!(hex(client.raw_serial()), issued.serial_hex);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&issued.key)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert!(matches!(
+            issue(&dir, "T-1", false),
+            Err(PkiError::AlreadyIssued(_))
+        ));
+        let second = issue(&dir, "T-1", true).expect("forced");
+        assert_ne!(second.serial_hex, issued.serial_hex);
+
+        assert!(matches!(revoke(&dir, "T-9"), Err(PkiError::NotIssued(_))));
+        let revoked = revoke(&dir, "T-1").expect("revoke");
+        assert_eq!(revoked.len(), 2);
+        assert!(matches!(revoke(&dir, "T-1"), Err(PkiError::NotIssued(_))));
+        let crl_pem = fs::read(&p.crl).expect("crl");
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&crl_pem).expect("pem");
+        let (_, crl) = x509_parser::parse_x509_crl(&pem.contents).expect("crl parses");
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| hex(r.raw_serial()))
+            .collect();
+        assert!(serials.contains(&issued.serial_hex) && serials.contains(&second.serial_hex));
+    }
+
+    #[test]
+    fn dates_roundtrip() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        for s in [0, 951_782_400, 1_700_000_000, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&rfc3339(s)), Some(s));
+        }
+        assert_eq!(parse_rfc3339("2023-11-14 22:13:20Z"), None);
+        assert_eq!(unhex("0aff"), Some(vec![0x0a, 0xff]));
+        assert_eq!(unhex("0g"), None);
+    }
 }

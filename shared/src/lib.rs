@@ -48,4 +48,6 @@ pub mod close_code {
     pub const RATE_LIMITED: u32 = 9;
     /// No `Hello` arrived within the handshake timeout.
     pub const HELLO_TIMEOUT: u32 = 10;
+    /// The same terminal opened a newer connection; this older one is closed.
+    pub const SUPERSEDED: u32 = 11;
 }

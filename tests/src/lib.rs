@@ -32,7 +32,10 @@ pub fn bin_dir() -> PathBuf {
 pub fn bin(name: &str) -> Result<PathBuf> {
     let p = bin_dir().join(name);
     if !p.exists() {
-        bail!("{} not found: run `cargo build --workspace --bins` first", p.display());
+        bail!(
+            "{} not found: run `cargo build --workspace --bins` first",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -69,7 +72,9 @@ where
 
 /// Runs `storepulse-collector` with the given arguments and fails on a non-zero exit.
 pub fn collector_cli(args: &[&str]) -> Result<String> {
-    let out = Command::new(bin("storepulse-collector")?).args(args).output()?;
+    let out = Command::new(bin("storepulse-collector")?)
+        .args(args)
+        .output()?;
     if !out.status.success() {
         bail!(
             "storepulse-collector {:?} failed: {}{}",
@@ -92,18 +97,34 @@ impl Pki {
     /// `pki init --dir dir`.
     pub fn init(dir: &Path) -> Result<Self> {
         collector_cli(&["pki", "init", "--dir", &dir.to_string_lossy()])?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// `pki issue --dir dir --terminal t`.
     pub fn issue(&self, terminal: &str) -> Result<()> {
-        collector_cli(&["pki", "issue", "--dir", &self.dir.to_string_lossy(), "--terminal", terminal])?;
+        collector_cli(&[
+            "pki",
+            "issue",
+            "--dir",
+            &self.dir.to_string_lossy(),
+            "--terminal",
+            terminal,
+        ])?;
         Ok(())
     }
 
     /// `pki revoke --dir dir --terminal t`.
     pub fn revoke(&self, terminal: &str) -> Result<()> {
-        collector_cli(&["pki", "revoke", "--dir", &self.dir.to_string_lossy(), "--terminal", terminal])?;
+        collector_cli(&[
+            "pki",
+            "revoke",
+            "--dir",
+            &self.dir.to_string_lossy(),
+            "--terminal",
+            terminal,
+        ])?;
         Ok(())
     }
 
@@ -131,11 +152,17 @@ struct Proc {
 
 impl Proc {
     fn spawn(bin: &Path, args: &[String], log: &Path) -> Result<Self> {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
-            .env("RUST_LOG", std::env::var("STOREPULSE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("STOREPULSE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -216,7 +243,12 @@ impl Collector {
     }
 
     /// As [`Self::start`], announcing the given probe intervals to agents.
-    pub async fn start_with_intervals(dir: &Path, pki: &Pki, heartbeat_secs: u32, net_secs: u32) -> Result<Self> {
+    pub async fn start_with_intervals(
+        dir: &Path,
+        pki: &Pki,
+        heartbeat_secs: u32,
+        net_secs: u32,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let spec = CollectorSpec {
             pki: pki.clone(),
@@ -226,7 +258,12 @@ impl Collector {
             heartbeat_interval_secs: heartbeat_secs,
             net_probe_interval_secs: net_secs,
         };
-        let mut c = Self { spec, dir: dir.to_path_buf(), proc: None, http: reqwest::Client::new() };
+        let mut c = Self {
+            spec,
+            dir: dir.to_path_buf(),
+            proc: None,
+            http: reqwest::Client::new(),
+        };
         c.restart().await?;
         Ok(c)
     }
@@ -285,14 +322,29 @@ backlog_records_per_sec = 5000
     pub async fn restart(&mut self) -> Result<()> {
         let cfg = self.dir.join("collector.toml");
         std::fs::write(&cfg, self.config())?;
-        let args = vec!["serve".into(), "--config".into(), cfg.to_string_lossy().into_owned()];
-        self.proc = Some(Proc::spawn(&bin("storepulse-collector")?, &args, &self.dir.join("collector.log"))?);
+        let args = vec![
+            "serve".into(),
+            "--config".into(),
+            cfg.to_string_lossy().into_owned(),
+        ];
+        self.proc = Some(Proc::spawn(
+            &bin("storepulse-collector")?,
+            &args,
+            &self.dir.join("collector.log"),
+        )?);
         let url = self.url("/healthz");
         let http = self.http.clone();
         wait_for(Duration::from_secs(20), "collector /healthz", || {
             let http = http.clone();
             let url = url.clone();
-            async move { http.get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+            async move {
+                http.get(&url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await
         .with_context(|| format!("collector log:\n{}", self.log()))
@@ -315,7 +367,10 @@ backlog_records_per_sec = 5000
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().and_then(|p| p.child.as_ref()).map(Child::id)
+        self.proc
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .map(Child::id)
     }
 
     /// Whether the process is alive.
@@ -361,7 +416,10 @@ backlog_records_per_sec = 5000
             if page.is_empty() {
                 return Ok(out);
             }
-            let last = page.last().and_then(|r| r["seq"].as_u64()).context("record without seq")?;
+            let last = page
+                .last()
+                .and_then(|r| r["seq"].as_u64())
+                .context("record without seq")?;
             if after.is_some_and(|a| last <= a) {
                 bail!("pagination did not advance past seq {last}");
             }
@@ -377,7 +435,11 @@ backlog_records_per_sec = 5000
         let mut m: Vec<u64> = recs
             .iter()
             .filter(|r| r["kind"] == "txn_outcome")
-            .map(|r| r["body"]["latency_ms"].as_u64().context("txn without latency_ms"))
+            .map(|r| {
+                r["body"]["latency_ms"]
+                    .as_u64()
+                    .context("txn without latency_ms")
+            })
             .collect::<Result<_>>()?;
         m.sort_unstable();
         Ok(m)
@@ -440,7 +502,13 @@ impl Agent {
     pub async fn start(dir: &Path, spec: AgentSpec) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let intake = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let mut a = Self { spec, dir: dir.to_path_buf(), intake, proc: None, http: reqwest::Client::new() };
+        let mut a = Self {
+            spec,
+            dir: dir.to_path_buf(),
+            intake,
+            proc: None,
+            http: reqwest::Client::new(),
+        };
         a.restart().await?;
         Ok(a)
     }
@@ -511,12 +579,21 @@ max_batch_records = 256
     /// (Re)starts the process with the same config and spool.
     pub async fn restart(&mut self) -> Result<()> {
         std::fs::write(self.config_path(), self.config())?;
-        let args = vec!["--config".into(), self.config_path().to_string_lossy().into_owned()];
-        self.proc = Some(Proc::spawn(&bin("storepulse-agent")?, &args, &self.dir.join("agent.log"))?);
+        let args = vec![
+            "--config".into(),
+            self.config_path().to_string_lossy().into_owned(),
+        ];
+        self.proc = Some(Proc::spawn(
+            &bin("storepulse-agent")?,
+            &args,
+            &self.dir.join("agent.log"),
+        )?);
         let this = &*self;
-        wait_for(Duration::from_secs(20), "agent /v1/status", || async move { this.status().await.ok() })
-            .await
-            .with_context(|| format!("agent log:\n{}", self.log()))?;
+        wait_for(Duration::from_secs(20), "agent /v1/status", || async move {
+            this.status().await.ok()
+        })
+        .await
+        .with_context(|| format!("agent log:\n{}", self.log()))?;
         Ok(())
     }
 
@@ -542,12 +619,19 @@ max_batch_records = 256
 
     /// The process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().and_then(|p| p.child.as_ref()).map(Child::id)
+        self.proc
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .map(Child::id)
     }
 
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Value> {
-        let r = self.http.get(format!("http://{}/v1/status", self.intake)).send().await?;
+        let r = self
+            .http
+            .get(format!("http://{}/v1/status", self.intake))
+            .send()
+            .await?;
         let status = r.status();
         let v: Value = r.json().await?;
         if !status.is_success() {
@@ -596,11 +680,24 @@ pub fn assert_exactly_once(stored: &[u64], expected: impl IntoIterator<Item = u6
         }
     }
     if !dups.is_empty() {
-        bail!("{} duplicate(s), e.g. {:?}", dups.len(), &dups[..dups.len().min(10)]);
+        bail!(
+            "{} duplicate(s), e.g. {:?}",
+            dups.len(),
+            &dups[..dups.len().min(10)]
+        );
     }
-    let missing: Vec<u64> = want.iter().filter(|m| stored.binary_search(m).is_err()).copied().collect();
+    let missing: Vec<u64> = want
+        .iter()
+        .filter(|m| stored.binary_search(m).is_err())
+        .copied()
+        .collect();
     if !missing.is_empty() {
-        bail!("{} of {} missing, e.g. {:?}", missing.len(), want.len(), &missing[..missing.len().min(10)]);
+        bail!(
+            "{} of {} missing, e.g. {:?}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(10)]
+        );
     }
     if stored.len() != want.len() {
         bail!("stored {} outcomes, expected {}", stored.len(), want.len());

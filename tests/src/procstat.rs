@@ -24,7 +24,11 @@ pub fn read(pid: u32) -> Result<ProcStat> {
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').context("bad stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    let ticks: u64 =
+        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
     // USER_HZ is 100 on every Linux we run on.
-    Ok(ProcStat { rss_bytes: rss_kib * 1024, cpu_secs: ticks as f64 / 100.0 })
+    Ok(ProcStat {
+        rss_bytes: rss_kib * 1024,
+        cpu_secs: ticks as f64 / 100.0,
+    })
 }

@@ -23,7 +23,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    rustls_pemfile::private_key(&mut pem.as_slice())?.with_context(|| format!("no key in {}", path.display()))
+    rustls_pemfile::private_key(&mut pem.as_slice())?
+        .with_context(|| format!("no key in {}", path.display()))
 }
 
 /// A quinn client config that trusts `ca` and presents `cert`/`key`.
@@ -48,7 +49,10 @@ pub fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<quinn::Client
 
 /// A client endpoint on an ephemeral loopback port.
 pub fn endpoint() -> Result<quinn::Endpoint> {
-    Ok(quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?)
+    Ok(quinn::Endpoint::client(SocketAddr::from((
+        [127, 0, 0, 1],
+        0,
+    )))?)
 }
 
 /// One raw connection with its bidirectional stream.
@@ -65,10 +69,19 @@ pub struct RawConn {
 
 impl RawConn {
     /// Connects and opens the stream.
-    pub async fn connect(ep: &quinn::Endpoint, cfg: quinn::ClientConfig, addr: SocketAddr) -> Result<Self> {
+    pub async fn connect(
+        ep: &quinn::Endpoint,
+        cfg: quinn::ClientConfig,
+        addr: SocketAddr,
+    ) -> Result<Self> {
         let conn = ep.connect_with(cfg, addr, SERVER_NAME)?.await?;
         let (send, recv) = conn.open_bi().await?;
-        Ok(Self { conn, send, recv, decoder: FrameDecoder::new(MAX_FRAME_BYTES_DEFAULT) })
+        Ok(Self {
+            conn,
+            send,
+            recv,
+            decoder: FrameDecoder::new(MAX_FRAME_BYTES_DEFAULT),
+        })
     }
 
     /// Writes raw bytes.

@@ -45,7 +45,10 @@ impl Backoff {
     /// The exponential cap for the current attempt: `min(max, initial * 2^attempt)`.
     pub fn cap(&self) -> Duration {
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.config.initial.saturating_mul(factor).min(self.config.max.max(self.config.initial))
+        self.config
+            .initial
+            .saturating_mul(factor)
+            .min(self.config.max.max(self.config.initial))
     }
 
     /// Delay before the next attempt after a failed one (connect, handshake, or a connection
@@ -87,7 +90,10 @@ mod tests {
     use super::*;
 
     fn cfg() -> BackoffConfig {
-        BackoffConfig { initial: Duration::from_millis(1000), max: Duration::from_secs(60) }
+        BackoffConfig {
+            initial: Duration::from_millis(1000),
+            max: Duration::from_secs(60),
+        }
     }
 
     #[test]
@@ -117,7 +123,11 @@ mod tests {
             assert_eq!(b.attempt(), 0);
         }
         b.after_loss(&mut rng, Duration::from_secs(1), None);
-        assert_eq!(b.attempt(), 1, "a short-lived connection counts as a failure");
+        assert_eq!(
+            b.attempt(),
+            1,
+            "a short-lived connection counts as a failure"
+        );
     }
 
     #[test]
@@ -132,10 +142,14 @@ mod tests {
     fn delays_are_spread() {
         let mut rng = SmallRng::seed_from_u64(4);
         let mut b = Backoff::new(cfg());
-        let ds: Vec<_> =
-            (0..50).map(|_| b.after_loss(&mut rng, Duration::from_secs(60), None)).collect();
+        let ds: Vec<_> = (0..50)
+            .map(|_| b.after_loss(&mut rng, Duration::from_secs(60), None))
+            .collect();
         let min = ds.iter().min().copied().unwrap_or_default();
         let max = ds.iter().max().copied().unwrap_or_default();
-        assert!(max - min > Duration::from_millis(500), "jitter spreads delays: {ds:?}");
+        assert!(
+            max - min > Duration::from_millis(500),
+            "jitter spreads delays: {ds:?}"
+        );
     }
 }

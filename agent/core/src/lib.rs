@@ -21,7 +21,6 @@ pub mod uplink;
 pub use backoff::{Backoff, BackoffConfig};
 pub use shed::{ShedPlan, SpoolIndex};
 pub use spool::{
-    Appended, DropCounts, EntryInfo, MemSpool, NewRecord, RecordKind, Spool, SpoolMeta,
-    encoded_len,
+    Appended, DropCounts, EntryInfo, MemSpool, NewRecord, RecordKind, Spool, SpoolMeta, encoded_len,
 };
 pub use uplink::{AckError, PlannedBatch, Uplink, UplinkConfig};

@@ -58,7 +58,9 @@ impl LossTracker {
     /// connection started), `None` if no packet was sent in between.
     pub fn sample(&mut self, connection_id: u64, lost: u64, sent: u64) -> Option<f32> {
         let (dl, ds) = match self.last {
-            Some((id, l, s)) if id == connection_id && lost >= l && sent >= s => (lost - l, sent - s),
+            Some((id, l, s)) if id == connection_id && lost >= l && sent >= s => {
+                (lost - l, sent - s)
+            }
             _ => (lost, sent),
         };
         self.last = Some((connection_id, lost, sent));

@@ -62,15 +62,21 @@ impl SpoolIndex {
     /// Adds an entry (replacing any entry with the same seq).
     pub fn insert(&mut self, e: EntryInfo) {
         self.remove(e.seq);
-        let map = if e.kind.is_telemetry() { &mut self.telemetry } else { &mut self.precious };
+        let map = if e.kind.is_telemetry() {
+            &mut self.telemetry
+        } else {
+            &mut self.precious
+        };
         map.insert(e.seq.0, (e.kind, e.bytes));
         self.bytes += u64::from(e.bytes);
     }
 
     /// Removes an entry, returning it if it was present.
     pub fn remove(&mut self, seq: Seq) -> Option<EntryInfo> {
-        let (kind, bytes) =
-            self.telemetry.remove(&seq.0).or_else(|| self.precious.remove(&seq.0))?;
+        let (kind, bytes) = self
+            .telemetry
+            .remove(&seq.0)
+            .or_else(|| self.precious.remove(&seq.0))?;
         self.bytes -= u64::from(bytes);
         Some(EntryInfo { seq, kind, bytes })
     }
@@ -89,7 +95,11 @@ impl SpoolIndex {
             .telemetry
             .iter()
             .chain(self.precious.iter())
-            .map(|(&s, &(kind, bytes))| EntryInfo { seq: Seq(s), kind, bytes })
+            .map(|(&s, &(kind, bytes))| EntryInfo {
+                seq: Seq(s),
+                kind,
+                bytes,
+            })
             .collect();
         v.sort_by_key(|e| e.seq);
         v
@@ -122,7 +132,11 @@ impl SpoolIndex {
                     if in_flight.contains(&Seq(s)) != want_in_flight {
                         continue;
                     }
-                    evict.push(EntryInfo { seq: Seq(s), kind: k, bytes: b });
+                    evict.push(EntryInfo {
+                        seq: Seq(s),
+                        kind: k,
+                        bytes: b,
+                    });
                     need = need.saturating_sub(u64::from(b));
                     if need == 0 {
                         return ShedPlan::Admit(evict);
@@ -161,7 +175,11 @@ mod tests {
     use super::*;
 
     fn e(seq: u64, kind: RecordKind, bytes: u32) -> EntryInfo {
-        EntryInfo { seq: Seq(seq), kind, bytes }
+        EntryInfo {
+            seq: Seq(seq),
+            kind,
+            bytes,
+        }
     }
 
     const HB: RecordKind = RecordKind::Heartbeat;
@@ -179,12 +197,16 @@ mod tests {
     #[test]
     fn fits_without_eviction() {
         let idx = SpoolIndex::from_entries([e(0, TX, 10)]);
-        assert_eq!(idx.plan(HB, 10, 20, &BTreeSet::new()), ShedPlan::Admit(vec![]));
+        assert_eq!(
+            idx.plan(HB, 10, 20, &BTreeSet::new()),
+            ShedPlan::Admit(vec![])
+        );
     }
 
     #[test]
     fn oldest_telemetry_goes_first_and_in_flight_last() {
-        let idx = SpoolIndex::from_entries([e(0, TX, 10), e(1, HB, 10), e(2, NQ, 10), e(3, HB, 10)]);
+        let idx =
+            SpoolIndex::from_entries([e(0, TX, 10), e(1, HB, 10), e(2, NQ, 10), e(3, HB, 10)]);
         let in_flight = BTreeSet::from([Seq(1)]);
         let plan = idx.plan(TX, 20, 40, &in_flight);
         assert_eq!(seqs(&plan), vec![2, 3]);

@@ -60,7 +60,7 @@ pub struct NewRecord {
 }
 
 /// The result of one append transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
     /// First sequence number assigned (records got `first_seq .. first_seq + count`).
     pub first_seq: Seq,
@@ -214,9 +214,11 @@ impl DropCounts {
     /// The counters of a `SpoolDrops` body (zero for any other body).
     pub fn of_body(body: &RecordBody) -> Self {
         match body {
-            RecordBody::SpoolDrops(d) => {
-                Self { heartbeats: d.heartbeats, net_quality: d.net_quality, txn_outcomes: d.txn_outcomes }
-            }
+            RecordBody::SpoolDrops(d) => Self {
+                heartbeats: d.heartbeats,
+                net_quality: d.net_quality,
+                txn_outcomes: d.txn_outcomes,
+            },
             _ => Self::default(),
         }
     }
@@ -229,8 +231,10 @@ impl DropCounts {
 /// of batch id, one byte of vector length).
 pub fn encoded_len(record: &Record) -> u32 {
     const OVERHEAD: usize = 7;
-    let frame =
-        encode_frame(&Message::Batch(Batch { batch_id: 0, records: vec![record.clone()] }));
+    let frame = encode_frame(&Message::Batch(Batch {
+        batch_id: 0,
+        records: vec![record.clone()],
+    }));
     u32::try_from(frame.len().saturating_sub(OVERHEAD)).unwrap_or(u32::MAX)
 }
 
@@ -287,15 +291,28 @@ impl Spool for MemSpool {
         records: Vec<NewRecord>,
         in_flight: &BTreeSet<Seq>,
     ) -> Result<Appended, Infallible> {
-        let mut out = Appended { first_seq: Seq(self.next_seq), ..Appended::default() };
+        let mut out = Appended {
+            first_seq: Seq(self.next_seq),
+            count: 0,
+            stored: Vec::new(),
+            evicted: Vec::new(),
+        };
         let mut new_seqs = BTreeSet::new();
         for nr in records {
             let seq = self.next_seq;
             self.next_seq += 1;
             out.count += 1;
-            let record = Record { seq: Seq(seq), time_unix_ms: nr.time_unix_ms, body: nr.body };
+            let record = Record {
+                seq: Seq(seq),
+                time_unix_ms: nr.time_unix_ms,
+                body: nr.body,
+            };
             let kind = RecordKind::of(&record.body);
-            let entry = EntryInfo { seq: Seq(seq), kind, bytes: encoded_len(&record) };
+            let entry = EntryInfo {
+                seq: Seq(seq),
+                kind,
+                bytes: encoded_len(&record),
+            };
             match self.index.admit(entry, self.max_bytes, in_flight) {
                 Some(evicted) => {
                     self.evict(&evicted, &new_seqs, &mut out);
@@ -311,7 +328,10 @@ impl Spool for MemSpool {
                 }
             }
         }
-        out.stored = new_seqs.iter().filter_map(|s| self.index.entry(Seq(*s))).collect();
+        out.stored = new_seqs
+            .iter()
+            .filter_map(|s| self.index.entry(Seq(*s)))
+            .collect();
         out.evicted.sort();
         Ok(out)
     }
@@ -326,7 +346,8 @@ impl Spool for MemSpool {
         }
         let body = self.pending.to_body();
         self.pending = DropCounts::default();
-        self.append(vec![NewRecord { time_unix_ms, body }], in_flight).map(Some)
+        self.append(vec![NewRecord { time_unix_ms, body }], in_flight)
+            .map(Some)
     }
 
     fn delete(&mut self, seqs: &[Seq]) -> Result<u64, Infallible> {
@@ -343,7 +364,10 @@ impl Spool for MemSpool {
     fn read(&self, seqs: &[Seq]) -> Result<Vec<Record>, Infallible> {
         let mut seqs = seqs.to_vec();
         seqs.sort();
-        Ok(seqs.iter().filter_map(|s| self.records.get(&s.0).cloned()).collect())
+        Ok(seqs
+            .iter()
+            .filter_map(|s| self.records.get(&s.0).cloned())
+            .collect())
     }
 
     fn records(&self) -> Result<Vec<Record>, Infallible> {
@@ -397,21 +421,51 @@ mod tests {
     fn seqs_are_assigned_and_never_reused() {
         let mut s = MemSpool::new(7, 1 << 20);
         let none = BTreeSet::new();
-        let a = s.append(vec![NewRecord { time_unix_ms: 1, body: txn() }; 3], &none).expect("ok");
+        let a = s
+            .append(
+                vec![
+                    NewRecord {
+                        time_unix_ms: 1,
+                        body: txn()
+                    };
+                    3
+                ],
+                &none,
+            )
+            .expect("ok");
         assert_eq!((a.first_seq, a.count, a.stored.len()), (Seq(0), 3, 3));
         assert_eq!(s.delete(&[Seq(0), Seq(1), Seq(2), Seq(9)]).expect("ok"), 3);
-        let b = s.append(vec![NewRecord { time_unix_ms: 1, body: txn() }], &none).expect("ok");
+        let b = s
+            .append(
+                vec![NewRecord {
+                    time_unix_ms: 1,
+                    body: txn(),
+                }],
+                &none,
+            )
+            .expect("ok");
         assert_eq!(b.first_seq, Seq(3));
         assert_eq!(s.meta().next_seq, Seq(4));
     }
 
     #[test]
     fn full_spool_sheds_telemetry_and_reports_drops() {
-        let one = encoded_len(&Record { seq: Seq(0), time_unix_ms: 1, body: heartbeat() });
+        let one = encoded_len(&Record {
+            seq: Seq(0),
+            time_unix_ms: 1,
+            body: heartbeat(),
+        });
         let mut s = MemSpool::new(1, u64::from(one) * 3);
         let none = BTreeSet::new();
         for _ in 0..5 {
-            s.append(vec![NewRecord { time_unix_ms: 1, body: heartbeat() }], &none).expect("ok");
+            s.append(
+                vec![NewRecord {
+                    time_unix_ms: 1,
+                    body: heartbeat(),
+                }],
+                &none,
+            )
+            .expect("ok");
         }
         let m = s.meta();
         assert_eq!(m.records, 3);

@@ -81,7 +81,11 @@ enum LinkState {
     /// A connection attempt is under way.
     Connecting,
     /// Connected (the `Welcome` was received).
-    Connected { since: Instant, live_from: u64, next_batch_id: u64 },
+    Connected {
+        since: Instant,
+        live_from: u64,
+        next_batch_id: u64,
+    },
 }
 
 /// Token bucket limiting the backlog replay rate.
@@ -136,7 +140,10 @@ impl Uplink {
             next_seq: next_seq.0.max(max_seen),
             state: LinkState::Idle { retry_at: None },
             backoff: Backoff::new(config.backoff),
-            bucket: TokenBucket { tokens: 0.0, last: now },
+            bucket: TokenBucket {
+                tokens: 0.0,
+                last: now,
+            },
             rng: SmallRng::seed_from_u64(rng_seed),
             acked_total: 0,
         }
@@ -192,10 +199,10 @@ impl Uplink {
     /// Forgets a record that left the spool without an ack (evicted).
     fn forget(&mut self, seq: Seq) {
         self.pending.remove(&seq.0);
-        if let Some(batch) = self.in_flight_seqs.remove(&seq.0) {
-            if let Some(list) = self.in_flight.get_mut(&batch) {
-                list.retain(|e| e.seq != seq);
-            }
+        if let Some(batch) = self.in_flight_seqs.remove(&seq.0)
+            && let Some(list) = self.in_flight.get_mut(&batch)
+        {
+            list.retain(|e| e.seq != seq);
         }
     }
 
@@ -219,9 +226,15 @@ impl Uplink {
             self.apply_welcome(w);
         }
         self.requeue_in_flight();
-        self.state =
-            LinkState::Connected { since: now, live_from: self.next_seq, next_batch_id: 1 };
-        self.bucket = TokenBucket { tokens: self.capacity(), last: now };
+        self.state = LinkState::Connected {
+            since: now,
+            live_from: self.next_seq,
+            next_batch_id: 1,
+        };
+        self.bucket = TokenBucket {
+            tokens: self.capacity(),
+            last: now,
+        };
     }
 
     /// Applies the collector's settings (clamped to sane bounds).
@@ -235,15 +248,19 @@ impl Uplink {
     /// from a `Goodbye`, if one was received. Returns the reconnect delay.
     pub fn handle_disconnected(&mut self, now: Instant, retry_after: Option<Duration>) -> Duration {
         let delay = match self.state {
-            LinkState::Connected { since, .. } => {
-                self.backoff.after_loss(&mut self.rng, now.saturating_duration_since(since), retry_after)
-            }
+            LinkState::Connected { since, .. } => self.backoff.after_loss(
+                &mut self.rng,
+                now.saturating_duration_since(since),
+                retry_after,
+            ),
             LinkState::Connecting | LinkState::Idle { .. } => {
                 self.backoff.after_failure(&mut self.rng, retry_after)
             }
         };
         self.requeue_in_flight();
-        self.state = LinkState::Idle { retry_at: Some(now + delay) };
+        self.state = LinkState::Idle {
+            retry_at: Some(now + delay),
+        };
         delay
     }
 
@@ -263,7 +280,10 @@ impl Uplink {
         if !self.is_connected() {
             return Err(AckError::NotConnected);
         }
-        let list = self.in_flight.remove(&ack.batch_id).ok_or(AckError::UnknownBatch(ack.batch_id))?;
+        let list = self
+            .in_flight
+            .remove(&ack.batch_id)
+            .ok_or(AckError::UnknownBatch(ack.batch_id))?;
         let mut done = Vec::with_capacity(list.len());
         for e in list {
             self.in_flight_seqs.remove(&e.seq.0);
@@ -279,7 +299,12 @@ impl Uplink {
 
     /// The next batch to send, if any may go now.
     pub fn poll_batch(&mut self, now: Instant) -> Option<PlannedBatch> {
-        let LinkState::Connected { live_from, next_batch_id, .. } = self.state else {
+        let LinkState::Connected {
+            live_from,
+            next_batch_id,
+            ..
+        } = self.state
+        else {
             return None;
         };
         if self.in_flight.len() >= self.config.max_in_flight {
@@ -318,7 +343,11 @@ impl Uplink {
         }
         let seqs = entries.iter().map(|e| e.seq).collect();
         self.in_flight.insert(batch_id, entries);
-        Some(PlannedBatch { batch_id, seqs, backlog })
+        Some(PlannedBatch {
+            batch_id,
+            seqs,
+            backlog,
+        })
     }
 
     /// Picks up to `max` pending entries in `range`, ascending, within the batch byte bound.
@@ -357,7 +386,8 @@ impl Uplink {
                 }
                 let rate = f64::from(self.config.backlog_records_per_sec);
                 let capacity = self.capacity();
-                let target = (backlog_len.min(self.config.max_batch_records as usize) as f64).min(capacity);
+                let target =
+                    (backlog_len.min(self.config.max_batch_records as usize) as f64).min(capacity);
                 let missing = (target - self.bucket.tokens).max(0.0);
                 // The bucket state is as of `bucket.last`; round up so the shell never wakes
                 // early and spins.
@@ -369,7 +399,12 @@ impl Uplink {
 
     /// Token bucket capacity: one batch, at most one second's worth, at least one record.
     fn capacity(&self) -> f64 {
-        f64::from(self.config.backlog_records_per_sec.min(self.config.max_batch_records).max(1))
+        f64::from(
+            self.config
+                .backlog_records_per_sec
+                .min(self.config.max_batch_records)
+                .max(1),
+        )
     }
 }
 

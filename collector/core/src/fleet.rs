@@ -156,9 +156,9 @@ impl TerminalEntry {
         self.records_received = self.records_received.saturating_add(1);
         match &record.body {
             RecordBody::Heartbeat(_) => {
-                let newest = self.last_heartbeat_unix_ms.map_or(record.time_unix_ms, |t| {
-                    t.max(record.time_unix_ms)
-                });
+                let newest = self
+                    .last_heartbeat_unix_ms
+                    .map_or(record.time_unix_ms, |t| t.max(record.time_unix_ms));
                 self.last_heartbeat_unix_ms = Some(newest);
             }
             RecordBody::SpoolDrops(d) => {
@@ -192,7 +192,10 @@ impl TerminalEntry {
 impl Fleet {
     /// An empty registry.
     pub fn new(thresholds: Thresholds) -> Self {
-        Self { thresholds, terminals: BTreeMap::new() }
+        Self {
+            thresholds,
+            terminals: BTreeMap::new(),
+        }
     }
 
     /// The thresholds used by [`Self::state`].
@@ -212,7 +215,8 @@ impl Fleet {
 
     /// One terminal's liveness at `now_unix_ms`; `None` for an unknown terminal.
     pub fn state(&self, terminal: &TerminalId, now_unix_ms: i64) -> Option<TerminalState> {
-        self.entry(terminal).map(|e| e.state(now_unix_ms, self.thresholds))
+        self.entry(terminal)
+            .map(|e| e.state(now_unix_ms, self.thresholds))
     }
 
     /// All terminals in id order.
@@ -237,7 +241,10 @@ mod tests {
 
     use super::*;
 
-    const T: Thresholds = Thresholds { stale_after_ms: 90_000, offline_after_ms: 300_000 };
+    const T: Thresholds = Thresholds {
+        stale_after_ms: 90_000,
+        offline_after_ms: 300_000,
+    };
 
     fn label(s: &str) -> Label {
         Label::new(s).expect("valid label")
@@ -329,7 +336,14 @@ mod tests {
         e.observe_new_record(&drops);
         assert_eq!(e.records_received, 4);
         assert_eq!(e.last_heartbeat_unix_ms, Some(500));
-        assert_eq!(e.spool_drops, DropTotals { heartbeats: 4, net_quality: 6, txn_outcomes: 8 });
+        assert_eq!(
+            e.spool_drops,
+            DropTotals {
+                heartbeats: 4,
+                net_quality: 6,
+                txn_outcomes: 8
+            }
+        );
     }
 
     #[test]

@@ -89,14 +89,20 @@ pub struct Session {
 /// codes of 1 to 32 printable ASCII characters.
 pub fn validate_batch(batch: &Batch, max_records: usize) -> Result<(), BatchError> {
     if batch.records.len() > max_records {
-        return Err(BatchError::TooManyRecords { len: batch.records.len(), max: max_records });
+        return Err(BatchError::TooManyRecords {
+            len: batch.records.len(),
+            max: max_records,
+        });
     }
     let mut previous: Option<u64> = None;
     for r in &batch.records {
         if let Some(p) = previous
             && r.seq.0 <= p
         {
-            return Err(BatchError::SeqNotAscending { previous: p, seq: r.seq.0 });
+            return Err(BatchError::SeqNotAscending {
+                previous: p,
+                seq: r.seq.0,
+            });
         }
         previous = Some(r.seq.0);
         if let RecordBody::TxnOutcome(t) = &r.body {
@@ -112,18 +118,30 @@ pub fn validate_batch(batch: &Batch, max_records: usize) -> Result<(), BatchErro
 
 impl Refusal {
     fn new(close_code: u32, goodbye: Option<GoodbyeReason>, detail: impl Into<String>) -> Self {
-        Self { close_code, goodbye, detail: detail.into() }
+        Self {
+            close_code,
+            goodbye,
+            detail: detail.into(),
+        }
     }
 
     fn protocol(detail: impl Into<String>) -> Self {
-        Self::new(close_code::PROTOCOL_ERROR, Some(GoodbyeReason::ProtocolError), detail)
+        Self::new(
+            close_code::PROTOCOL_ERROR,
+            Some(GoodbyeReason::ProtocolError),
+            detail,
+        )
     }
 }
 
 impl Session {
     /// A session for a connection whose client certificate names `cert_terminal`.
     pub fn new(cert_terminal: TerminalId, max_batch_records: usize) -> Self {
-        Self { cert_terminal, max_batch_records, phase: Phase::AwaitingHello }
+        Self {
+            cert_terminal,
+            max_batch_records,
+            phase: Phase::AwaitingHello,
+        }
     }
 
     /// The terminal named by the client certificate.
@@ -184,7 +202,11 @@ impl Session {
             return None;
         }
         self.phase = Phase::Closed;
-        Some(Refusal::new(close_code::HELLO_TIMEOUT, None, "no Hello within the timeout"))
+        Some(Refusal::new(
+            close_code::HELLO_TIMEOUT,
+            None,
+            "no Hello within the timeout",
+        ))
     }
 
     fn accept_hello(&mut self, hello: Hello) -> Result<Step, Refusal> {
@@ -208,14 +230,17 @@ impl Session {
                 ),
             ));
         }
-        for (what, value) in
-            [("merchant_id", &hello.identity.merchant_id), ("store_id", &hello.identity.store_id)]
-        {
+        for (what, value) in [
+            ("merchant_id", &hello.identity.merchant_id),
+            ("store_id", &hello.identity.store_id),
+        ] {
             if let Err(e) = validate_id(value.as_str()) {
                 return Err(Refusal::protocol(format!("{what} {e}")));
             }
         }
-        self.phase = Phase::Ready { spool_epoch: hello.spool_epoch };
+        self.phase = Phase::Ready {
+            spool_epoch: hello.spool_epoch,
+        };
         Ok(Step::Welcome(Box::new(hello)))
     }
 }
@@ -276,33 +301,59 @@ mod tests {
     #[test]
     fn hello_then_batches() {
         let mut s = session();
-        assert!(matches!(s.handle_message(Message::Hello(hello("T1", 1))), Ok(Step::Welcome(_))));
+        assert!(matches!(
+            s.handle_message(Message::Hello(hello("T1", 1))),
+            Ok(Step::Welcome(_))
+        ));
         assert!(s.is_ready());
         assert_eq!(s.handle_hello_timeout(), None);
-        let batch = Batch { batch_id: 1, records: vec![txn(1, "00"), txn(5, "SYSTEMERROR")] };
+        let batch = Batch {
+            batch_id: 1,
+            records: vec![txn(1, "00"), txn(5, "SYSTEMERROR")],
+        };
         assert_eq!(
             s.handle_message(Message::Batch(batch.clone())),
-            Ok(Step::Store { spool_epoch: 7, batch })
+            Ok(Step::Store {
+                spool_epoch: 7,
+                batch
+            })
         );
-        let bye = Goodbye { reason: GoodbyeReason::Shutdown, retry_after_secs: 0, detail: "".into() };
+        let bye = Goodbye {
+            reason: GoodbyeReason::Shutdown,
+            retry_after_secs: 0,
+            detail: "".into(),
+        };
         assert_eq!(s.handle_message(Message::Goodbye(bye)), Ok(Step::PeerLeft));
     }
 
     #[test]
     fn batch_before_hello_is_a_protocol_error() {
         let mut s = session();
-        let r = s.handle_message(Message::Batch(Batch { batch_id: 1, records: vec![] }));
-        assert_eq!(r.expect_err("refused").close_code, close_code::PROTOCOL_ERROR);
-        assert!(s.handle_message(Message::Hello(hello("T1", 1))).is_err(), "stays closed");
+        let r = s.handle_message(Message::Batch(Batch {
+            batch_id: 1,
+            records: vec![],
+        }));
+        assert_eq!(
+            r.expect_err("refused").close_code,
+            close_code::PROTOCOL_ERROR
+        );
+        assert!(
+            s.handle_message(Message::Hello(hello("T1", 1))).is_err(),
+            "stays closed"
+        );
     }
 
     #[test]
     fn wrong_version_and_identity_are_refused() {
-        let r = session().handle_message(Message::Hello(hello("T1", 2))).expect_err("refused");
+        let r = session()
+            .handle_message(Message::Hello(hello("T1", 2)))
+            .expect_err("refused");
         assert_eq!(r.close_code, close_code::UNSUPPORTED_VERSION);
         assert_eq!(r.goodbye, Some(GoodbyeReason::UnsupportedVersion));
 
-        let r = session().handle_message(Message::Hello(hello("T2", 1))).expect_err("refused");
+        let r = session()
+            .handle_message(Message::Hello(hello("T2", 1)))
+            .expect_err("refused");
         assert_eq!(r.close_code, close_code::IDENTITY_MISMATCH);
         assert_eq!(r.goodbye, Some(GoodbyeReason::IdentityMismatch));
     }
@@ -311,29 +362,60 @@ mod tests {
     fn bad_merchant_id_is_refused() {
         let mut h = hello("T1", 1);
         h.identity.merchant_id = label("商户 1");
-        let r = session().handle_message(Message::Hello(h)).expect_err("refused");
+        let r = session()
+            .handle_message(Message::Hello(h))
+            .expect_err("refused");
         assert_eq!(r.close_code, close_code::PROTOCOL_ERROR);
     }
 
     #[test]
     fn agent_must_not_send_collector_frames() {
         let mut s = session();
-        s.handle_message(Message::Hello(hello("T1", 1))).expect("accepted");
-        let r = s.handle_message(Message::Ack(Ack { batch_id: 1, highest_seq: Seq(1) }));
-        assert_eq!(r.expect_err("refused").close_code, close_code::PROTOCOL_ERROR);
+        s.handle_message(Message::Hello(hello("T1", 1)))
+            .expect("accepted");
+        let r = s.handle_message(Message::Ack(Ack {
+            batch_id: 1,
+            highest_seq: Seq(1),
+        }));
+        assert_eq!(
+            r.expect_err("refused").close_code,
+            close_code::PROTOCOL_ERROR
+        );
     }
 
     #[test]
     fn batch_validation() {
-        let ok = Batch { batch_id: 1, records: vec![txn(1, "00"), txn(2, "A B")] };
+        let ok = Batch {
+            batch_id: 1,
+            records: vec![txn(1, "00"), txn(2, "A B")],
+        };
         assert_eq!(validate_batch(&ok, 4), Ok(()));
-        let too_many = Batch { batch_id: 1, records: (1..=5).map(|i| txn(i, "00")).collect() };
-        assert!(matches!(validate_batch(&too_many, 4), Err(BatchError::TooManyRecords { .. })));
-        let dup = Batch { batch_id: 1, records: vec![txn(2, "00"), txn(2, "00")] };
-        assert!(matches!(validate_batch(&dup, 4), Err(BatchError::SeqNotAscending { .. })));
+        let too_many = Batch {
+            batch_id: 1,
+            records: (1..=5).map(|i| txn(i, "00")).collect(),
+        };
+        assert!(matches!(
+            validate_batch(&too_many, 4),
+            Err(BatchError::TooManyRecords { .. })
+        ));
+        let dup = Batch {
+            batch_id: 1,
+            records: vec![txn(2, "00"), txn(2, "00")],
+        };
+        assert!(matches!(
+            validate_batch(&dup, 4),
+            Err(BatchError::SeqNotAscending { .. })
+        ));
         for code in ["", "\u{7f}", "é", &"x".repeat(33)] {
-            let b = Batch { batch_id: 1, records: vec![txn(1, code)] };
-            assert_eq!(validate_batch(&b, 4), Err(BatchError::BadTxnCode { seq: 1 }), "{code:?}");
+            let b = Batch {
+                batch_id: 1,
+                records: vec![txn(1, code)],
+            };
+            assert_eq!(
+                validate_batch(&b, 4),
+                Err(BatchError::BadTxnCode { seq: 1 }),
+                "{code:?}"
+            );
         }
     }
 
@@ -345,6 +427,9 @@ mod tests {
         let r = session().handle_frame_error(&FrameError::UnknownType(9));
         assert_eq!(r.close_code, close_code::PROTOCOL_ERROR);
         let mut s = session();
-        assert_eq!(s.handle_hello_timeout().map(|r| r.close_code), Some(close_code::HELLO_TIMEOUT));
+        assert_eq!(
+            s.handle_hello_timeout().map(|r| r.close_code),
+            Some(close_code::HELLO_TIMEOUT)
+        );
     }
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use storepulse_shared::{
-    Batch, Hello, Identity, Label, LinkType, Message, PayMethod, Record, RecordBody, Scheme, Seq, TerminalId,
-    TxnOutcome,
+    Batch, Hello, Identity, Label, LinkType, Message, PayMethod, Record, RecordBody, Scheme, Seq,
+    TerminalId, TxnOutcome,
 };
 use storepulse_tests::quic::{RawConn, client_config, endpoint};
 use storepulse_tests::{Agent, AgentSpec, Collector, Pki, bin_dir, procstat};
@@ -92,9 +92,17 @@ fn batch(batch_id: u64, first_seq: u64, n: usize) -> Message {
             time_unix_ms: 1_700_000_000_000 + (first_seq + i) as i64,
             body: RecordBody::TxnOutcome(TxnOutcome {
                 scheme: Scheme::Cup,
-                code: if i % 50 == 0 { "51".into() } else { "00".into() },
+                code: if i % 50 == 0 {
+                    "51".into()
+                } else {
+                    "00".into()
+                },
                 latency_ms: 300 + (i as u32 % 200),
-                method: if i % 3 == 0 { PayMethod::Qr } else { PayMethod::Card },
+                method: if i % 3 == 0 {
+                    PayMethod::Qr
+                } else {
+                    PayMethod::Card
+                },
                 route: Some(label("acq-a")),
             }),
         })
@@ -113,8 +121,19 @@ struct Load {
 }
 
 /// One simulated agent: keeps `in_flight` batches outstanding until `stop`.
-async fn run_agent(conn_cfg: quinn::ClientConfig, ep: quinn::Endpoint, terminal: String, load: Load) -> Result<()> {
-    let Load { addr, batch_len, in_flight, stop, acked } = load;
+async fn run_agent(
+    conn_cfg: quinn::ClientConfig,
+    ep: quinn::Endpoint,
+    terminal: String,
+    load: Load,
+) -> Result<()> {
+    let Load {
+        addr,
+        batch_len,
+        in_flight,
+        stop,
+        acked,
+    } = load;
     let mut c = RawConn::connect(&ep, conn_cfg, addr).await?;
     c.send(&Message::Hello(hello(&terminal)?)).await?;
     match c.recv().await? {
@@ -146,24 +165,44 @@ async fn run_agent(conn_cfg: quinn::ClientConfig, ep: quinn::Endpoint, terminal:
     Ok(())
 }
 
-async fn ingest(agents: usize, batch_len: usize, in_flight: usize, seconds: u64, endpoints: usize) -> Result<()> {
+async fn ingest(
+    agents: usize,
+    batch_len: usize,
+    in_flight: usize,
+    seconds: u64,
+    endpoints: usize,
+) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let pki = Pki::init(&tmp.path().join("pki"))?;
     let terminals: Vec<String> = (0..agents).map(|i| format!("LOAD{i:05}")).collect();
     for t in &terminals {
         pki.issue(t)?;
     }
-    let mut collector = Collector::start_with_intervals(&tmp.path().join("c"), &pki, 30, 60).await?;
+    let mut collector =
+        Collector::start_with_intervals(&tmp.path().join("c"), &pki, 30, 60).await?;
     let pid = collector.pid().context("collector pid")?;
-    let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1)).map(|_| endpoint()).collect::<Result<_>>()?;
+    let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1))
+        .map(|_| endpoint())
+        .collect::<Result<_>>()?;
     let acked = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(3);
     let stop = Instant::now() + warmup + Duration::from_secs(seconds);
-    let load = Load { addr: collector.quic_addr(), batch_len, in_flight, stop, acked: acked.clone() };
+    let load = Load {
+        addr: collector.quic_addr(),
+        batch_len,
+        in_flight,
+        stop,
+        acked: acked.clone(),
+    };
     let mut tasks = Vec::new();
     for (i, t) in terminals.iter().enumerate() {
         let cfg = client_config(&pki.ca(), &pki.cert(t), &pki.key(t))?;
-        tasks.push(tokio::spawn(run_agent(cfg, eps[i % eps.len()].clone(), t.clone(), load.clone())));
+        tasks.push(tokio::spawn(run_agent(
+            cfg,
+            eps[i % eps.len()].clone(),
+            t.clone(),
+            load.clone(),
+        )));
     }
     tokio::time::sleep(warmup).await;
     let a0 = acked.load(Ordering::Relaxed);
@@ -186,15 +225,34 @@ async fn ingest(agents: usize, batch_len: usize, in_flight: usize, seconds: u64,
     }
     let stored = collector.get("/api/v1/terminals").await?["terminals"]
         .as_array()
-        .map(|ts| ts.iter().filter_map(|t| t["records_received"].as_u64()).sum::<u64>())
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| t["records_received"].as_u64())
+                .sum::<u64>()
+        })
         .unwrap_or(0);
     collector.stop()?;
-    println!("ingest: {agents} agents, batch {batch_len}, {in_flight} in flight per agent, {endpoints} client endpoints");
-    println!("  acked records/s (durable, fsync'd group commit): {:.0}", (a1 - a0) as f64 / elapsed);
-    println!("  collector CPU: {:.2} cores; peak RSS {:.1} MiB", cpu / elapsed, peak_rss as f64 / (1 << 20) as f64);
-    println!("  records stored in total: {stored}; acked in total: {}; failed agents: {failed}", acked.load(Ordering::Relaxed));
+    println!(
+        "ingest: {agents} agents, batch {batch_len}, {in_flight} in flight per agent, {endpoints} client endpoints"
+    );
+    println!(
+        "  acked records/s (durable, fsync'd group commit): {:.0}",
+        (a1 - a0) as f64 / elapsed
+    );
+    println!(
+        "  collector CPU: {:.2} cores; peak RSS {:.1} MiB",
+        cpu / elapsed,
+        peak_rss as f64 / (1 << 20) as f64
+    );
+    println!(
+        "  records stored in total: {stored}; acked in total: {}; failed agents: {failed}",
+        acked.load(Ordering::Relaxed)
+    );
     if stored < acked.load(Ordering::Relaxed) {
-        bail!("collector stored {stored} records but acked {}", acked.load(Ordering::Relaxed));
+        bail!(
+            "collector stored {stored} records but acked {}",
+            acked.load(Ordering::Relaxed)
+        );
     }
     Ok(())
 }
@@ -226,19 +284,36 @@ async fn agent_footprint(seconds: u64) -> Result<()> {
     let elapsed = t0.elapsed().as_secs_f64();
     agent.stop()?;
     let size = std::fs::metadata(bin_dir().join("storepulse-agent"))?.len();
-    println!("agent footprint over {elapsed:.0} s at default intervals (30 s heartbeat, 60 s net probe, 1 payment / 10 s):");
-    println!("  RSS: {:.1} MiB at end, {:.1} MiB peak", end.rss_bytes as f64 / (1 << 20) as f64, peak as f64 / (1 << 20) as f64);
-    println!("  CPU: {:.2} s per hour", (end.cpu_secs - start.cpu_secs) / elapsed * 3600.0);
-    println!("  binary ({}): {:.1} MiB", bin_dir().join("storepulse-agent").display(), size as f64 / (1 << 20) as f64);
+    println!(
+        "agent footprint over {elapsed:.0} s at default intervals (30 s heartbeat, 60 s net probe, 1 payment / 10 s):"
+    );
+    println!(
+        "  RSS: {:.1} MiB at end, {:.1} MiB peak",
+        end.rss_bytes as f64 / (1 << 20) as f64,
+        peak as f64 / (1 << 20) as f64
+    );
+    println!(
+        "  CPU: {:.2} s per hour",
+        (end.cpu_secs - start.cpu_secs) / elapsed * 3600.0
+    );
+    println!(
+        "  binary ({}): {:.1} MiB",
+        bin_dir().join("storepulse-agent").display(),
+        size as f64 / (1 << 20) as f64
+    );
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Ingest { agents, batch, in_flight, seconds, endpoints } => {
-            ingest(agents, batch, in_flight, seconds, endpoints).await
-        }
+        Cmd::Ingest {
+            agents,
+            batch,
+            in_flight,
+            seconds,
+            endpoints,
+        } => ingest(agents, batch, in_flight, seconds, endpoints).await,
         Cmd::AgentFootprint { seconds } => agent_footprint(seconds).await,
     }
 }

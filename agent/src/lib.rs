@@ -1,0 +1,74 @@
+//! storepulse agent: the IO shell around `storepulse-agent-core`.
+//!
+//! [`run`] wires the pieces: the redb [`spool`], the loopback HTTP [`intake`] for the POS
+//! application, the [`probes`] (heartbeat, network quality) and the QUIC [`link`] to the
+//! collector. All of them append to the spool through [`state::Agent`]; the link sends what
+//! the core's outbox state machine plans and deletes what the collector acknowledges.
+
+pub mod client;
+pub mod config;
+pub mod intake;
+pub mod link;
+pub mod probes;
+pub mod spool;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+pub use config::{Config, ConfigError};
+pub use intake::router;
+pub use spool::{RedbSpool, SpoolError};
+pub use state::Agent;
+
+/// Runs the agent until `shutdown` resolves, then says goodbye to the collector and returns.
+///
+/// Fails early, before anything is started, if the TLS files cannot be loaded
+/// ([`link::TlsError`]), the spool cannot be opened, or the intake cannot bind.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let tls = link::client_config(&config.collector, &config.uplink)?;
+    let listener = tokio::net::TcpListener::bind(config.intake.listen)
+        .await
+        .with_context(|| format!("cannot listen on intake.listen {}", config.intake.listen))?;
+    let agent = Agent::open(config).context("cannot open the spool")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(
+        terminal = %agent.config().identity.terminal_id,
+        epoch = agent.status().spool_epoch,
+        listen = %agent.config().intake.listen,
+        "Agent started"
+    );
+
+    let intake = {
+        let mut stop = stop_rx.clone();
+        let app = router(Arc::clone(&agent));
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    let probes = tokio::spawn(probes::run(Arc::clone(&agent), stop_rx.clone()));
+    let link = link::run(Arc::clone(&agent), tls, stop_rx.clone()).await;
+    let _ = probes.await;
+    match intake.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "Intake server failed"),
+        Err(error) => tracing::warn!(%error, "Intake task failed"),
+    }
+    link?;
+    tracing::info!("Agent stopped");
+    Ok(())
+}

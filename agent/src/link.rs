@@ -1,0 +1,416 @@
+//! The QUIC uplink to the collector: mutual TLS, one bidirectional stream per connection,
+//! `Hello`/`Welcome`, then batches out and acks in, driven by the core's outbox state machine.
+//!
+//! Network input never panics the agent: every decode or protocol error ends the connection,
+//! is recorded as `last_error` and leads to a reconnect after the core's backoff.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use quinn::crypto::rustls::QuicClientConfig;
+use quinn::{IdleTimeout, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use storepulse_agent_core::Spool;
+use storepulse_shared::{
+    ALPN, Batch, FrameDecoder, Goodbye, GoodbyeReason, Hello, MAX_FRAME_BYTES_DEFAULT, Message,
+    PROTOCOL_VERSION, Welcome, close_code, encode_frame,
+};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout};
+
+use crate::config::{CollectorConfig, UplinkSettings};
+use crate::state::{Agent, Intervals, now, unix_ms};
+
+/// Time allowed for the QUIC handshake and for the `Welcome` to arrive.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed on shutdown for the collector to receive our `Goodbye`.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read.
+    #[error("{field}: cannot read {path}: {cause}")]
+    Read {
+        /// Config field naming the file.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The IO error (in the message, not a separate source).
+        cause: std::io::Error,
+    },
+    /// A PEM file holds nothing usable.
+    #[error("{field}: {path} contains no {what}")]
+    Empty {
+        /// Config field naming the file.
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What was expected.
+        what: &'static str,
+    },
+    /// rustls refused the material (for example a key that does not match the certificate).
+    #[error("TLS setup failed: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The rustls config cannot drive QUIC.
+    #[error("TLS config unusable for QUIC: {0}")]
+    Quic(String),
+}
+
+/// How a session ended without an error.
+#[derive(Debug)]
+enum End {
+    /// We are shutting down.
+    Shutdown,
+    /// The collector said goodbye.
+    Goodbye(Goodbye),
+}
+
+/// One input to the session loop.
+#[derive(Debug)]
+enum Event {
+    Stop,
+    Received(Option<usize>),
+    Appended,
+    Timer,
+}
+
+fn read_pem(field: &'static str, path: &Path) -> Result<BufReader<File>, TlsError> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|cause| TlsError::Read {
+            field,
+            path: path.to_owned(),
+            cause,
+        })
+}
+
+fn certs(field: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = rustls_pemfile::certs(&mut read_pem(field, path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|cause| TlsError::Read {
+            field,
+            path: path.to_owned(),
+            cause,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            field,
+            path: path.to_owned(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// Builds the QUIC client config: fleet CA as the only root, client certificate and key for
+/// mutual TLS, ALPN, keep-alive and idle timeout.
+pub fn client_config(
+    c: &CollectorConfig,
+    u: &UplinkSettings,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs("collector.ca_cert", &c.ca_cert)? {
+        roots.add(cert)?;
+    }
+    let chain = certs("collector.cert", &c.cert)?;
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut read_pem("collector.key", &c.key)?)
+            .map_err(|cause| TlsError::Read {
+                field: "collector.key",
+                path: c.key.clone(),
+                cause,
+            })?
+            .ok_or_else(|| TlsError::Empty {
+                field: "collector.key",
+                path: c.key.clone(),
+                what: "private key",
+            })?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(u.keep_alive));
+    transport.max_idle_timeout(IdleTimeout::try_from(u.idle_timeout).ok());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Keeps a connection to the collector until `stop` turns true.
+pub async fn run(
+    agent: Arc<Agent>,
+    tls: quinn::ClientConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let wait = {
+            let inner = agent.inner();
+            if inner.uplink.poll_connect(now()) {
+                None
+            } else {
+                inner.uplink.poll_timeout()
+            }
+        };
+        if let Some(at) = wait {
+            tokio::select! {
+                () = sleep_until(at.into()) => {}
+                () = stopped(&mut stop) => return Ok(()),
+            }
+            continue;
+        }
+        agent.inner().uplink.handle_connecting(now());
+        let outcome = session(&agent, &tls, &mut stop).await;
+        agent.link().connection = None;
+        agent.link().rtt.reset();
+        let (retry_after, error) = match outcome {
+            Ok(End::Shutdown) => return Ok(()),
+            Ok(End::Goodbye(g)) => {
+                let floor = (g.retry_after_secs > 0)
+                    .then(|| Duration::from_secs(g.retry_after_secs.into()));
+                (
+                    floor,
+                    format!("collector said goodbye ({:?}): {}", g.reason, g.detail),
+                )
+            }
+            Err(e) => (None, format!("{e:#}")),
+        };
+        let delay = agent.inner().uplink.handle_disconnected(now(), retry_after);
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "Uplink down");
+        agent.link().last_error = Some(error);
+    }
+}
+
+async fn session(
+    agent: &Arc<Agent>,
+    tls: &quinn::ClientConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<End> {
+    let c = &agent.config().collector;
+    let addr = tokio::net::lookup_host(&c.address)
+        .await
+        .with_context(|| format!("cannot resolve {}", c.address))?
+        .next()
+        .ok_or_else(|| anyhow!("{} resolves to no address", c.address))?;
+    let bind: SocketAddr = if addr.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([0u8; 4], 0))
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket")?;
+    endpoint.set_default_client_config(tls.clone());
+    let connecting = endpoint
+        .connect(addr, &c.server_name)
+        .context("cannot start connecting")?;
+    let conn = timeout(HANDSHAKE_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow!("handshake with {addr} timed out"))?
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    let span = tracing::info_span!("connection", %addr, id = conn.stable_id());
+    let _enter = span.enter();
+    let (mut send, mut recv) = conn.open_bi().await.context("cannot open a stream")?;
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        spool_epoch: agent.inner().spool.meta().epoch,
+        identity: agent.config().identity.clone(),
+        agent_time_unix_ms: unix_ms(),
+    };
+    send.write_all(&encode_frame(&Message::Hello(hello)))
+        .await
+        .context("cannot send Hello")?;
+    let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES_DEFAULT);
+    let mut buf = vec![0u8; 64 * 1024];
+    let first = timeout(
+        HANDSHAKE_TIMEOUT,
+        next_message(&mut recv, &mut decoder, &mut buf),
+    )
+    .await
+    .map_err(|_| anyhow!("no Welcome within {HANDSHAKE_TIMEOUT:?}"))??;
+    let welcome = match first {
+        Message::Welcome(w) => w,
+        Message::Goodbye(g) => return Ok(End::Goodbye(g)),
+        other => {
+            conn.close(
+                VarInt::from_u32(close_code::PROTOCOL_ERROR),
+                b"expected Welcome",
+            );
+            bail!("expected Welcome, got {}", other.frame_type().name());
+        }
+    };
+    apply_welcome(agent, &welcome);
+    {
+        let mut link = agent.link();
+        link.connection = Some(conn.clone());
+        link.last_error = None;
+    }
+    tracing::info!(
+        max_batch_records = welcome.max_batch_records,
+        backlog_records_per_sec = welcome.backlog_records_per_sec,
+        "Uplink connected"
+    );
+    let result = drive(agent, &conn, &mut send, &mut recv, decoder, buf, stop).await;
+    match &result {
+        Ok(End::Shutdown) => {
+            let bye = Goodbye {
+                reason: GoodbyeReason::Shutdown,
+                retry_after_secs: 0,
+                detail: "agent shutting down".into(),
+            };
+            let _ = send.write_all(&encode_frame(&Message::Goodbye(bye))).await;
+            let _ = send.finish();
+            let _ = timeout(GOODBYE_TIMEOUT, send.stopped()).await;
+            conn.close(VarInt::from_u32(close_code::NORMAL), b"shutdown");
+            let _ = timeout(GOODBYE_TIMEOUT, endpoint.wait_idle()).await;
+        }
+        Ok(End::Goodbye(_)) => conn.close(VarInt::from_u32(close_code::NORMAL), b"goodbye"),
+        Err(e) => {
+            let code = if e.downcast_ref::<storepulse_shared::FrameError>().is_some() {
+                close_code::PROTOCOL_ERROR
+            } else {
+                close_code::NORMAL
+            };
+            conn.close(VarInt::from_u32(code), b"error");
+        }
+    }
+    result
+}
+
+fn apply_welcome(agent: &Agent, w: &Welcome) {
+    agent.inner().uplink.handle_connected(now(), Some(w));
+    let cur = *agent.intervals().borrow();
+    let secs = |s: u32, fallback: Duration| {
+        if s == 0 {
+            fallback
+        } else {
+            Duration::from_secs(s.into())
+        }
+    };
+    agent.set_intervals(Intervals {
+        heartbeat: secs(w.heartbeat_interval_secs, cur.heartbeat),
+        net_probe: secs(w.net_probe_interval_secs, cur.net_probe),
+    });
+}
+
+/// Reads until one whole message is decoded.
+async fn next_message(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+) -> anyhow::Result<Message> {
+    loop {
+        if let Some(m) = decoder.next_message()? {
+            return Ok(m);
+        }
+        match recv.read(buf).await.context("stream read failed")? {
+            Some(n) => decoder.push(&buf[..n]),
+            None => bail!("collector closed the stream"),
+        }
+    }
+}
+
+/// The connected loop: send what the core plans, handle acks, sleep until something happens.
+async fn drive(
+    agent: &Arc<Agent>,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    mut decoder: FrameDecoder,
+    mut buf: Vec<u8>,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<End> {
+    loop {
+        while let Some(frame) = next_batch(agent)? {
+            send.write_all(&frame).await.context("cannot send Batch")?;
+        }
+        let timer = agent.inner().uplink.poll_timeout();
+        let event = tokio::select! {
+            () = stopped(stop) => Event::Stop,
+            r = recv.read(&mut buf) => Event::Received(r.context("stream read failed")?),
+            () = agent.appended() => Event::Appended,
+            () = async { if let Some(t) = timer { sleep_until(t.into()).await } else { std::future::pending().await } } => Event::Timer,
+        };
+        match event {
+            Event::Stop => return Ok(End::Shutdown),
+            Event::Appended | Event::Timer => {}
+            Event::Received(None) => bail!("collector closed the stream"),
+            Event::Received(Some(n)) => {
+                decoder.push(&buf[..n]);
+                while let Some(msg) = decoder.next_message()? {
+                    match msg {
+                        Message::Ack(ack) => {
+                            agent.link().rtt.push(conn.rtt().as_secs_f32() * 1000.0);
+                            let a = Arc::clone(agent);
+                            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                                let mut inner = a.inner();
+                                let seqs = inner.uplink.handle_ack(now(), &ack)?;
+                                if let Err(error) = inner.spool.delete(&seqs) {
+                                    // The records stay on disk and are sent again after a
+                                    // restart; the collector deduplicates them.
+                                    tracing::error!(%error, records = seqs.len(), "Spool delete after ack failed");
+                                }
+                                Ok(())
+                            })
+                            .await
+                            .map_err(|e| anyhow!("ack task failed: {e}"))?
+                            .inspect_err(|_| {
+                                conn.close(VarInt::from_u32(close_code::PROTOCOL_ERROR), b"bad ack");
+                            })?;
+                        }
+                        Message::Goodbye(g) => return Ok(End::Goodbye(g)),
+                        other => {
+                            conn.close(
+                                VarInt::from_u32(close_code::PROTOCOL_ERROR),
+                                b"unexpected frame",
+                            );
+                            bail!(
+                                "unexpected {} frame from the collector",
+                                other.frame_type().name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Plans the next batch and reads its records, under one lock.
+fn next_batch(agent: &Agent) -> anyhow::Result<Option<Vec<u8>>> {
+    let mut inner = agent.inner();
+    let Some(plan) = inner.uplink.poll_batch(now()) else {
+        return Ok(None);
+    };
+    let records = inner
+        .spool
+        .read(&plan.seqs)
+        .context("cannot read the spool")?;
+    tracing::debug!(
+        batch_id = plan.batch_id,
+        records = records.len(),
+        backlog = plan.backlog,
+        "Sending batch"
+    );
+    Ok(Some(encode_frame(&Message::Batch(Batch {
+        batch_id: plan.batch_id,
+        records,
+    }))))
+}

@@ -1,0 +1,262 @@
+//! HTTP API (axum): `/healthz`, the terminal list and per-terminal records, as JSON.
+//! [`router`] builds the app without a socket so tests can call it directly.
+
+use std::sync::{Arc, PoisonError, RwLock};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use storepulse_collector_core::{Fleet, TerminalEntry, TerminalState};
+use storepulse_shared::{
+    DropReason, LinkType, PayMethod, ProbeError, RecordBody, Scheme, TerminalId,
+};
+use tracing::error;
+
+use crate::now_unix_ms;
+use crate::store::{RecordRow, Store};
+
+/// Records returned when `limit` is not given.
+pub const DEFAULT_RECORDS_LIMIT: usize = 100;
+/// Most records returned by one request.
+pub const MAX_RECORDS_LIMIT: usize = 1000;
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The fleet registry (written by the group commit writer).
+    pub fleet: Arc<RwLock<Fleet>>,
+    /// The record store.
+    pub store: Store,
+}
+
+/// An error as returned to HTTP clients: `{"error": "..."}`; internals are logged, not shown.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 404.
+    NotFound(String),
+    /// 400.
+    BadRequest(String),
+    /// 500.
+    Internal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordsQuery {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/terminals", get(terminals))
+        .route("/api/v1/terminals/{id}/records", get(records))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .with_state(state)
+}
+
+async fn terminals(State(state): State<ApiState>) -> Json<Value> {
+    let now = now_unix_ms();
+    let fleet = state.fleet.read().unwrap_or_else(PoisonError::into_inner);
+    let thresholds = fleet.thresholds();
+    let list: Vec<Value> = fleet
+        .iter()
+        .map(|(id, e)| terminal_json(id, e, e.state(now, thresholds)))
+        .collect();
+    Json(json!({ "terminals": list }))
+}
+
+async fn records(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let unknown = || ApiError::NotFound(format!("unknown terminal {id:?}"));
+    let terminal = TerminalId::new(id.clone()).map_err(|_| unknown())?;
+    let known = state
+        .fleet
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(&terminal)
+        .is_some();
+    if !known {
+        return Err(unknown());
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_RECORDS_LIMIT);
+    if limit == 0 || limit > MAX_RECORDS_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_RECORDS_LIMIT}"
+        )));
+    }
+    let store = state.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.records(&terminal, q.after_seq, limit))
+        .await
+        .map_err(|e| {
+            error!(error = %e, "Records query task failed");
+            ApiError::Internal
+        })?
+        .map_err(|e| {
+            error!(error = %e, "Records query failed");
+            ApiError::Internal
+        })?;
+    let records: Vec<Value> = rows.iter().map(record_json).collect();
+    Ok(Json(json!({ "records": records })))
+}
+
+/// A terminal as listed by `GET /api/v1/terminals`.
+pub fn terminal_json(id: &TerminalId, e: &TerminalEntry, state: TerminalState) -> Value {
+    let labels = e.labels.as_ref().map(|l| {
+        json!({
+            "merchant_id": l.merchant_id.as_str(),
+            "store_id": l.store_id.as_str(),
+            "region": l.region.as_str(),
+            "city": l.city.as_str(),
+            "acquirer": l.acquirer.as_str(),
+            "qr_channel": l.qr_channel.as_str(),
+            "carrier": l.carrier.as_str(),
+            "link": link_name(l.link),
+            "model": l.model.as_str(),
+            "firmware": l.firmware.as_str(),
+            "app_version": l.app_version.as_str(),
+        })
+    });
+    json!({
+        "terminal_id": id.as_str(),
+        "labels": labels,
+        "state": match state {
+            TerminalState::Online => "online",
+            TerminalState::Stale => "stale",
+            TerminalState::Offline => "offline",
+        },
+        "first_seen_unix_ms": e.first_seen_unix_ms,
+        "last_seen_unix_ms": e.last_seen_unix_ms,
+        "last_heartbeat_unix_ms": e.last_heartbeat_unix_ms,
+        "agent_version": e.agent_version,
+        "records_received": e.records_received,
+        "spool_drops": {
+            "heartbeats": e.spool_drops.heartbeats,
+            "net_quality": e.spool_drops.net_quality,
+            "txn_outcomes": e.spool_drops.txn_outcomes,
+        },
+    })
+}
+
+/// A stored record as JSON: `epoch`, `seq`, `time_unix_ms`, `kind`, `body`.
+pub fn record_json(row: &RecordRow) -> Value {
+    let (kind, body) = body_json(&row.record.body);
+    json!({
+        "epoch": row.key.epoch,
+        "seq": row.key.seq,
+        "time_unix_ms": row.record.time_unix_ms,
+        "kind": kind,
+        "body": body,
+    })
+}
+
+/// The record kind name and its body as JSON (enums in lowercase).
+pub fn body_json(body: &RecordBody) -> (&'static str, Value) {
+    match body {
+        RecordBody::Heartbeat(h) => (
+            "heartbeat",
+            json!({
+                "cpu_percent": h.cpu_percent,
+                "mem_used_bytes": h.mem_used_bytes,
+                "mem_total_bytes": h.mem_total_bytes,
+                "disk_free_bytes": h.disk_free_bytes,
+                "uptime_secs": h.uptime_secs,
+                "temperature_c": h.temperature_c,
+                "battery_percent": h.battery_percent,
+                "spool_records": h.spool_records,
+            }),
+        ),
+        RecordBody::NetQuality(n) => {
+            let endpoints: Vec<Value> = n
+                .endpoints
+                .iter()
+                .map(|p| {
+                    json!({
+                        "name": p.name,
+                        "dns_ms": p.dns_ms,
+                        "tcp_connect_ms": p.tcp_connect_ms,
+                        "error": p.error.map(|e| match e {
+                            ProbeError::DnsFailed => "dns_failed",
+                            ProbeError::Timeout => "timeout",
+                            ProbeError::Refused => "refused",
+                            ProbeError::Other => "other",
+                        }),
+                    })
+                })
+                .collect();
+            (
+                "net_quality",
+                json!({
+                    "rtt_ms": n.rtt_ms,
+                    "jitter_ms": n.jitter_ms,
+                    "loss_percent": n.loss_percent,
+                    "endpoints": endpoints,
+                }),
+            )
+        }
+        RecordBody::TxnOutcome(t) => (
+            "txn_outcome",
+            json!({
+                "scheme": match t.scheme {
+                    Scheme::Iso8583 => "iso8583",
+                    Scheme::Cup => "cup",
+                    Scheme::Wechatpay => "wechatpay",
+                    Scheme::Alipay => "alipay",
+                },
+                "code": t.code,
+                "latency_ms": t.latency_ms,
+                "method": match t.method {
+                    PayMethod::Card => "card",
+                    PayMethod::Qr => "qr",
+                },
+                "route": t.route.as_ref().map(|r| r.as_str()),
+            }),
+        ),
+        RecordBody::SpoolDrops(d) => (
+            "spool_drops",
+            json!({
+                "reason": match d.reason {
+                    DropReason::SpoolFull => "spool_full",
+                    DropReason::DiskError => "disk_error",
+                },
+                "heartbeats": d.heartbeats,
+                "net_quality": d.net_quality,
+                "txn_outcomes": d.txn_outcomes,
+            }),
+        ),
+    }
+}
+
+fn link_name(link: LinkType) -> &'static str {
+    match link {
+        LinkType::Wired => "wired",
+        LinkType::Wifi => "wifi",
+        LinkType::Cellular => "cellular",
+        LinkType::Unknown => "unknown",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, msg) = match self {
+            Self::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_owned(),
+            ),
+        };
+        (status, Json(json!({ "error": msg }))).into_response()
+    }
+}

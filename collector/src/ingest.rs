@@ -1,0 +1,203 @@
+//! Group commit: one writer task takes batches from every connection through a bounded
+//! channel, writes whatever is queued in one atomic write, fsyncs it, and only then tells each
+//! connection that its batch is durable (so it may `Ack`).
+//!
+//! Deduplication happens here: a record whose (terminal, epoch, seq) is already stored, or
+//! appears earlier in the same group, is neither written nor counted again; its batch still
+//! completes successfully.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use storepulse_collector_core::{Fleet, TerminalEntry};
+use storepulse_shared::{Batch, Hello, TerminalId};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error};
+
+use crate::store::{RecordKey, Store, StoredRecord, WriteSet};
+
+/// The group commit failed; the details were logged by the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the store failed to commit")]
+pub(crate) struct CommitFailed;
+
+/// Work for the writer.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// An accepted `Hello`: update the registry.
+    Hello {
+        /// Terminal (from the certificate, equal to the Hello's).
+        terminal: TerminalId,
+        /// The Hello.
+        hello: Box<Hello>,
+        /// Collector clock at receipt, Unix ms.
+        now_unix_ms: i64,
+        /// Completed once durable.
+        done: oneshot::Sender<Result<(), CommitFailed>>,
+    },
+    /// A validated batch: store its records.
+    Batch {
+        /// Terminal.
+        terminal: TerminalId,
+        /// Spool epoch from the connection's Hello.
+        spool_epoch: u64,
+        /// The batch.
+        batch: Batch,
+        /// Collector clock at receipt, Unix ms.
+        now_unix_ms: i64,
+        /// Completed once durable, with the number of newly stored records.
+        done: oneshot::Sender<Result<usize, CommitFailed>>,
+    },
+}
+
+/// Group commit limits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLimits {
+    /// Most records in one commit.
+    pub(crate) max_records: usize,
+    /// Longest wait for more work after the first job of a group.
+    pub(crate) max_delay: Duration,
+}
+
+impl Job {
+    fn records(&self) -> usize {
+        match self {
+            Self::Hello { .. } => 0,
+            Self::Batch { batch, .. } => batch.records.len(),
+        }
+    }
+}
+
+/// Runs the writer until every sender is dropped.
+pub(crate) async fn run_writer(
+    mut rx: mpsc::Receiver<Job>,
+    store: Store,
+    fleet: Arc<RwLock<Fleet>>,
+    limits: GroupLimits,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut records = first.records();
+        let mut jobs = vec![first];
+        let deadline = tokio::time::Instant::now() + limits.max_delay;
+        while records < limits.max_records {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(job)) => {
+                    records += job.records();
+                    jobs.push(job);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let store = store.clone();
+        let fleet = fleet.clone();
+        // fjall calls block (fsync); keep them off the async worker threads.
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || commit_group(&store, &fleet, jobs)).await
+        {
+            error!(error = %e, "Group commit task failed");
+        }
+    }
+    debug!("Writer stopped");
+}
+
+/// Plans, writes and completes one group. Completes every job, successfully or not.
+pub(crate) fn commit_group(store: &Store, fleet: &RwLock<Fleet>, jobs: Vec<Job>) {
+    let mut staged: BTreeMap<TerminalId, TerminalEntry> = BTreeMap::new();
+    let mut seen: HashSet<RecordKey> = HashSet::new();
+    let mut set = WriteSet::default();
+    let mut new_counts = Vec::with_capacity(jobs.len());
+    let planned = (|| {
+        let current = fleet.read().unwrap_or_else(PoisonError::into_inner);
+        for job in &jobs {
+            let (terminal, now) = match job {
+                Job::Hello {
+                    terminal,
+                    now_unix_ms,
+                    ..
+                }
+                | Job::Batch {
+                    terminal,
+                    now_unix_ms,
+                    ..
+                } => (terminal, *now_unix_ms),
+            };
+            let entry = staged.entry(terminal.clone()).or_insert_with(|| {
+                current
+                    .entry(terminal)
+                    .cloned()
+                    .unwrap_or_else(|| TerminalEntry::new(now))
+            });
+            let mut new = 0;
+            match job {
+                Job::Hello { hello, .. } => {
+                    entry.observe_hello(
+                        now,
+                        &hello.identity,
+                        &hello.agent_version,
+                        hello.spool_epoch,
+                    );
+                }
+                Job::Batch {
+                    spool_epoch, batch, ..
+                } => {
+                    entry.observe_batch(now);
+                    for r in &batch.records {
+                        let key = RecordKey {
+                            terminal: terminal.clone(),
+                            epoch: *spool_epoch,
+                            seq: r.seq.0,
+                        };
+                        if seen.contains(&key) || store.contains(&key)? {
+                            continue;
+                        }
+                        seen.insert(key.clone());
+                        entry.observe_new_record(r);
+                        new += 1;
+                        set.records.push((
+                            key,
+                            StoredRecord {
+                                time_unix_ms: r.time_unix_ms,
+                                received_unix_ms: now,
+                                body: r.body.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+            new_counts.push(new);
+        }
+        Ok::<(), crate::store::StoreError>(())
+    })();
+    set.terminals = staged.into_iter().collect();
+    let result = planned.and_then(|()| store.commit(&set));
+    let outcome = match result {
+        Ok(()) => {
+            let mut f = fleet.write().unwrap_or_else(PoisonError::into_inner);
+            for (t, e) in set.terminals {
+                f.insert(t, e);
+            }
+            debug!(
+                jobs = jobs.len(),
+                records = set.records.len(),
+                "Group committed"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            error!(error = %e, jobs = jobs.len(), "Store commit failed; affected connections will be closed");
+            Err(CommitFailed)
+        }
+    };
+    for (i, job) in jobs.into_iter().enumerate() {
+        // A dropped receiver means the connection is gone; nothing to tell.
+        match job {
+            Job::Hello { done, .. } => {
+                let _ = done.send(outcome);
+            }
+            Job::Batch { done, .. } => {
+                let _ = done.send(outcome.map(|()| new_counts.get(i).copied().unwrap_or(0)));
+            }
+        }
+    }
+}

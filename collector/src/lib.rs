@@ -1,0 +1,200 @@
+//! storepulse collector: QUIC ingest with mutual TLS, group-committed fjall store, fleet
+//! registry, HTTP API and the fleet PKI tooling.
+//!
+//! Entry points: [`start`] (returns a [`Collector`] handle reporting the bound addresses) and
+//! [`serve`] (runs until a shutdown future resolves). The binary in `main.rs` only parses
+//! arguments and calls these.
+
+pub mod api;
+pub mod config;
+mod ingest;
+pub mod pki;
+mod server;
+pub mod store;
+mod tls;
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::info;
+
+pub use crate::config::Config;
+use crate::ingest::GroupLimits;
+use crate::store::Store;
+pub use crate::tls::TlsError;
+
+/// A running collector. Call [`Collector::shutdown`] to stop it cleanly.
+#[derive(Debug)]
+pub struct Collector {
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    store: Store,
+    shutdown: watch::Sender<bool>,
+    endpoint_task: JoinHandle<()>,
+    http_task: JoinHandle<std::io::Result<()>>,
+    crl_task: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+}
+
+/// Collector wall clock, Unix milliseconds. The only place the shell reads the clock for
+/// protocol purposes; the core receives it as an argument.
+pub(crate) fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Opens the store, binds the QUIC and HTTP listeners and starts every task.
+pub async fn start(config: Config) -> anyhow::Result<Collector> {
+    let store_path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await?
+        .with_context(|| format!("opening store {}", config.store.path.display()))?;
+    let fleet = store
+        .load_fleet(config.fleet.thresholds())
+        .context("loading the fleet registry")?;
+    info!(terminals = fleet.len(), "Store opened");
+    let fleet = Arc::new(RwLock::new(fleet));
+
+    let server_config =
+        tls::server_config(&config.tls, &config.quic).context("TLS configuration")?;
+    let endpoint = quinn::Endpoint::server(server_config, config.quic.listen)
+        .with_context(|| format!("binding QUIC on {}", config.quic.listen))?;
+    let quic_addr = endpoint.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (writer_tx, writer_rx) = mpsc::channel(config.ingest.writer_queue_batches);
+    let limits = GroupLimits {
+        max_records: config.ingest.group_commit_max_records,
+        max_delay: config.ingest.group_commit_max_delay(),
+    };
+    let writer_task = tokio::spawn(ingest::run_writer(
+        writer_rx,
+        store.clone(),
+        fleet.clone(),
+        limits,
+    ));
+    // The endpoint task owns the only writer sender: the writer stops once every connection is
+    // done, after the last batch was committed.
+    let shared = Arc::new(server::Shared::new(&config, writer_tx));
+    let endpoint_task = tokio::spawn(server::run_endpoint(
+        endpoint.clone(),
+        shared,
+        shutdown_rx.clone(),
+    ));
+    let crl_task = tokio::spawn(server::watch_crl(
+        endpoint,
+        config.tls.clone(),
+        config.quic.clone(),
+        shutdown_rx.clone(),
+    ));
+    let app = api::router(api::ApiState {
+        fleet,
+        store: store.clone(),
+    });
+    let mut http_shutdown = shutdown_rx;
+    let http_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    info!(quic = %quic_addr, http = %http_addr, "Collector listening");
+    Ok(Collector {
+        quic_addr,
+        http_addr,
+        store,
+        shutdown: shutdown_tx,
+        endpoint_task,
+        http_task,
+        crl_task,
+        writer_task,
+    })
+}
+
+/// Runs the collector until `shutdown` resolves, then stops it cleanly.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let collector = start(config).await?;
+    shutdown.await;
+    collector.shutdown().await
+}
+
+impl Collector {
+    /// The bound UDP address of the QUIC endpoint.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// The bound TCP address of the HTTP API.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The store (for tests and tooling).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Sends `Goodbye(Shutdown)` to every agent, closes connections with `SHUTTING_DOWN`,
+    /// stops the HTTP API, lets the writer commit what it has, then flushes the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        info!("Shutting down");
+        let _ = self.shutdown.send(true);
+        self.endpoint_task.await.context("QUIC endpoint task")?;
+        self.crl_task.await.context("CRL task")?;
+        self.http_task
+            .await
+            .context("HTTP task")?
+            .context("HTTP server")?;
+        self.writer_task.await.context("writer task")?;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.flush())
+            .await?
+            .context("flushing the store")?;
+        info!("Stopped");
+        Ok(())
+    }
+}
+
+/// Writes every stored record in `store_dir` to `out` as one JSON object per line
+/// (`terminal_id`, `epoch`, `seq`, `time_unix_ms`, `kind`, `body`). Returns the record count.
+pub fn dump(store_dir: &Path, out: &mut dyn Write) -> anyhow::Result<u64> {
+    let store =
+        Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+    let mut count = 0u64;
+    let mut write_err = None;
+    store.for_each_record(|row| {
+        let mut v = api::record_json(&row);
+        if let Value::Object(map) = &mut v {
+            let mut line = serde_json::Map::new();
+            line.insert(
+                "terminal_id".into(),
+                Value::String(row.key.terminal.as_str().to_owned()),
+            );
+            line.append(map);
+            v = Value::Object(line);
+        }
+        if let Err(e) = writeln!(out, "{v}") {
+            write_err.get_or_insert(e);
+        }
+        count += 1;
+        Ok(())
+    })?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing the dump");
+    }
+    Ok(count)
+}

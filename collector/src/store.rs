@@ -1,0 +1,666 @@
+//! The record store: records keyed by (terminal, epoch, seq) and the fleet registry, behind a
+//! narrow [`Backend`] trait with two implementations, fjall on disk and an in-memory twin.
+//!
+//! Record key: `terminal_id bytes ++ 0x00 ++ epoch u64 BE ++ seq u64 BE` (terminal ids never
+//! contain 0x00, so keys of one terminal form a contiguous, ordered range). Record value:
+//! postcard [`StoredRecord`]; the `RecordBody` enum tag is the record kind. Registry key:
+//! terminal id bytes; value: postcard `StoredTerminal`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{Deserialize, Serialize};
+use storepulse_collector_core::{DropTotals, Fleet, Labels, TerminalEntry, Thresholds};
+use storepulse_shared::{Label, LinkType, RecordBody, TerminalId};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The fjall database failed.
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// A stored key or value could not be decoded.
+    #[error("corrupt entry: {0}")]
+    Corrupt(String),
+}
+
+/// A raw key and value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Called with each raw record key and value.
+pub type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
+
+/// Storage primitives over raw bytes. `commit` must be atomic and durable when it returns.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Whether a record key is stored.
+    fn record_exists(&self, key: &[u8]) -> Result<bool, StoreError>;
+    /// Writes records and registry entries atomically and durably (fsync).
+    fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError>;
+    /// The first record key `>= from` that starts with `prefix`.
+    fn seek_record(&self, from: &[u8], prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` records with `from <= key < to`, in key order.
+    fn records_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
+    /// Every registry entry.
+    fn terminals(&self) -> Result<Vec<KeyValue>, StoreError>;
+    /// Calls `f` for every record in key order.
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError>;
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    /// Agent wall clock when observed, Unix ms.
+    pub time_unix_ms: i64,
+    /// Collector wall clock when received, Unix ms.
+    pub received_unix_ms: i64,
+    /// What was observed; its variant is the record kind.
+    pub body: RecordBody,
+}
+
+/// Identifies a record: (terminal, spool epoch, seq).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey {
+    /// Terminal.
+    pub terminal: TerminalId,
+    /// Spool epoch.
+    pub epoch: u64,
+    /// Sequence number within the epoch.
+    pub seq: u64,
+}
+
+/// A stored record with its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRow {
+    /// The key.
+    pub key: RecordKey,
+    /// The record.
+    pub record: StoredRecord,
+}
+
+/// Everything one group commit writes.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    /// New records.
+    pub records: Vec<(RecordKey, StoredRecord)>,
+    /// Updated registry entries.
+    pub terminals: Vec<(TerminalId, TerminalEntry)>,
+}
+
+/// Typed access to a [`Backend`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+/// fjall on disk.
+pub struct FjallBackend {
+    db: Database,
+    records: Keyspace,
+    terminals: Keyspace,
+}
+
+/// The in-memory twin of [`FjallBackend`].
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    inner: Mutex<MemoryInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    records: BTreeMap<Vec<u8>, Vec<u8>>,
+    terminals: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTerminal {
+    labels: Option<StoredLabels>,
+    first_seen_unix_ms: i64,
+    last_seen_unix_ms: i64,
+    last_heartbeat_unix_ms: Option<i64>,
+    agent_version: String,
+    spool_epoch: Option<u64>,
+    records_received: u64,
+    drops_heartbeats: u64,
+    drops_net_quality: u64,
+    drops_txn_outcomes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredLabels {
+    merchant_id: Label,
+    store_id: Label,
+    region: Label,
+    city: Label,
+    acquirer: Label,
+    qr_channel: Label,
+    carrier: Label,
+    link: LinkType,
+    model: Label,
+    firmware: Label,
+    app_version: Label,
+}
+
+impl RecordKey {
+    /// Length of the key after the terminal id and separator.
+    const TAIL: usize = 1 + 8 + 8;
+
+    /// The key bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut k = terminal_prefix(&self.terminal);
+        k.extend_from_slice(&self.epoch.to_be_bytes());
+        k.extend_from_slice(&self.seq.to_be_bytes());
+        k
+    }
+
+    /// Parses key bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        let bad = || StoreError::Corrupt(format!("record key {bytes:02x?}"));
+        let split = bytes.len().checked_sub(Self::TAIL).ok_or_else(bad)?;
+        let (id, tail) = bytes.split_at(split);
+        if tail[0] != 0 {
+            return Err(bad());
+        }
+        let id = std::str::from_utf8(id).map_err(|_| bad())?;
+        let terminal = TerminalId::new(id).map_err(|_| bad())?;
+        let epoch = u64::from_be_bytes(tail[1..9].try_into().map_err(|_| bad())?);
+        let seq = u64::from_be_bytes(tail[9..17].try_into().map_err(|_| bad())?);
+        Ok(Self {
+            terminal,
+            epoch,
+            seq,
+        })
+    }
+}
+
+fn terminal_prefix(t: &TerminalId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(t.as_str().len() + RecordKey::TAIL);
+    k.extend_from_slice(t.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+fn key_of(t: &TerminalId, epoch: u64, seq: u64) -> Vec<u8> {
+    RecordKey {
+        terminal: t.clone(),
+        epoch,
+        seq,
+    }
+    .encode()
+}
+
+/// The smallest key after every key starting with `prefix` (prefix ends in 0x00, so bumping
+/// its last byte is enough).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+impl Store {
+    /// Opens (or creates) the fjall store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            backend: Arc::new(FjallBackend::open(path)?),
+        })
+    }
+
+    /// An empty in-memory store.
+    pub fn in_memory() -> Self {
+        Self {
+            backend: Arc::new(MemoryBackend::default()),
+        }
+    }
+
+    /// Whether a record is stored.
+    pub fn contains(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        self.backend.record_exists(&key.encode())
+    }
+
+    /// Writes a group atomically and durably.
+    pub fn commit(&self, set: &WriteSet) -> Result<(), StoreError> {
+        let records = set
+            .records
+            .iter()
+            .map(|(k, r)| Ok((k.encode(), encode(r)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let terminals = set
+            .terminals
+            .iter()
+            .map(|(t, e)| {
+                Ok((
+                    t.as_str().as_bytes().to_vec(),
+                    encode(&StoredTerminal::from(e))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.backend.commit(&records, &terminals)
+    }
+
+    /// The registry as persisted.
+    pub fn load_fleet(&self, thresholds: Thresholds) -> Result<Fleet, StoreError> {
+        let mut fleet = Fleet::new(thresholds);
+        for (k, v) in self.backend.terminals()? {
+            let id = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| TerminalId::new(s).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("registry key {k:02x?}")))?;
+            let stored: StoredTerminal = decode(&v)?;
+            fleet.insert(id, stored.into());
+        }
+        Ok(fleet)
+    }
+
+    /// Up to `limit` records of `terminal` with `seq > after_seq` (every seq if `None`), in
+    /// (epoch, seq) order.
+    pub fn records(
+        &self,
+        terminal: &TerminalId,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        let prefix = terminal_prefix(terminal);
+        let end = prefix_end(&prefix);
+        let first_seq = match after_seq {
+            None => Some(0),
+            Some(a) => a.checked_add(1),
+        };
+        let mut out = Vec::new();
+        let mut cursor = key_of(terminal, 0, 0);
+        // One seek and one range scan per epoch, skipping the part of each epoch at or below
+        // `after_seq`.
+        while out.len() < limit {
+            let Some(k) = self.backend.seek_record(&cursor, &prefix)? else {
+                break;
+            };
+            let epoch = RecordKey::decode(&k)?.epoch;
+            let epoch_end = match epoch.checked_add(1) {
+                Some(next) => key_of(terminal, next, 0),
+                None => end.clone(),
+            };
+            if let Some(first_seq) = first_seq {
+                let from = key_of(terminal, epoch, first_seq);
+                for (k, v) in self
+                    .backend
+                    .records_between(&from, &epoch_end, limit - out.len())?
+                {
+                    out.push(RecordRow {
+                        key: RecordKey::decode(&k)?,
+                        record: decode(&v)?,
+                    });
+                }
+            }
+            if epoch == u64::MAX {
+                break;
+            }
+            cursor = epoch_end;
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` for every stored record in key order.
+    pub fn for_each_record(
+        &self,
+        mut f: impl FnMut(RecordRow) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.backend.for_each_record(&mut |k, v| {
+            f(RecordRow {
+                key: RecordKey::decode(k)?,
+                record: decode(v)?,
+            })
+        })
+    }
+
+    /// Makes everything durable (called on shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.backend.flush()
+    }
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_stdvec(v).map_err(|e| StoreError::Corrupt(format!("encode: {e}")))
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("decode: {e}")))
+}
+
+impl FjallBackend {
+    /// Opens or creates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder(path).open()?;
+        let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
+        let terminals = db.keyspace("terminals", KeyspaceCreateOptions::default)?;
+        Ok(Self {
+            db,
+            records,
+            terminals,
+        })
+    }
+}
+
+impl fmt::Debug for FjallBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FjallBackend").finish_non_exhaustive()
+    }
+}
+
+impl Backend for FjallBackend {
+    fn record_exists(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.records.contains_key(key)?)
+    }
+
+    fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for (k, v) in records {
+            batch.insert(&self.records, k.as_slice(), v.as_slice());
+        }
+        for (k, v) in terminals {
+            batch.insert(&self.terminals, k.as_slice(), v.as_slice());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    fn seek_record(&self, from: &[u8], prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let end = prefix_end(prefix);
+        match self.records.range(from..end.as_slice()).next() {
+            Some(guard) => Ok(Some(guard.key()?.to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    fn records_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.records
+            .range(from..to)
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn terminals(&self) -> Result<Vec<KeyValue>, StoreError> {
+        self.terminals
+            .iter()
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        for g in self.records.iter() {
+            let (k, v) = g.into_inner()?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.db.persist(PersistMode::SyncAll)?)
+    }
+}
+
+impl MemoryBackend {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoryInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn record_exists(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.lock().records.contains_key(key))
+    }
+
+    fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.records.extend(records.iter().cloned());
+        inner.terminals.extend(terminals.iter().cloned());
+        Ok(())
+    }
+
+    fn seek_record(&self, from: &[u8], prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let end = prefix_end(prefix);
+        Ok(self
+            .lock()
+            .records
+            .range(from.to_vec()..end)
+            .next()
+            .map(|(k, _)| k.clone()))
+    }
+
+    fn records_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock();
+        Ok(inner
+            .records
+            .range(from.to_vec()..to.to_vec())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn terminals(&self) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .lock()
+            .terminals
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
+        let rows: Vec<_> = self
+            .lock()
+            .records
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        rows.iter().try_for_each(|(k, v)| f(k, v))
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl From<&TerminalEntry> for StoredTerminal {
+    fn from(e: &TerminalEntry) -> Self {
+        Self {
+            labels: e.labels.as_ref().map(|l| StoredLabels {
+                merchant_id: l.merchant_id.clone(),
+                store_id: l.store_id.clone(),
+                region: l.region.clone(),
+                city: l.city.clone(),
+                acquirer: l.acquirer.clone(),
+                qr_channel: l.qr_channel.clone(),
+                carrier: l.carrier.clone(),
+                link: l.link,
+                model: l.model.clone(),
+                firmware: l.firmware.clone(),
+                app_version: l.app_version.clone(),
+            }),
+            first_seen_unix_ms: e.first_seen_unix_ms,
+            last_seen_unix_ms: e.last_seen_unix_ms,
+            last_heartbeat_unix_ms: e.last_heartbeat_unix_ms,
+            agent_version: e.agent_version.clone(),
+            spool_epoch: e.spool_epoch,
+            records_received: e.records_received,
+            drops_heartbeats: e.spool_drops.heartbeats,
+            drops_net_quality: e.spool_drops.net_quality,
+            drops_txn_outcomes: e.spool_drops.txn_outcomes,
+        }
+    }
+}
+
+impl From<StoredTerminal> for TerminalEntry {
+    fn from(s: StoredTerminal) -> Self {
+        let mut e = TerminalEntry::new(s.first_seen_unix_ms);
+        e.labels = s.labels.map(|l| Labels {
+            merchant_id: l.merchant_id,
+            store_id: l.store_id,
+            region: l.region,
+            city: l.city,
+            acquirer: l.acquirer,
+            qr_channel: l.qr_channel,
+            carrier: l.carrier,
+            link: l.link,
+            model: l.model,
+            firmware: l.firmware,
+            app_version: l.app_version,
+        });
+        e.last_seen_unix_ms = s.last_seen_unix_ms;
+        e.last_heartbeat_unix_ms = s.last_heartbeat_unix_ms;
+        e.agent_version = s.agent_version;
+        e.spool_epoch = s.spool_epoch;
+        e.records_received = s.records_received;
+        e.spool_drops = DropTotals {
+            heartbeats: s.drops_heartbeats,
+            net_quality: s.drops_net_quality,
+            txn_outcomes: s.drops_txn_outcomes,
+        };
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storepulse_shared::{PayMethod, Scheme, TxnOutcome};
+
+    use super::*;
+
+    fn tid(s: &str) -> TerminalId {
+        TerminalId::new(s).expect("valid")
+    }
+
+    fn rec(t: i64) -> StoredRecord {
+        StoredRecord {
+            time_unix_ms: t,
+            received_unix_ms: t,
+            body: RecordBody::TxnOutcome(TxnOutcome {
+                scheme: Scheme::Alipay,
+                code: "00".into(),
+                latency_ms: 3,
+                method: PayMethod::Qr,
+                route: None,
+            }),
+        }
+    }
+
+    fn key(t: &str, epoch: u64, seq: u64) -> RecordKey {
+        RecordKey {
+            terminal: tid(t),
+            epoch,
+            seq,
+        }
+    }
+
+    /// The same script against both backends; they must agree.
+    fn check(store: &Store) {
+        let mut set = WriteSet::default();
+        for (t, e, s) in [
+            ("T1", 5, 1),
+            ("T1", 5, 2),
+            ("T1", 2, 9),
+            ("T1", u64::MAX, 0),
+            ("T10", 0, 0),
+            ("T", 0, 3),
+        ] {
+            set.records
+                .push((key(t, e, s), rec(i64::try_from(s).expect("small"))));
+        }
+        let mut entry = TerminalEntry::new(10);
+        entry.records_received = 4;
+        set.terminals.push((tid("T1"), entry.clone()));
+        store.commit(&set).expect("commit");
+
+        assert!(store.contains(&key("T1", 5, 2)).expect("read"));
+        assert!(!store.contains(&key("T1", 5, 3)).expect("read"));
+
+        let seqs = |after, limit| -> Vec<(u64, u64)> {
+            store
+                .records(&tid("T1"), after, limit)
+                .expect("query")
+                .into_iter()
+                .map(|r| (r.key.epoch, r.key.seq))
+                .collect()
+        };
+        assert_eq!(seqs(None, 100), [(2, 9), (5, 1), (5, 2), (u64::MAX, 0)]);
+        assert_eq!(seqs(Some(1), 100), [(2, 9), (5, 2)]);
+        assert_eq!(seqs(None, 2), [(2, 9), (5, 1)]);
+        assert_eq!(seqs(Some(u64::MAX), 100), []);
+        assert!(
+            store
+                .records(&tid("T9"), None, 10)
+                .expect("query")
+                .is_empty()
+        );
+
+        let fleet = store
+            .load_fleet(Thresholds {
+                stale_after_ms: 1,
+                offline_after_ms: 2,
+            })
+            .expect("load");
+        assert_eq!(fleet.entry(&tid("T1")), Some(&entry));
+
+        let mut all = Vec::new();
+        store
+            .for_each_record(|r| {
+                all.push(r.key);
+                Ok(())
+            })
+            .expect("scan");
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[0], key("T", 0, 3));
+        store.flush().expect("flush");
+    }
+
+    #[test]
+    fn memory_backend() {
+        check(&Store::in_memory());
+    }
+
+    #[test]
+    fn fjall_backend_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        check(&Store::open(dir.path()).expect("open"));
+        let reopened = Store::open(dir.path()).expect("reopen");
+        assert!(reopened.contains(&key("T10", 0, 0)).expect("read"));
+    }
+
+    #[test]
+    fn keys_roundtrip_and_order() {
+        let k = key("T-1", 7, 300);
+        assert_eq!(RecordKey::decode(&k.encode()).expect("decodes"), k);
+        assert!(key("T", 9, 9).encode() < key("T0", 0, 0).encode());
+        assert!(key("T", 1, u64::MAX).encode() < key("T", 2, 0).encode());
+        assert!(RecordKey::decode(b"short").is_err());
+    }
+}
