@@ -22,6 +22,7 @@ use storepulse_shared::{
 };
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout};
+use tracing::Instrument as _;
 
 use crate::config::{CollectorConfig, UplinkSettings};
 use crate::state::{Agent, Intervals, now, unix_ms};
@@ -225,7 +226,19 @@ async fn session(
         .map_err(|_| anyhow!("handshake with {addr} timed out"))?
         .with_context(|| format!("cannot connect to {addr}"))?;
     let span = tracing::info_span!("connection", %addr, id = conn.stable_id());
-    let _enter = span.enter();
+    connected(agent, &endpoint, conn, stop)
+        .instrument(span)
+        .await
+}
+
+/// The life of one established connection: Hello, Welcome, then the send/ack loop. Runs inside
+/// the connection's span (instrumented, so the span is right across awaits).
+async fn connected(
+    agent: &Arc<Agent>,
+    endpoint: &quinn::Endpoint,
+    conn: quinn::Connection,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<End> {
     let (mut send, mut recv) = conn.open_bi().await.context("cannot open a stream")?;
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
