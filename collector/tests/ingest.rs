@@ -376,7 +376,7 @@ async fn hello_naming_another_terminal_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frame_and_bad_batch_close_only_that_connection() {
-    let f = start(&["T0001"], 5).await;
+    let f = start(&["T0001", "T0002"], 5).await;
     let addr = f.collector.quic_addr();
     let mut good = Agent::open(&f.pki, "T0001", addr).await;
     good.send(Message::Hello(hello("T0001"))).await;
@@ -392,8 +392,9 @@ async fn oversized_frame_and_bad_batch_close_only_that_connection() {
         Some(u64::from(close_code::FRAME_TOO_LARGE))
     );
 
-    let mut bad = Agent::open(&f.pki, "T0001", addr).await;
-    bad.send(Message::Hello(hello("T0001"))).await;
+    // Another terminal: a welcomed connection of T0001 itself would supersede `good`.
+    let mut bad = Agent::open(&f.pki, "T0002", addr).await;
+    bad.send(Message::Hello(hello("T0002"))).await;
     assert!(matches!(bad.recv().await, Some(Message::Welcome(_))));
     let mut recs = records();
     recs.reverse();
@@ -447,6 +448,38 @@ async fn revoked_certificate_is_refused_after_crl_reload() {
     assert!(
         accepted(&f.pki, "T0001", addr).await,
         "others still accepted"
+    );
+    f.collector.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_connection_supersedes_the_older_one() {
+    let f = start(&["T0001"], 5).await;
+    let addr = f.collector.quic_addr();
+    let mut old = Agent::open(&f.pki, "T0001", addr).await;
+    old.send(Message::Hello(hello("T0001"))).await;
+    assert!(matches!(old.recv().await, Some(Message::Welcome(_))));
+
+    let mut new = Agent::open(&f.pki, "T0001", addr).await;
+    new.send(Message::Hello(hello("T0001"))).await;
+    assert!(matches!(new.recv().await, Some(Message::Welcome(_))));
+    assert_eq!(
+        old.close_code().await,
+        Some(u64::from(close_code::SUPERSEDED))
+    );
+
+    // The newer connection works.
+    new.send(Message::Batch(Batch {
+        batch_id: 1,
+        records: records(),
+    }))
+    .await;
+    assert_eq!(
+        new.recv().await,
+        Some(Message::Ack(Ack {
+            batch_id: 1,
+            highest_seq: Seq(2)
+        }))
     );
     f.collector.shutdown().await.expect("shutdown");
 }
