@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 mod ingest;
 pub mod pki;
+pub mod rca_bench;
 mod server;
 pub mod store;
 mod tls;

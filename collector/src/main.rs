@@ -1,4 +1,4 @@
-//! `storepulse-collector`: command line entry point (serve, pki, dump). Thin by design: parse
+//! `storepulse-collector`: command line entry point (serve, pki, dump, rca-bench). Thin by design: parse
 //! arguments, start tracing, call the library, map errors to exit codes (64 for bad config).
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use storepulse_collector::config::Config;
-use storepulse_collector::pki;
+use storepulse_collector::{pki, rca_bench};
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when `RUST_LOG` is not set: our own info, storage internals only when worrying.
@@ -44,6 +44,15 @@ enum Command {
         /// Store directory.
         #[arg(long)]
         store: PathBuf,
+    },
+    /// Run root-cause localisation on a Squeeze-layout benchmark and score it.
+    RcaBench {
+        /// Benchmark directory (one folder per setting).
+        #[arg(long)]
+        data: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -100,6 +109,22 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::RcaBench { data, json } => rca_bench(&data, json),
+    }
+}
+
+fn rca_bench(data: &std::path::Path, json: bool) -> ExitCode {
+    let params = storepulse_collector_core::rca::Params::default();
+    match rca_bench::run(data, &params) {
+        Ok(report) if json => {
+            println!("{:#}", rca_bench::render_json(&report));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", rca_bench::render_text(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -6,6 +6,7 @@
 //! `storepulse-collector` crate.
 
 pub mod fleet;
+pub mod rca;
 pub mod session;
 
 pub use fleet::{DropTotals, Fleet, Labels, TerminalEntry, TerminalState, Thresholds};
