@@ -50,6 +50,16 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         endpoints: usize,
     },
+    /// Many real agents (agent library: redb spool, outbox core, QUIC link) in this process
+    /// against an in-process collector: time until all are connected, memory, CPU.
+    LiveFleet {
+        /// Agents.
+        #[arg(long, default_value_t = 2000)]
+        agents: usize,
+        /// Seconds to run after all are connected, appending one outcome per agent per 10 s.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
     /// RSS, CPU and binary size of one agent at default intervals.
     AgentFootprint {
         /// Seconds to observe.
@@ -304,6 +314,89 @@ async fn agent_footprint(seconds: u64) -> Result<()> {
     Ok(())
 }
 
+async fn live_fleet(n: usize, seconds: u64) -> Result<()> {
+    use storepulse_agent_core::NewRecord;
+    use storepulse_collector::config::{Config, TlsConfig};
+    use storepulse_tests::live::{LiveFleet, LiveUplink};
+
+    let tmp = tempfile::tempdir()?;
+    let pki = tmp.path().join("pki");
+    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
+    let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), tmp.path().join("store"));
+    config.quic.listen = "127.0.0.1:0".parse()?;
+    config.http.listen = "127.0.0.1:0".parse()?;
+    let collector = storepulse_collector::start(config).await?;
+    let ids: Vec<Identity> = (0..n)
+        .map(|i| {
+            let mut h = hello(&format!("LF{i:06}"))?;
+            h.identity.store_id = label(&format!("S{}", i / 3));
+            Ok(h.identity)
+        })
+        .collect::<Result<_>>()?;
+    let t0 = Instant::now();
+    let fleet = LiveFleet::start(
+        &tmp.path().join("agents"),
+        &pki,
+        collector.quic_addr(),
+        &ids,
+        LiveUplink::default(),
+    )
+    .await?;
+    let opened = t0.elapsed();
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/terminals", collector.http_addr());
+    loop {
+        let v: serde_json::Value = http.get(&url).send().await?.json().await?;
+        let online = v["terminals"]
+            .as_array()
+            .map_or(0, |t| t.iter().filter(|t| t["state"] == "online").count());
+        if online >= n {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!("only {online} of {n} online after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let connected = t0.elapsed();
+    let me = std::process::id();
+    let s0 = procstat::read(me)?;
+    let t1 = Instant::now();
+    let mut round = 0u32;
+    while t1.elapsed() < Duration::from_secs(seconds) {
+        for t in fleet.terminals() {
+            let rec = NewRecord {
+                time_unix_ms: 1_700_000_000_000,
+                body: RecordBody::TxnOutcome(TxnOutcome {
+                    scheme: Scheme::Cup,
+                    code: "00".into(),
+                    latency_ms: round,
+                    method: PayMethod::Card,
+                    route: None,
+                }),
+            };
+            fleet.append(t, vec![rec]).await?;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let s1 = procstat::read(me)?;
+    println!("live fleet: {n} real agents in one process + in-process collector");
+    println!(
+        "  spools opened and certificates issued in {:.1} s; all online after {:.1} s",
+        opened.as_secs_f64(),
+        connected.as_secs_f64()
+    );
+    println!(
+        "  process RSS {:.0} MiB; CPU {:.2} cores while appending one outcome per agent per 10 s",
+        s1.rss_bytes as f64 / (1 << 20) as f64,
+        (s1.cpu_secs - s0.cpu_secs) / t1.elapsed().as_secs_f64()
+    );
+    fleet.shutdown().await;
+    collector.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().cmd {
@@ -315,5 +408,6 @@ async fn main() -> Result<()> {
             endpoints,
         } => ingest(agents, batch, in_flight, seconds, endpoints).await,
         Cmd::AgentFootprint { seconds } => agent_footprint(seconds).await,
+        Cmd::LiveFleet { agents, seconds } => live_fleet(agents, seconds).await,
     }
 }

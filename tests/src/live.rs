@@ -1,0 +1,235 @@
+//! A live fleet: many real agents (the agent library's spool, outbox core and QUIC link, the
+//! same code as `storepulse-agent`) inside one process, each with its own certificate, redb
+//! spool and QUIC connection to a real collector. The driver appends observations to each
+//! agent's spool instead of running host probes, and can cut and restore an agent's link to
+//! play outages. Used by the demo and the live end-to-end tests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use storepulse_agent::Agent;
+use storepulse_agent_core::NewRecord;
+use storepulse_shared::{Identity, LinkType, TerminalId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Uplink settings shared by every agent of a live fleet.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveUplink {
+    /// First reconnect delay, milliseconds.
+    pub backoff_initial_ms: u64,
+    /// Longest reconnect delay, seconds.
+    pub backoff_max_secs: u64,
+    /// Spool bound per agent, bytes.
+    pub spool_max_bytes: u64,
+}
+
+impl Default for LiveUplink {
+    fn default() -> Self {
+        Self {
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 30,
+            spool_max_bytes: 8 << 20,
+        }
+    }
+}
+
+/// One agent of the fleet.
+#[derive(Debug)]
+struct LiveAgent {
+    agent: Arc<Agent>,
+    tls: quinn::ClientConfig,
+    link: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+}
+
+/// Many real agents in one process.
+#[derive(Debug)]
+pub struct LiveFleet {
+    agents: HashMap<TerminalId, LiveAgent>,
+}
+
+fn link_name(l: LinkType) -> &'static str {
+    match l {
+        LinkType::Wired => "wired",
+        LinkType::Wifi => "wifi",
+        LinkType::Cellular => "cellular",
+        LinkType::Unknown => "unknown",
+    }
+}
+
+fn agent_config(
+    id: &Identity,
+    dir: &Path,
+    pki: &Path,
+    collector: SocketAddr,
+    up: LiveUplink,
+) -> String {
+    let t = id.terminal_id.as_str();
+    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"[identity]
+terminal_id = "{t}"
+merchant_id = "{merchant}"
+store_id = "{store}"
+region = "{region}"
+city = "{city}"
+acquirer = "{acquirer}"
+qr_channel = "{qr}"
+carrier = "{carrier}"
+link = "{link}"
+model = "{model}"
+firmware = "{firmware}"
+app_version = "{app}"
+
+[collector]
+address = "{collector}"
+ca_cert = "{ca}"
+cert = "{cert}"
+key = "{key}"
+
+[spool]
+path = "{spool}"
+max_bytes = {max_bytes}
+
+[intake]
+listen = "127.0.0.1:9"
+
+[uplink]
+backoff_initial_ms = {b0}
+backoff_max_secs = {b1}
+"#,
+        merchant = q(id.merchant_id.as_str()),
+        store = q(id.store_id.as_str()),
+        region = q(id.region.as_str()),
+        city = q(id.city.as_str()),
+        acquirer = q(id.acquirer.as_str()),
+        qr = q(id.qr_channel.as_str()),
+        carrier = q(id.carrier.as_str()),
+        link = link_name(id.link),
+        model = q(id.model.as_str()),
+        firmware = q(id.firmware.as_str()),
+        app = q(id.app_version.as_str()),
+        ca = pki.join("ca.pem").display(),
+        cert = pki.join("terminals").join(format!("{t}.pem")).display(),
+        key = pki.join("terminals").join(format!("{t}.key")).display(),
+        spool = dir.join(format!("{t}.redb")).display(),
+        max_bytes = up.spool_max_bytes,
+        b0 = up.backoff_initial_ms,
+        b1 = up.backoff_max_secs,
+    )
+}
+
+impl LiveFleet {
+    /// Issues a certificate for every identity (in the PKI at `pki`, which must exist), opens
+    /// each agent's spool under `dir` and connects every agent to `collector`.
+    pub async fn start(
+        dir: &Path,
+        pki: &Path,
+        collector: SocketAddr,
+        identities: &[Identity],
+        uplink: LiveUplink,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut agents = HashMap::with_capacity(identities.len());
+        for id in identities {
+            let t = id.terminal_id.as_str();
+            if !pki.join("terminals").join(format!("{t}.pem")).exists() {
+                storepulse_collector::pki::issue(pki, t, false)
+                    .with_context(|| format!("issue {t}"))?;
+            }
+            let text = agent_config(id, dir, pki, collector, uplink);
+            let config = storepulse_agent::Config::parse(&text, dir)
+                .with_context(|| format!("config of {t}"))?;
+            let tls = storepulse_agent::link::client_config(&config.collector, &config.uplink)?;
+            let agent = tokio::task::spawn_blocking(move || Agent::open(config)).await??;
+            agents.insert(
+                id.terminal_id.clone(),
+                LiveAgent {
+                    agent,
+                    tls,
+                    link: None,
+                },
+            );
+        }
+        let mut fleet = Self { agents };
+        let ids: Vec<TerminalId> = fleet.agents.keys().cloned().collect();
+        for t in &ids {
+            fleet.restore(t);
+        }
+        Ok(fleet)
+    }
+
+    /// The agents' terminal ids.
+    pub fn terminals(&self) -> impl Iterator<Item = &TerminalId> {
+        self.agents.keys()
+    }
+
+    /// The agent of a terminal.
+    pub fn agent(&self, t: &TerminalId) -> Option<&Arc<Agent>> {
+        self.agents.get(t).map(|a| &a.agent)
+    }
+
+    /// Commits observations to a terminal's spool (they are sent when its link is up).
+    pub async fn append(&self, t: &TerminalId, records: Vec<NewRecord>) -> Result<()> {
+        let a = self
+            .agents
+            .get(t)
+            .with_context(|| format!("unknown terminal {t}"))?;
+        a.agent.append(records).await?;
+        Ok(())
+    }
+
+    /// Cuts a terminal's link without a goodbye, as a network outage would; its spool keeps
+    /// what is appended meanwhile.
+    pub fn cut(&mut self, t: &TerminalId) {
+        if let Some((_, task)) = self.agents.get_mut(t).and_then(|a| a.link.take()) {
+            task.abort();
+        }
+    }
+
+    /// Restores a terminal's link (no-op if it is up).
+    pub fn restore(&mut self, t: &TerminalId) {
+        let Some(a) = self.agents.get_mut(t) else {
+            return;
+        };
+        if a.link.is_some() {
+            return;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let agent = Arc::clone(&a.agent);
+        let tls = a.tls.clone();
+        let task = tokio::spawn(async move {
+            if let Err(error) = storepulse_agent::link::run(agent, tls, stop_rx).await {
+                tracing::warn!(%error, "Live agent link ended");
+            }
+        });
+        a.link = Some((stop_tx, task));
+    }
+
+    /// Whether a terminal's link task is running (not whether it is connected right now).
+    pub fn is_linked(&self, t: &TerminalId) -> bool {
+        self.agents.get(t).is_some_and(|a| a.link.is_some())
+    }
+
+    /// Stops every link with a goodbye and waits for them.
+    pub async fn shutdown(mut self) {
+        let mut tasks = Vec::new();
+        for a in self.agents.values_mut() {
+            if let Some((stop, task)) = a.link.take() {
+                let _ = stop.send(true);
+                tasks.push(task);
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Directory layout helper: where a terminal's spool lives.
+    pub fn spool_path(dir: &Path, t: &TerminalId) -> PathBuf {
+        dir.join(format!("{t}.redb"))
+    }
+}
