@@ -209,13 +209,11 @@ fn parse_item(mut map: Map<String, Value>, now_unix_ms: i64) -> Result<NewRecord
         Some(_) => return Err("code must be a string".into()),
         None => return Err("code is missing".into()),
     };
-    if code.is_empty()
-        || code.len() > 32
-        || !code
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err("code must be 1 to 32 characters A-Z a-z 0-9 _ -".into());
+    if let Err(e) = storepulse_shared::validate_txn_code(&code) {
+        return Err(format!(
+            "code {e} (1 to {} printable ASCII characters, e.g. 03, SYSTEMERROR, ACQ.TRADE_HAS_SUCCESS)",
+            storepulse_shared::MAX_TXN_CODE_BYTES
+        ));
     }
     let latency_ms = match map.remove("latency_ms") {
         None | Some(Value::Null) => 0,

@@ -354,7 +354,18 @@ async fn drive(
                     *registered = Some(shared.register(session.terminal(), conn));
                     debug!("Welcomed");
                 }
-                Ok(Step::Store { spool_epoch, batch }) => {
+                Ok(Step::Store {
+                    spool_epoch,
+                    batch,
+                    invalid_codes,
+                }) => {
+                    if !invalid_codes.is_empty() {
+                        warn!(
+                            batch_id = batch.batch_id,
+                            seqs = ?invalid_codes,
+                            "Invalid transaction codes replaced by INVALID_CODE"
+                        );
+                    }
                     let (done, rx) = oneshot::channel();
                     let batch_id = batch.batch_id;
                     let highest_seq = batch.records.last().map_or(Seq(0), |r| r.seq);

@@ -25,12 +25,17 @@ pub enum IdError {
     /// The value contains a control character.
     #[error("contains a control character")]
     Control,
+    /// A response code contains something other than printable ASCII without spaces.
+    #[error("contains {0:?}; codes are printable ASCII without spaces")]
+    NotPrintable(char),
 }
 
 /// Maximum length of an identifier (terminal, merchant, store) in bytes.
 pub const MAX_ID_BYTES: usize = 64;
 /// Maximum length of a label value in bytes.
 pub const MAX_LABEL_BYTES: usize = 128;
+/// Maximum length of a transaction response code in bytes (Alipay sub-codes reach 50).
+pub const MAX_TXN_CODE_BYTES: usize = 64;
 
 /// A terminal identifier: 1 to 64 ASCII letters, digits, `.`, `_`, `:` or `-`.
 ///
@@ -66,6 +71,24 @@ pub fn validate_id(s: &str) -> Result<(), IdError> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
     {
         Some(c) => Err(IdError::BadChar(c)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a transaction response code: 1 to 64 bytes of printable ASCII without spaces
+/// (`00`, `A5`, `SYSTEMERROR`, `ACQ.TRADE_HAS_SUCCESS`, `aop.invalid-app-auth-token`).
+pub fn validate_txn_code(s: &str) -> Result<(), IdError> {
+    if s.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if s.len() > MAX_TXN_CODE_BYTES {
+        return Err(IdError::TooLong {
+            len: s.len(),
+            max: MAX_TXN_CODE_BYTES,
+        });
+    }
+    match s.chars().find(|c| !('!'..='~').contains(c)) {
+        Some(c) => Err(IdError::NotPrintable(c)),
         None => Ok(()),
     }
 }
@@ -186,6 +209,30 @@ mod tests {
         ));
         assert!(Label::new("上海").is_ok());
         assert_eq!(Label::new("a\nb"), Err(IdError::Control));
+    }
+
+    #[test]
+    fn txn_codes_are_checked() {
+        for ok in [
+            "00",
+            "A5",
+            "SYSTEMERROR",
+            "ACQ.TRADE_HAS_SUCCESS",
+            "aop.invalid-app-auth-token-no-api",
+        ] {
+            assert_eq!(validate_txn_code(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_txn_code(""), Err(IdError::Empty));
+        assert_eq!(validate_txn_code("A B"), Err(IdError::NotPrintable(' ')));
+        assert_eq!(validate_txn_code("é"), Err(IdError::NotPrintable('é')));
+        assert!(matches!(
+            validate_txn_code(&"x".repeat(65)),
+            Err(IdError::TooLong { .. })
+        ));
+        // Every code of the embedded table passes.
+        for row in crate::taxonomy::all() {
+            assert_eq!(validate_txn_code(&row.code), Ok(()), "{}", row.code);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod message;
 pub mod taxonomy;
 
 pub use frame::{FrameDecoder, FrameError, FrameType, MAX_FRAME_BYTES_DEFAULT, encode_frame};
-pub use ids::{IdError, Label, Seq, TerminalId};
+pub use ids::{IdError, Label, MAX_TXN_CODE_BYTES, Seq, TerminalId, validate_txn_code};
 pub use message::*;
 
 /// ALPN protocol identifier negotiated on every QUIC connection.

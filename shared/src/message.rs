@@ -209,7 +209,7 @@ pub enum PayMethod {
 pub struct TxnOutcome {
     /// Response-code table.
     pub scheme: Scheme,
-    /// Response or error code as returned (for example `00`, `03`, `SYSTEMERROR`); 1 to 32
+    /// Response or error code as returned (for example `00`, `03`, `SYSTEMERROR`); 1 to 64
     /// ASCII characters.
     pub code: String,
     /// Time from request to response, milliseconds; 0 when unknown.

@@ -178,12 +178,13 @@ async fn oversized_requests_are_refused() {
 async fn status_reports_the_spool() {
     let (_dir, agent) = agent();
     let body =
-        r#"[{"scheme":"alipay","code":"ACQ.SYSTEM_ERROR"},{"scheme":"alipay","code":"10000"}]"#;
+        r#"[{"scheme":"alipay","code":"ACQ SYSTEM_ERROR"},{"scheme":"alipay","code":"10000"}]"#;
     let (status, _) = call(router(Arc::clone(&agent)), "POST", "/v1/txn", body).await;
-    // "ACQ.SYSTEM_ERROR" has a dot, which codes do not allow.
+    // A space is not part of any scheme's codes.
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Real Alipay codes carry dots.
     let body =
-        r#"[{"scheme":"alipay","code":"ACQ_SYSTEM_ERROR"},{"scheme":"alipay","code":"10000"}]"#;
+        r#"[{"scheme":"alipay","code":"ACQ.SYSTEM_ERROR"},{"scheme":"alipay","code":"10000"}]"#;
     let (status, _) = call(router(Arc::clone(&agent)), "POST", "/v1/txn", body).await;
     assert_eq!(status, StatusCode::OK);
     let (status, v) = call(

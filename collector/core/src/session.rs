@@ -13,8 +13,8 @@ use storepulse_shared::{
     close_code,
 };
 
-/// Longest accepted transaction response code, bytes.
-pub const MAX_TXN_CODE_BYTES: usize = 32;
+/// What an invalid transaction code is replaced by (see [`sanitize_codes`]).
+pub const INVALID_CODE: &str = "INVALID_CODE";
 
 /// What the shell must do after an accepted message.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,8 @@ pub enum Step {
         spool_epoch: u64,
         /// The validated batch.
         batch: Batch,
+        /// Seqs whose transaction code was invalid and replaced by [`INVALID_CODE`].
+        invalid_codes: Vec<u64>,
     },
     /// The agent said goodbye: close the connection normally.
     PeerLeft,
@@ -62,12 +64,6 @@ pub enum BatchError {
         /// The offending record's seq.
         seq: u64,
     },
-    /// A transaction outcome code is empty, too long or not printable ASCII.
-    #[error("transaction code at seq {seq} must be 1 to 32 printable ASCII characters")]
-    BadTxnCode {
-        /// The offending record's seq.
-        seq: u64,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +81,27 @@ pub struct Session {
     phase: Phase,
 }
 
-/// Checks a batch: at most `max_records` records, strictly ascending `seq`, and transaction
-/// codes of 1 to 32 printable ASCII characters.
+/// Replaces every transaction code that is not a valid code
+/// ([`storepulse_shared::validate_txn_code`]) by [`INVALID_CODE`] and returns their seqs.
+///
+/// A bad value inside one record is not a reason to refuse the batch: the agent would resend
+/// the same batch forever and everything behind it in its spool would be stuck. The record is
+/// kept (its time and kind still count) and the shell logs the seqs.
+pub fn sanitize_codes(batch: &mut Batch) -> Vec<u64> {
+    let mut bad = Vec::new();
+    for r in &mut batch.records {
+        if let RecordBody::TxnOutcome(t) = &mut r.body
+            && storepulse_shared::validate_txn_code(&t.code).is_err()
+        {
+            t.code = INVALID_CODE.to_owned();
+            bad.push(r.seq.0);
+        }
+    }
+    bad
+}
+
+/// Checks a batch's structure: at most `max_records` records in strictly ascending `seq`.
+/// Field values are not refused here (see [`sanitize_codes`]).
 pub fn validate_batch(batch: &Batch, max_records: usize) -> Result<(), BatchError> {
     if batch.records.len() > max_records {
         return Err(BatchError::TooManyRecords {
@@ -105,13 +120,6 @@ pub fn validate_batch(batch: &Batch, max_records: usize) -> Result<(), BatchErro
             });
         }
         previous = Some(r.seq.0);
-        if let RecordBody::TxnOutcome(t) = &r.body {
-            let ok = (1..=MAX_TXN_CODE_BYTES).contains(&t.code.len())
-                && t.code.bytes().all(|b| (0x20..=0x7e).contains(&b));
-            if !ok {
-                return Err(BatchError::BadTxnCode { seq: r.seq.0 });
-            }
-        }
     }
     Ok(())
 }
@@ -167,9 +175,16 @@ impl Session {
                 "expected Hello, got {}",
                 other.frame_type().name()
             ))),
-            (Phase::Ready { spool_epoch }, Message::Batch(batch)) => {
+            (Phase::Ready { spool_epoch }, Message::Batch(mut batch)) => {
                 match validate_batch(&batch, self.max_batch_records) {
-                    Ok(()) => Ok(Step::Store { spool_epoch, batch }),
+                    Ok(()) => {
+                        let invalid_codes = sanitize_codes(&mut batch);
+                        Ok(Step::Store {
+                            spool_epoch,
+                            batch,
+                            invalid_codes,
+                        })
+                    }
                     Err(e) => Err(Refusal::protocol(e.to_string())),
                 }
             }
@@ -315,7 +330,8 @@ mod tests {
             s.handle_message(Message::Batch(batch.clone())),
             Ok(Step::Store {
                 spool_epoch: 7,
-                batch
+                batch,
+                invalid_codes: vec![]
             })
         );
         let bye = Goodbye {
@@ -387,7 +403,7 @@ mod tests {
     fn batch_validation() {
         let ok = Batch {
             batch_id: 1,
-            records: vec![txn(1, "00"), txn(2, "A B")],
+            records: vec![txn(1, "00"), txn(2, "SYSTEMERROR")],
         };
         assert_eq!(validate_batch(&ok, 4), Ok(()));
         let too_many = Batch {
@@ -406,17 +422,52 @@ mod tests {
             validate_batch(&dup, 4),
             Err(BatchError::SeqNotAscending { .. })
         ));
-        for code in ["", "\u{7f}", "é", &"x".repeat(33)] {
-            let b = Batch {
+    }
+
+    #[test]
+    fn invalid_codes_are_replaced_not_refused() {
+        let mut s = Session::new(TerminalId::new("T1").expect("valid"), 16);
+        s.handle_message(Message::Hello(hello("T1", 1)))
+            .expect("accepted");
+        let long = "x".repeat(65);
+        let good = "ACQ.BUYER_PAYMENT_AMOUNT_MONTH_LIMIT_ERROR";
+        let records = vec![
+            txn(1, ""),
+            txn(2, "\u{7f}"),
+            txn(3, "é"),
+            txn(4, &long),
+            txn(5, good),
+        ];
+        let step = s
+            .handle_message(Message::Batch(Batch {
                 batch_id: 1,
-                records: vec![txn(1, code)],
-            };
-            assert_eq!(
-                validate_batch(&b, 4),
-                Err(BatchError::BadTxnCode { seq: 1 }),
-                "{code:?}"
-            );
-        }
+                records,
+            }))
+            .expect("kept");
+        let Step::Store {
+            batch,
+            invalid_codes,
+            ..
+        } = step
+        else {
+            panic!("expected Store");
+        };
+        assert_eq!(invalid_codes, vec![1, 2, 3, 4]);
+        let codes: Vec<&str> = batch
+            .records
+            .iter()
+            .map(|r| match &r.body {
+                RecordBody::TxnOutcome(t) => t.code.as_str(),
+                _ => "",
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            vec![INVALID_CODE; 4]
+                .into_iter()
+                .chain([good])
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
