@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 status=0
-for core in storepulse-shared storepulse-agent-core storepulse-collector-core; do
+for core in storepulse-shared storepulse-agent-core storepulse-collector-core storepulse-sim; do
     bad=$(cargo tree --locked -e normal -p "$core" --prefix none --format '{p}' \
         | awk '{print $1}' | sort -u \
         | grep -E '^(tokio|quinn|quinn-proto|rustls|redb|fjall|lsm-tree|sysinfo|axum|hyper|mio|socket2)$' || true)

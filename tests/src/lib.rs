@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod live;
 pub mod procstat;
 pub mod quic;
+pub mod replay;
 
 /// Where the storepulse binaries are.
 pub fn bin_dir() -> PathBuf {

@@ -25,6 +25,9 @@ pub struct LiveUplink {
     pub backoff_max_secs: u64,
     /// Spool bound per agent, bytes.
     pub spool_max_bytes: u64,
+    /// Agents start their links spread evenly over this many milliseconds, as a real fleet
+    /// powers on over a morning rather than in one instant.
+    pub start_spread_ms: u64,
 }
 
 impl Default for LiveUplink {
@@ -33,6 +36,7 @@ impl Default for LiveUplink {
             backoff_initial_ms: 1000,
             backoff_max_secs: 30,
             spool_max_bytes: 8 << 20,
+            start_spread_ms: 0,
         }
     }
 }
@@ -156,8 +160,13 @@ impl LiveFleet {
         }
         let mut fleet = Self { agents };
         let ids: Vec<TerminalId> = fleet.agents.keys().cloned().collect();
+        let gap = std::time::Duration::from_millis(uplink.start_spread_ms)
+            / u32::try_from(ids.len().max(1)).unwrap_or(u32::MAX);
         for t in &ids {
             fleet.restore(t);
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
         }
         Ok(fleet)
     }

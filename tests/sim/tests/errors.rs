@@ -1,0 +1,137 @@
+//! Scenario files with mistakes: the error names the file, the line and the problem.
+
+use storepulse_sim::Scenario;
+
+const GOOD: &str = r#"# header
+[scenario]
+name = "errors"
+seed = 7
+start = "2026-03-02T00:00:00+08:00"
+duration = "24h"
+
+[fleet]
+terminals = 400
+chains = 4
+
+[[fault]]
+kind = "acquirer_maintenance"
+start = "+6h"
+end = "+7h"
+announced_at = "+1h"
+scope = { acquirer = "ACQ-A" }
+intensity = 0.9
+
+[[incident]]
+kind = "acquirer_maintenance"
+scope = { acquirer = "ACQ-A" }
+start = "+6h"
+end = "+7h"
+"#;
+
+/// Replaces `from` (which must occur once) and parses; returns the error text.
+fn mistake(from: &str, to: &str) -> String {
+    assert_eq!(GOOD.matches(from).count(), 1, "{from:?} must occur once");
+    let text = GOOD.replacen(from, to, 1);
+    Scenario::parse("tests/scenarios/errors.toml", &text)
+        .expect_err("the mistake must be caught")
+        .to_string()
+}
+
+fn assert_names(msg: &str, line: usize, problem: &[&str]) {
+    let prefix = format!("tests/scenarios/errors.toml:{line}: ");
+    assert!(msg.starts_with(&prefix), "expected {prefix:?} in {msg:?}");
+    for p in problem {
+        assert!(msg.contains(p), "expected {p:?} in {msg:?}");
+    }
+}
+
+#[test]
+fn the_good_file_parses() {
+    let s = Scenario::parse("good", GOOD).expect("parses");
+    assert_eq!(s.faults[0].announced_at_ms, Some(s.start_ms + 3_600_000));
+}
+
+#[test]
+fn unknown_field() {
+    let m = mistake("intensity = 0.9", "intensity = 0.9\nseverity = \"high\"");
+    assert_names(&m, 19, &["severity"]);
+    let m = mistake("chains = 4", "chains = 4\nterminal_count = 9");
+    assert_names(&m, 11, &["terminal_count"]);
+}
+
+#[test]
+fn bad_time() {
+    let m = mistake(
+        "start = \"+6h\"\nend = \"+7h\"\nannounced",
+        "start = \"six\"\nend = \"+7h\"\nannounced",
+    );
+    assert_names(&m, 14, &["bad start time", "six"]);
+    let m = mistake(
+        "start = \"2026-03-02T00:00:00+08:00\"",
+        "start = \"2026-03-02 00:00\"",
+    );
+    assert_names(&m, 5, &["bad start time"]);
+    let m = mistake("duration = \"24h\"", "duration = \"a day\"");
+    assert_names(&m, 6, &["bad duration"]);
+}
+
+#[test]
+fn end_before_start() {
+    let m = mistake("end = \"+7h\"\nannounced", "end = \"+5h\"\nannounced");
+    assert_names(&m, 15, &["not after its start"]);
+}
+
+#[test]
+fn scope_value_not_in_fleet() {
+    let m = mistake(
+        "scope = { acquirer = \"ACQ-A\" }\nintensity",
+        "scope = { acquirer = \"ACQ-Z\" }\nintensity",
+    );
+    assert_names(&m, 17, &["ACQ-Z", "not in the generated fleet", "ACQ-A"]);
+}
+
+#[test]
+fn unknown_fault_kind_and_label() {
+    let m = mistake(
+        "kind = \"acquirer_maintenance\"\nstart",
+        "kind = \"meteor\"\nstart",
+    );
+    assert_names(&m, 13, &["unknown fault kind", "meteor", "terminal_fault"]);
+    let m = mistake(
+        "scope = { acquirer = \"ACQ-A\" }\nintensity",
+        "scope = { bank = \"ICBC\" }\nintensity",
+    );
+    assert_names(&m, 17, &["unknown scope label", "bank"]);
+}
+
+#[test]
+fn maintenance_needs_its_announcement() {
+    let m = mistake("announced_at = \"+1h\"\n", "");
+    assert_names(&m, 13, &["announced_at"]);
+    let m = mistake("announced_at = \"+1h\"", "announced_at = \"+8h\"");
+    assert_names(&m, 16, &["announced_at is after"]);
+}
+
+#[test]
+fn syntax_and_type_errors() {
+    let m = mistake("intensity = 0.9", "intensity = ");
+    assert_names(&m, 18, &[]);
+    let m = mistake("intensity = 0.9", "intensity = 1.5");
+    assert_names(&m, 18, &["intensity must be between 0 and 1"]);
+    let m = mistake("seed = 7", "seed = \"seven\"");
+    assert_names(&m, 4, &["invalid type"]);
+}
+
+#[test]
+fn incident_mistakes() {
+    let m = mistake(
+        "kind = \"acquirer_maintenance\"\nscope",
+        "kind = \"maintenance\"\nscope",
+    );
+    assert_names(&m, 21, &["unknown incident kind", "maintenance"]);
+    let m = mistake(
+        "scope = { acquirer = \"ACQ-A\" }\nstart = \"+6h\"\nend = \"+7h\"\n",
+        "scope = { acquirer = \"ACQ-A\" }\nstart = \"+6h\"\nend = \"+6h\"\n",
+    );
+    assert_names(&m, 24, &["incident end is not after its start"]);
+}
