@@ -12,3 +12,31 @@ fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
+
+# Debian packages the end-to-end tests start for real. `apt-get update` runs once, only if
+# something is missing.
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+# Headless Chromium for the dashboard browser test, with CJK fonts for its Chinese screenshots.
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium fonts-noto-cjk
+fi
+# Prometheus and promtool: the metrics tests scrape the collector with the real thing.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    apt_install prometheus
+fi
+
+# playwright-core drives that Chromium; the version is pinned by dashboards/tests/package-lock.json.
+if [ ! -d dashboards/tests/node_modules/playwright-core ]; then
+    (cd dashboards/tests && npm ci --no-audit --no-fund --silent)
+fi
+# Prometheus Alertmanager for the alert delivery end-to-end test (collector/tests/alerts.rs).
+if [ ! -x /usr/bin/prometheus-alertmanager ]; then
+    apt_install prometheus-alertmanager
+fi

@@ -32,6 +32,10 @@ pub struct ApiState {
     pub fleet: Arc<RwLock<Fleet>>,
     /// The record store.
     pub store: Store,
+    /// Incidents from the detection loop.
+    pub incidents: Arc<RwLock<crate::detection::IncidentBook>>,
+    /// Collector metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// An error as returned to HTTP clients: `{"error": "..."}`; internals are logged, not shown.
@@ -56,10 +60,41 @@ struct RecordsQuery {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/api/v1/terminals", get(terminals))
         .route("/api/v1/terminals/{id}/records", get(records))
+        .route("/api/v1/incidents", get(crate::api_incidents::list))
+        .route("/api/v1/incidents/{id}", get(crate::api_incidents::detail))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text exposition format 0.0.4.
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    let now = now_unix_ms();
+    let (mut online, mut stale, mut offline) = (0u64, 0u64, 0u64);
+    {
+        let fleet = state.fleet.read().unwrap_or_else(PoisonError::into_inner);
+        let th = fleet.thresholds();
+        for (_, e) in fleet.iter() {
+            match e.state(now, th) {
+                TerminalState::Online => online += 1,
+                TerminalState::Stale => stale += 1,
+                TerminalState::Offline => offline += 1,
+            }
+        }
+    }
+    let body = state
+        .metrics
+        .render(&[("online", online), ("stale", stale), ("offline", offline)]);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn terminals(State(state): State<ApiState>) -> Json<Value> {

@@ -54,6 +54,9 @@ pub struct Config {
     /// Settings sent to agents in `Welcome`.
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// Alert notifications (`[alerts]`, see `crate::notify::config`).
+    #[serde(default)]
+    pub alerts: crate::notify::config::AlertsConfig,
 }
 
 /// `[quic]`: the agent-facing QUIC endpoint.
@@ -257,6 +260,7 @@ impl Config {
             fleet: FleetConfig::default(),
             ingest: IngestConfig::default(),
             agents: AgentsConfig::default(),
+            alerts: crate::notify::config::AlertsConfig::default(),
         }
     }
 
@@ -311,6 +315,7 @@ impl Config {
         if self.tls.crl_poll_interval_secs == 0 {
             return bad("tls.crl_poll_interval_secs must be > 0");
         }
+        self.alerts.check()?;
         Ok(())
     }
 }

@@ -7,14 +7,17 @@
 //! completes successfully.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use storepulse_collector_core::{Fleet, TerminalEntry};
-use storepulse_shared::{Batch, Hello, TerminalId};
+use storepulse_shared::{Batch, Hello, Record, Seq, TerminalId};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
+use crate::detection::{DetectFeed, DetectInput};
+use crate::metrics::Metrics;
 use crate::store::{RecordKey, Store, StoredRecord, WriteSet};
 
 /// The group commit failed; the details were logged by the writer.
@@ -75,6 +78,8 @@ pub(crate) async fn run_writer(
     store: Store,
     fleet: Arc<RwLock<Fleet>>,
     limits: GroupLimits,
+    feed: Option<DetectFeed>,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut records = first.records();
@@ -91,9 +96,13 @@ pub(crate) async fn run_writer(
         }
         let store = store.clone();
         let fleet = fleet.clone();
+        let feed = feed.clone();
+        let metrics = metrics.clone();
         // fjall calls block (fsync); keep them off the async worker threads.
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || commit_group(&store, &fleet, jobs)).await
+        if let Err(e) = tokio::task::spawn_blocking(move || {
+            commit_group(&store, &fleet, jobs, feed.as_ref(), Some(&metrics))
+        })
+        .await
         {
             error!(error = %e, "Group commit task failed");
         }
@@ -101,8 +110,17 @@ pub(crate) async fn run_writer(
     debug!("Writer stopped");
 }
 
-/// Plans, writes and completes one group. Completes every job, successfully or not.
-pub(crate) fn commit_group(store: &Store, fleet: &RwLock<Fleet>, jobs: Vec<Job>) {
+/// Plans, writes and completes one group. Completes every job, successfully or not. After a
+/// successful commit, hands what was accepted to detection (durable data only).
+pub(crate) fn commit_group(
+    store: &Store,
+    fleet: &RwLock<Fleet>,
+    jobs: Vec<Job>,
+    feed: Option<&DetectFeed>,
+    metrics: Option<&Metrics>,
+) {
+    let started = std::time::Instant::now();
+    let mut duplicates = 0u64;
     let mut staged: BTreeMap<TerminalId, TerminalEntry> = BTreeMap::new();
     let mut seen: HashSet<RecordKey> = HashSet::new();
     let mut set = WriteSet::default();
@@ -149,6 +167,7 @@ pub(crate) fn commit_group(store: &Store, fleet: &RwLock<Fleet>, jobs: Vec<Job>)
                             seq: r.seq.0,
                         };
                         if seen.contains(&key) || store.contains(&key)? {
+                            duplicates += 1;
                             continue;
                         }
                         seen.insert(key.clone());
@@ -182,9 +201,18 @@ pub(crate) fn commit_group(store: &Store, fleet: &RwLock<Fleet>, jobs: Vec<Job>)
                 records = set.records.len(),
                 "Group committed"
             );
+            if let Some(m) = metrics {
+                count_commit(m, &jobs, &set.records, duplicates, started.elapsed());
+            }
+            if let Some(feed) = feed {
+                feed_detection(feed, &jobs, set.records);
+            }
             Ok(())
         }
         Err(e) => {
+            if let Some(m) = metrics {
+                m.store_commit_failures.fetch_add(1, Ordering::Relaxed);
+            }
             error!(error = %e, jobs = jobs.len(), "Store commit failed; affected connections will be closed");
             Err(CommitFailed)
         }
@@ -198,6 +226,63 @@ pub(crate) fn commit_group(store: &Store, fleet: &RwLock<Fleet>, jobs: Vec<Job>)
             Job::Batch { done, .. } => {
                 let _ = done.send(outcome.map(|()| new_counts.get(i).copied().unwrap_or(0)));
             }
+        }
+    }
+}
+
+/// Sends accepted Hellos and the newly stored records (grouped per terminal) to detection.
+fn feed_detection(feed: &DetectFeed, jobs: &[Job], records: Vec<(RecordKey, StoredRecord)>) {
+    for job in jobs {
+        if let Job::Hello {
+            hello, now_unix_ms, ..
+        } = job
+        {
+            feed.send(DetectInput::Hello(
+                *now_unix_ms,
+                Box::new(hello.identity.clone()),
+            ));
+        }
+    }
+    let mut per_terminal: BTreeMap<TerminalId, (i64, Vec<Record>)> = BTreeMap::new();
+    for (key, rec) in records {
+        let entry = per_terminal
+            .entry(key.terminal)
+            .or_insert_with(|| (rec.received_unix_ms, Vec::new()));
+        entry.1.push(Record {
+            seq: Seq(key.seq),
+            time_unix_ms: rec.time_unix_ms,
+            body: rec.body,
+        });
+    }
+    for (terminal, (at, recs)) in per_terminal {
+        feed.send(DetectInput::Records(at, terminal, recs));
+    }
+}
+
+/// Updates the ingest and store metrics after a successful commit.
+fn count_commit(
+    m: &Metrics,
+    jobs: &[Job],
+    records: &[(RecordKey, StoredRecord)],
+    duplicates: u64,
+    took: Duration,
+) {
+    m.store_commits.fetch_add(1, Ordering::Relaxed);
+    m.observe_commit(took.as_secs_f64());
+    m.ingest_records
+        .fetch_add(records.len() as u64, Ordering::Relaxed);
+    m.ingest_duplicates.fetch_add(duplicates, Ordering::Relaxed);
+    let batches = jobs
+        .iter()
+        .filter(|j| matches!(j, Job::Batch { .. }))
+        .count();
+    m.ingest_batches
+        .fetch_add(batches as u64, Ordering::Relaxed);
+    for (_, r) in records {
+        if let storepulse_shared::RecordBody::SpoolDrops(d) = &r.body {
+            m.agent_spool_drops.add("heartbeat", d.heartbeats);
+            m.agent_spool_drops.add("net_quality", d.net_quality);
+            m.agent_spool_drops.add("txn_outcome", d.txn_outcomes);
         }
     }
 }

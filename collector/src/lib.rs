@@ -6,8 +6,15 @@
 //! arguments and calls these.
 
 pub mod api;
+pub mod api_alerts;
+mod api_incidents;
 pub mod config;
+pub mod dashboard;
+pub mod detection;
+pub mod eval;
 mod ingest;
+pub mod metrics;
+pub mod notify;
 pub mod pki;
 pub mod rca_bench;
 mod server;
@@ -43,6 +50,9 @@ pub struct Collector {
     http_task: JoinHandle<std::io::Result<()>>,
     crl_task: JoinHandle<()>,
     writer_task: JoinHandle<()>,
+    alerts: notify::Alerts,
+    alerts_task: JoinHandle<()>,
+    detect_task: JoinHandle<()>,
 }
 
 /// Collector wall clock, Unix milliseconds. The only place the shell reads the clock for
@@ -76,6 +86,28 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
     let http_addr = listener.local_addr()?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (alerts, alerts_task) =
+        notify::Alerts::start(&config.alerts, store.clone(), shutdown_rx.clone())
+            .await
+            .context("starting alert notifications")?;
+    let metrics = metrics::Metrics::new();
+    let incidents = Arc::new(RwLock::new(detection::IncidentBook::default()));
+    let (detect_tx, detect_rx) = mpsc::channel(detection::QUEUE);
+    let known = {
+        let f = fleet
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        detection::known_identities(&f)
+    };
+    let detect_task = tokio::spawn(detection::run(
+        detect_rx,
+        known,
+        incidents.clone(),
+        metrics.clone(),
+        alerts.clone(),
+        shutdown_rx.clone(),
+    ));
+    let feed = detection::DetectFeed::new(detect_tx, incidents.clone(), metrics.clone());
     let (writer_tx, writer_rx) = mpsc::channel(config.ingest.writer_queue_batches);
     let limits = GroupLimits {
         max_records: config.ingest.group_commit_max_records,
@@ -86,10 +118,17 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         store.clone(),
         fleet.clone(),
         limits,
+        Some(feed),
+        metrics.clone(),
     ));
     // The endpoint task owns the only writer sender: the writer stops once every connection is
     // done, after the last batch was committed.
-    let shared = Arc::new(server::Shared::new(&config, writer_tx));
+    let shared = Arc::new(server::Shared::new(&config, writer_tx, metrics.clone()));
+    tokio::spawn(sample_store_size(
+        config.store.path.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
     let endpoint_task = tokio::spawn(server::run_endpoint(
         endpoint.clone(),
         shared,
@@ -104,7 +143,10 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
     let app = api::router(api::ApiState {
         fleet,
         store: store.clone(),
+        incidents,
+        metrics,
     });
+    let app = app.merge(api_alerts::router(alerts.clone()));
     let mut http_shutdown = shutdown_rx;
     let http_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -123,7 +165,45 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         http_task,
         crl_task,
         writer_task,
+        alerts,
+        alerts_task,
+        detect_task,
     })
+}
+
+/// Samples the store directory's size on disk every 30 s for `storepulse_store_size_bytes`.
+async fn sample_store_size(
+    dir: std::path::PathBuf,
+    metrics: Arc<metrics::Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    fn du(p: &Path) -> u64 {
+        std::fs::read_dir(p).map_or(0, |rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => du(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+    }
+    async fn stopping(rx: &mut watch::Receiver<bool>) {
+        // The guard `wait_for` returns is not Send; drop it before any other await.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = stopping(&mut shutdown) => return,
+            _ = tick.tick() => {
+                let d = dir.clone();
+                if let Ok(size) = tokio::task::spawn_blocking(move || du(&d)).await {
+                    metrics.store_size_bytes.store(size, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 /// Runs the collector until `shutdown` resolves, then stops it cleanly.
@@ -144,6 +224,11 @@ impl Collector {
         self.http_addr
     }
 
+    /// Alert notifications: hand incident snapshots to [`notify::Alerts::handle_incident`].
+    pub fn alerts(&self) -> &notify::Alerts {
+        &self.alerts
+    }
+
     /// The store (for tests and tooling).
     pub fn store(&self) -> &Store {
         &self.store
@@ -161,6 +246,8 @@ impl Collector {
             .context("HTTP task")?
             .context("HTTP server")?;
         self.writer_task.await.context("writer task")?;
+        self.alerts_task.await.context("alerts task")?;
+        self.detect_task.await.context("detection task")?;
         let store = self.store;
         tokio::task::spawn_blocking(move || store.flush())
             .await?

@@ -1,4 +1,4 @@
-//! `storepulse-collector`: command line entry point (serve, pki, dump, rca-bench). Thin by design: parse
+//! `storepulse-collector`: command line entry point (serve, pki, dump, rca-bench, eval). Thin by design: parse
 //! arguments, start tracing, call the library, map errors to exit codes (64 for bad config).
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use storepulse_collector::config::Config;
-use storepulse_collector::{pki, rca_bench};
+use storepulse_collector::{eval, pki, rca_bench};
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when `RUST_LOG` is not set: our own info, storage internals only when worrying.
@@ -50,6 +50,15 @@ enum Command {
         /// Benchmark directory (one folder per setting).
         #[arg(long)]
         data: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay every scenario of a directory through the detector in virtual time and score it.
+    Eval {
+        /// Scenario directory (`*.toml`).
+        #[arg(long)]
+        scenarios: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -110,6 +119,21 @@ fn main() -> ExitCode {
             }
         }
         Command::RcaBench { data, json } => rca_bench(&data, json),
+        Command::Eval { scenarios, json } => run_eval(&scenarios, json),
+    }
+}
+
+fn run_eval(dir: &std::path::Path, json: bool) -> ExitCode {
+    match eval::run(dir) {
+        Ok(report) if json => {
+            println!("{:#}", eval::render_json(&report));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", eval::render_text(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
 use crate::config::{Config, QuicConfig, TlsConfig};
 use crate::ingest::{CommitFailed, Job};
+use crate::metrics::Metrics;
 use crate::{now_unix_ms, tls};
 
 /// Largest read from a stream at once, bytes.
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) max_inflight_batches: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) welcome: Welcome,
+    /// Collector metrics.
+    pub(crate) metrics: Arc<Metrics>,
     /// The welcomed connection of each terminal, so a newer one supersedes an older one.
     live: Mutex<HashMap<TerminalId, (u64, Connection)>>,
     next_conn_id: AtomicU64,
@@ -62,7 +65,7 @@ enum End {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config, writer: mpsc::Sender<Job>) -> Self {
+    pub(crate) fn new(config: &Config, writer: mpsc::Sender<Job>, metrics: Arc<Metrics>) -> Self {
         let a = &config.agents;
         Self {
             writer,
@@ -79,6 +82,7 @@ impl Shared {
                 max_batch_records: a.max_batch_records,
                 backlog_records_per_sec: a.backlog_records_per_sec,
             },
+            metrics,
             live: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
         }
@@ -196,12 +200,14 @@ async fn handle_incoming(
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
+            shared.metrics.handshakes.add("failed", 1);
             info!(error = %e, "Handshake failed");
             return;
         }
     };
     let Some(terminal) = tls::peer_terminal(&conn) else {
         warn!("Client certificate has no valid terminal id in its CN");
+        shared.metrics.refusals.add("unauthorized", 1);
         conn.close(
             VarInt::from_u32(close_code::UNAUTHORIZED),
             b"certificate CN is not a terminal id",
@@ -210,8 +216,23 @@ async fn handle_incoming(
     };
     tracing::Span::current().record("terminal", terminal.as_str());
     info!("Connected");
+    shared.metrics.handshakes.add("ok", 1);
+    shared
+        .metrics
+        .connections_open
+        .fetch_add(1, Ordering::Relaxed);
     let remote: SocketAddr = conn.remote_address();
     let end = run_connection(&conn, terminal, &shared, shutdown).await;
+    shared
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+    if let End::Refuse(r) = &end {
+        shared
+            .metrics
+            .refusals
+            .add(close_reason_name(r.close_code), 1);
+    }
     match end {
         End::Gone => info!(%remote, reason = ?conn.close_reason(), "Disconnected"),
         End::Refuse(r) => {
@@ -425,7 +446,10 @@ async fn drive(
                 }
             }
             read = recv.read(&mut buf[..want]), if can_read => match read {
-                Ok(Some(n)) => decoder.push(&buf[..n]),
+                Ok(Some(n)) => {
+                    shared.metrics.ingest_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    decoder.push(&buf[..n]);
+                }
                 Ok(None) => recv_done = true,
                 Err(e) => {
                     debug!(error = %e, "Stream read failed");
@@ -503,4 +527,23 @@ async fn close(conn: &Connection, send: Option<&mut SendStream>, r: &Refusal) {
         VarInt::from_u32(r.close_code),
         &detail[..detail.len().min(200)],
     );
+}
+
+/// The metric label for a close code.
+fn close_reason_name(code: u32) -> &'static str {
+    match code {
+        close_code::NORMAL => "normal",
+        close_code::PROTOCOL_ERROR => "protocol_error",
+        close_code::FRAME_TOO_LARGE => "frame_too_large",
+        close_code::UNSUPPORTED_VERSION => "unsupported_version",
+        close_code::IDENTITY_MISMATCH => "identity_mismatch",
+        close_code::UNAUTHORIZED => "unauthorized",
+        close_code::OVERLOADED => "overloaded",
+        close_code::SHUTTING_DOWN => "shutting_down",
+        close_code::INTERNAL_ERROR => "internal_error",
+        close_code::RATE_LIMITED => "rate_limited",
+        close_code::HELLO_TIMEOUT => "hello_timeout",
+        close_code::SUPERSEDED => "superseded",
+        _ => "other",
+    }
 }

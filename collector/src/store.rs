@@ -54,7 +54,26 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError>;
     /// Makes everything written so far durable.
     fn flush(&self) -> Result<(), StoreError>;
+    /// Alert notifier: applies puts and deletes across its keyspaces atomically and durably.
+    fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError>;
+    /// Alert notifier: every entry of `space` whose key starts with `prefix`, in key order.
+    fn alerts_scan(&self, space: AlertSpace, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
 }
+
+/// The alert notifier's keyspaces (issue 5), apart from records and the registry. Their
+/// values are the notifier's own records (`crate::notify::persist`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertSpace {
+    /// Notifications not yet delivered or given up.
+    Outbox,
+    /// Every attempt's result, per incident.
+    History,
+    /// Silences, maintenance windows, tracked incidents, counters.
+    State,
+}
+
+/// One change to an alert keyspace: a put (`Some` value) or a delete (`None`).
+pub type AlertOp = (AlertSpace, Vec<u8>, Option<Vec<u8>>);
 
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +126,7 @@ pub struct FjallBackend {
     db: Database,
     records: Keyspace,
     terminals: Keyspace,
+    alerts: [Keyspace; 3],
 }
 
 /// The in-memory twin of [`FjallBackend`].
@@ -119,6 +139,7 @@ pub struct MemoryBackend {
 struct MemoryInner {
     records: BTreeMap<Vec<u8>, Vec<u8>>,
     terminals: BTreeMap<Vec<u8>, Vec<u8>>,
+    alerts: BTreeMap<AlertSpace, BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -326,6 +347,20 @@ impl Store {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.backend.flush()
     }
+
+    /// Alert notifier: applies puts and deletes atomically and durably (fsync).
+    pub fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError> {
+        self.backend.alerts_commit(ops)
+    }
+
+    /// Alert notifier: entries of `space` under `prefix`, in key order.
+    pub fn alerts_scan(
+        &self,
+        space: AlertSpace,
+        prefix: &[u8],
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.backend.alerts_scan(space, prefix)
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
@@ -342,10 +377,16 @@ impl FjallBackend {
         let db = Database::builder(path).open()?;
         let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
         let terminals = db.keyspace("terminals", KeyspaceCreateOptions::default)?;
+        let alerts = [
+            db.keyspace("alerts_outbox", KeyspaceCreateOptions::default)?,
+            db.keyspace("alerts_history", KeyspaceCreateOptions::default)?,
+            db.keyspace("alerts_state", KeyspaceCreateOptions::default)?,
+        ];
         Ok(Self {
             db,
             records,
             terminals,
+            alerts,
         })
     }
 }
@@ -418,6 +459,29 @@ impl Backend for FjallBackend {
     fn flush(&self) -> Result<(), StoreError> {
         Ok(self.db.persist(PersistMode::SyncAll)?)
     }
+
+    fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError> {
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for (space, k, v) in ops {
+            let ks = &self.alerts[*space as usize];
+            match v {
+                Some(v) => batch.insert(ks, k.as_slice(), v.as_slice()),
+                None => batch.remove(ks, k.as_slice()),
+            }
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    fn alerts_scan(&self, space: AlertSpace, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        self.alerts[space as usize]
+            .prefix(prefix)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
 }
 
 impl MemoryBackend {
@@ -487,6 +551,32 @@ impl Backend for MemoryBackend {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        for (space, k, v) in ops {
+            let map = inner.alerts.entry(*space).or_default();
+            match v {
+                Some(v) => map.insert(k.clone(), v.clone()),
+                None => map.remove(k),
+            };
+        }
+        Ok(())
+    }
+
+    fn alerts_scan(&self, space: AlertSpace, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        Ok(self
+            .lock()
+            .alerts
+            .get(&space)
+            .map(|m| {
+                m.range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

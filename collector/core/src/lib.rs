@@ -5,7 +5,9 @@
 //! (`now_unix_ms`), decisions go out as return values. The IO shell lives in the
 //! `storepulse-collector` crate.
 
+pub mod detect;
 pub mod fleet;
+pub mod notify;
 pub mod rca;
 pub mod session;
 

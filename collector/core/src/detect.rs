@@ -1,0 +1,1323 @@
+//! Fleet pattern detection: classifies payment outcomes, keeps per-label windows and
+//! baselines, tests them with exact small-count statistics, localises anomalies to the fewest
+//! label combinations that explain them, names the incident kind and runs its lifecycle.
+//!
+//! # Method
+//!
+//! * **Classify.** Every payment outcome goes through the taxonomy; alertable classes fall
+//!   into five families (merchant config, terminal config, terminal fault, availability =
+//!   network/platform/issuer, settlement). Cardholder and fraud-risk declines never count.
+//! * **Windows.** Live outcomes are counted per minute of *observation time* in every
+//!   single-label group (terminal, store, merchant, city, region, acquirer, QR channel, carrier,
+//!   model, firmware). Backlog (records observed more than [`DetectorConfig::backlog_lag_ms`]
+//!   before they arrive) is history, never a fresh failure.
+//! * **Baselines.** Minutes leaving the window roll into a decayed history per group; a
+//!   group's rate is shrunk towards the fleet's, the fleet's towards a prior. Minutes in which
+//!   a group was anomalous stay out, so an incident does not become the new normal.
+//! * **Tests.** For each group with failures of a family, the count in the last 5, 15 and 60
+//!   minutes is tested against `attempts x baseline rate` with the exact Poisson tail; a group
+//!   is *flagged* when `-log10 p` reaches [`DetectorConfig::min_significance`]. Three payments
+//!   an hour with one failure say nothing; two "terminal not registered" in a row, against a
+//!   baseline of almost none, say a lot.
+//! * **Localisation.** Flags not explained by an open incident start [`crate::rca::localize`]
+//!   on a ratio cube (leaves = terminals with attempts in the window, failures / attempts
+//!   against each terminal's baseline); every cause it returns is re-tested exactly before it
+//!   counts. Silence is localised apart: a missed heartbeat is not a Poisson count. Each
+//!   terminal's missed heartbeats are a sequential log-likelihood ratio (`ln 1/q` per miss,
+//!   `q` the learned miss probability, floored), and a greedy cover picks the label group
+//!   with the best `evidence + binomial fit` (a city of which 95 % went quiet beats the region
+//!   it is in, and beats each of its stores), explains its terminals away and repeats.
+//! * **Kinds.** The scope's keys, the family and the signal name the kind (table in
+//!   [`IncidentKind`]); anything else is `Unknown`. An availability anomaly on an acquirer or
+//!   QR channel inside an announced window is maintenance.
+//! * **Lifecycle.** An anomaly refreshes the open incident with the same scope, is absorbed by
+//!   a wider open incident of a compatible family whose terminals contain its own, or widens a
+//!   narrower one; otherwise it opens a new incident (silence must be seen on two consecutive
+//!   ticks). An incident resolves after [`DetectorConfig::resolve_hold_ms`] without its signal.
+
+mod state;
+mod stats;
+mod text;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use storepulse_shared::taxonomy::{self, ErrorClass};
+use storepulse_shared::{Identity, Record, RecordBody, Scheme, TerminalId};
+
+pub use state::{Dim, Family};
+
+use self::state::{DIMSETS, NFAM, State, WINDOWED};
+use self::stats::{surprise, xlnx};
+use crate::rca::{self, Cube, Direction, KpiKind, Params, RatioSample};
+
+/// Tunables of the detector. The defaults are the method's, not any scenario's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    /// Heartbeat interval assumed until a terminal's own is learned, milliseconds.
+    pub heartbeat_interval_ms: i64,
+    /// A record observed this much earlier than it arrives is backlog, milliseconds.
+    pub backlog_lag_ms: i64,
+    /// `-log10 p` a failure count must reach to be an anomaly.
+    pub min_significance: f64,
+    /// `-log10 p` that keeps an open failure incident active.
+    pub stay_open_significance: f64,
+    /// Extra `-log10 p` (or silence score factor) an `unknown` incident needs.
+    pub unknown_extra_significance: f64,
+    /// Least silence score (log-likelihood ratio) of a silent group.
+    pub silence_min_score: f64,
+    /// Floor of the learned probability that a healthy terminal misses one heartbeat.
+    pub min_heartbeat_miss_prob: f64,
+    /// How long an incident's signal must be gone before it resolves, milliseconds.
+    pub resolve_hold_ms: i64,
+    /// A failure incident whose scope sees no payments for this long resolves, milliseconds.
+    pub quiet_resolve_ms: i64,
+    /// Least time between two localisation runs of one family, milliseconds.
+    pub localize_every_ms: i64,
+    /// Half-life of baselines, milliseconds.
+    pub baseline_half_life_ms: i64,
+    /// Prior failure rate per family (merchant config, terminal config, terminal fault,
+    /// availability, settlement) before history is learned.
+    pub prior_rates: [f64; 5],
+    /// Weight of the prior rates, in attempts.
+    pub prior_attempts: f64,
+    /// Grace around an announced maintenance window, milliseconds.
+    pub maintenance_grace_ms: i64,
+}
+
+/// What kind of incident: the 11 kinds of the scenario library, and `Unknown`.
+///
+/// | scope keys | family / signal | kind |
+/// |---|---|---|
+/// | terminal | silence, terminal-fault codes | `TerminalFault` |
+/// | terminal | terminal-config or merchant-config codes | `TerminalConfig` |
+/// | store | silence | `StoreOffline` |
+/// | store | availability codes | `StoreNetwork` |
+/// | merchant or store | merchant-config codes | `MerchantConfig` |
+/// | firmware (+ model) | terminal-fault codes | `FirmwareRegression` |
+/// | carrier (+ region/city) | silence or availability | `CarrierOutage` |
+/// | region or city | silence or availability | `RegionalOutage` |
+/// | acquirer or qr_channel | availability | `AcquirerOutage` (`AcquirerMaintenance` in an announced window) |
+/// | qr_channel | settlement codes | `QrNotificationDelay` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IncidentKind {
+    /// One terminal's hardware (codes, or a dead device).
+    TerminalFault,
+    /// One terminal's settings.
+    TerminalConfig,
+    /// One store's network quality.
+    StoreNetwork,
+    /// One store offline.
+    StoreOffline,
+    /// A merchant's (or one branch's) configuration at the acquirer.
+    MerchantConfig,
+    /// A firmware cohort.
+    FirmwareRegression,
+    /// A carrier (in a region).
+    CarrierOutage,
+    /// A region or city.
+    RegionalOutage,
+    /// An acquirer or QR channel failing.
+    AcquirerOutage,
+    /// An acquirer or QR channel failing inside an announced maintenance window.
+    AcquirerMaintenance,
+    /// QR payments left without a final state.
+    QrNotificationDelay,
+    /// Significant, localised, but matching no known pattern.
+    Unknown,
+}
+
+/// A stable incident id (sequential per detector).
+pub type IncidentId = u64;
+
+/// One response code seen in an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodeCount {
+    /// Scheme.
+    pub scheme: Scheme,
+    /// Code.
+    pub code: String,
+    /// Taxonomy class.
+    pub class: ErrorClass,
+    /// Occurrences in the evidence window.
+    pub count: u32,
+    /// Meaning, English (empty for unknown codes).
+    pub meaning_en: String,
+    /// Meaning, Chinese.
+    pub meaning_zh: String,
+}
+
+/// One example failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Terminal.
+    pub terminal: TerminalId,
+    /// Observation time, Unix ms.
+    pub time_ms: i64,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// Code.
+    pub code: String,
+}
+
+/// Why detection believes in an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// The signal family.
+    pub family: Family,
+    /// Window the counts cover, milliseconds.
+    pub window_ms: i64,
+    /// Payment attempts in scope in the window.
+    pub attempts: u64,
+    /// Failures of the family in scope in the window.
+    pub observed: f64,
+    /// Failures expected from the baseline.
+    pub expected: f64,
+    /// Baseline failure rate of the family in scope.
+    pub baseline_rate: f64,
+    /// `-log10 p` of the observation (silence: log-likelihood ratio / ln 10).
+    pub significance: f64,
+    /// Terminals in scope that stopped reporting.
+    pub silent_terminals: u32,
+    /// Most frequent codes, most frequent first.
+    pub top_codes: Vec<CodeCount>,
+    /// A few example failures.
+    pub examples: Vec<Example>,
+    /// Mean RTT in scope now and its baseline, ms.
+    pub rtt_ms: Option<(f32, f32)>,
+    /// Mean loss in scope now and its baseline, percent.
+    pub loss_percent: Option<(f32, f32)>,
+}
+
+/// An incident as the detector sees it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    /// Stable id.
+    pub id: IncidentId,
+    /// Kind.
+    pub kind: IncidentKind,
+    /// Scope: label key and value pairs, sorted by key (`terminal`, `store`, `merchant`,
+    /// `city`, `region`, `acquirer`, `qr_channel`, `carrier`, `model`, `firmware`).
+    pub scope: Vec<(Dim, String)>,
+    /// Terminals affected (silent, or with failures of the family in the window).
+    pub affected_terminals: u32,
+    /// Distinct stores of those terminals.
+    pub affected_stores: u32,
+    /// Distinct merchants of those terminals.
+    pub affected_merchants: u32,
+    /// Terminals in scope.
+    pub scope_terminals: u32,
+    /// Evidence.
+    pub evidence: Evidence,
+    /// Estimated onset, Unix ms.
+    pub started_ms: i64,
+    /// When it was opened, Unix ms.
+    pub opened_ms: i64,
+    /// Last update, Unix ms.
+    pub updated_ms: i64,
+    /// When it resolved, Unix ms.
+    pub resolved_ms: Option<i64>,
+    /// One sentence, English.
+    pub explanation_en: String,
+    /// One sentence, Chinese.
+    pub explanation_zh: String,
+    /// Remediation hints, English.
+    pub remediation_en: Vec<&'static str>,
+    /// Remediation hints, Chinese.
+    pub remediation_zh: Vec<&'static str>,
+}
+
+/// What happened to an incident.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IncidentEvent {
+    /// A new incident.
+    Opened(Incident),
+    /// Scope, kind, counts or evidence changed.
+    Updated(Incident),
+    /// The incident is over (or was merged into a wider one).
+    Resolved(Incident),
+}
+
+/// An announced maintenance window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    /// Which acquirer / channel: label pairs (`acquirer` or `qr_channel`).
+    pub scope: Vec<(Dim, String)>,
+    /// Start, Unix ms.
+    pub start_ms: i64,
+    /// End, Unix ms.
+    pub end_ms: i64,
+}
+
+/// The sans-IO detection core.
+///
+/// Call order: [`Detector::handle_hello`] when a terminal connects (it registers the
+/// terminal's labels; records of unknown terminals are ignored), [`Detector::handle_record`]
+/// for every stored record with its arrival time, [`Detector::handle_announcement`] for
+/// published maintenance, and [`Detector::tick`] every few seconds (10 s is the design point)
+/// with non-decreasing times; after each tick drain [`Detector::poll_event`].
+/// [`Detector::incidents`] lists the open incidents. Nothing here reads a clock or does IO,
+/// and nothing fails: bad input is ignored.
+#[derive(Debug)]
+pub struct Detector {
+    cfg: DetectorConfig,
+    st: State,
+    open: Vec<Open>,
+    events: VecDeque<IncidentEvent>,
+    next_id: IncidentId,
+    windows: Vec<MaintenanceWindow>,
+    /// Per family: groups with failures recently, and the minute of the latest.
+    dirty: Vec<HashMap<u32, i64>>,
+    last_localize: [i64; NFAM],
+    /// Per family: significance of unexplained flags at the last localisation.
+    tried: Vec<HashMap<u32, f64>>,
+    /// Silence scopes seen at the previous tick (confirmation).
+    pending: HashMap<Vec<(Dim, u32)>, i64>,
+    last_tick: i64,
+}
+
+#[derive(Debug)]
+struct Open {
+    inc: Incident,
+    family: Family,
+    scope_ids: Vec<(Dim, u32)>,
+    members: Vec<u32>,
+    last_active: i64,
+    last_attempt: i64,
+    last_emit: i64,
+    last_refresh: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Anomaly {
+    family: Family,
+    scope: Vec<(Dim, u32)>,
+    members: Vec<u32>,
+    attempts: u64,
+    observed: f64,
+    expected: f64,
+    window_min: i64,
+    significance: f64,
+    silent: u32,
+    onset: i64,
+}
+
+/// Windows tested, minutes.
+const WINDOWS_MIN: [i64; 3] = [5, 15, 60];
+/// Window that judges whether an open failure incident is still active, minutes.
+const ACTIVE_WINDOW_MIN: i64 = 15;
+const MINUTE_MS: i64 = 60_000;
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 60_000,
+            backlog_lag_ms: 120_000,
+            min_significance: 6.5,
+            stay_open_significance: 3.0,
+            unknown_extra_significance: 3.0,
+            silence_min_score: 10.0,
+            min_heartbeat_miss_prob: 0.005,
+            resolve_hold_ms: 10 * MINUTE_MS,
+            quiet_resolve_ms: 60 * MINUTE_MS,
+            localize_every_ms: 20_000,
+            baseline_half_life_ms: 24 * 60 * MINUTE_MS,
+            prior_rates: [1e-5, 1e-5, 1e-5, 2e-3, 1e-5],
+            prior_attempts: 20_000.0,
+            maintenance_grace_ms: 10 * MINUTE_MS,
+        }
+    }
+}
+
+impl IncidentKind {
+    /// The kind's name as used by the scenario library and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TerminalFault => "terminal_fault",
+            Self::TerminalConfig => "terminal_config",
+            Self::StoreNetwork => "store_network",
+            Self::StoreOffline => "store_offline",
+            Self::MerchantConfig => "merchant_config",
+            Self::FirmwareRegression => "firmware_regression",
+            Self::CarrierOutage => "carrier_outage",
+            Self::RegionalOutage => "regional_outage",
+            Self::AcquirerOutage => "acquirer_outage",
+            Self::AcquirerMaintenance => "acquirer_maintenance",
+            Self::QrNotificationDelay => "qr_notification_delay",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl Evidence {
+    /// Observed failure rate.
+    pub fn observed_rate(&self) -> f64 {
+        if self.attempts == 0 {
+            0.0
+        } else {
+            self.observed / self.attempts as f64
+        }
+    }
+
+    fn net_text_en(&self) -> String {
+        match (self.rtt_ms, self.loss_percent) {
+            (Some((r, rb)), Some((l, lb))) if r > 1.5 * rb || l > lb + 2.0 => {
+                format!("; RTT {r:.0} ms vs {rb:.0} ms, loss {l:.1}% vs {lb:.1}%")
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn net_text_zh(&self) -> String {
+        match (self.rtt_ms, self.loss_percent) {
+            (Some((r, rb)), Some((l, lb))) if r > 1.5 * rb || l > lb + 2.0 => {
+                format!("；时延 {r:.0} 毫秒（平时 {rb:.0}），丢包 {l:.1}%（平时 {lb:.1}%）")
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+impl Incident {
+    /// The scope as `key=value` pairs joined by commas.
+    pub fn scope_text(&self) -> String {
+        self.scope
+            .iter()
+            .map(|(d, v)| format!("{}={v}", d.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn family_of(class: ErrorClass) -> Option<Family> {
+    match class {
+        ErrorClass::MerchantConfig => Some(Family::MerchantConfig),
+        ErrorClass::TerminalConfig => Some(Family::TerminalConfig),
+        ErrorClass::TerminalFault => Some(Family::TerminalFault),
+        ErrorClass::Network | ErrorClass::Platform | ErrorClass::Issuer => {
+            Some(Family::Availability)
+        }
+        ErrorClass::Settlement => Some(Family::Settlement),
+        ErrorClass::Cardholder | ErrorClass::FraudRisk | ErrorClass::Other => None,
+    }
+}
+
+fn fam_index(f: Family) -> usize {
+    Family::COUNTED.iter().position(|&c| c == f).unwrap_or(0)
+}
+
+/// Whether sorted `a` is a subset of sorted `b`.
+fn subset(a: &[u32], b: &[u32]) -> bool {
+    if a.len() > b.len() {
+        return false;
+    }
+    let mut j = 0;
+    for &x in a {
+        while j < b.len() && b[j] < x {
+            j += 1;
+        }
+        if j == b.len() || b[j] != x {
+            return false;
+        }
+        j += 1;
+    }
+    true
+}
+
+impl Detector {
+    /// A detector with no history.
+    pub fn new(cfg: DetectorConfig) -> Self {
+        let st = State::new(cfg.baseline_half_life_ms);
+        Self {
+            cfg,
+            st,
+            open: Vec::new(),
+            events: VecDeque::new(),
+            next_id: 1,
+            windows: Vec::new(),
+            dirty: vec![HashMap::new(); NFAM],
+            last_localize: [i64::MIN; NFAM],
+            tried: vec![HashMap::new(); NFAM],
+            pending: HashMap::new(),
+            last_tick: i64::MIN,
+        }
+    }
+
+    /// A terminal connected with these labels (first connect or reconnect).
+    pub fn handle_hello(&mut self, now_ms: i64, identity: &Identity) {
+        self.st.hello(now_ms, identity);
+    }
+
+    /// A record of `terminal` arrived at `now_ms`. Its `time_unix_ms` is when it was observed.
+    pub fn handle_record(&mut self, now_ms: i64, terminal: &TerminalId, record: &Record) {
+        let Some(&ti) = self.st.by_id.get(terminal) else {
+            return;
+        };
+        let live = now_ms - record.time_unix_ms <= self.cfg.backlog_lag_ms;
+        let t = ti as usize;
+        // Any arrival proves the link is up, backlog included.
+        let term = &mut self.st.terms[t];
+        term.last_arrival = term.last_arrival.max(now_ms);
+        match &record.body {
+            RecordBody::Heartbeat(_) => {
+                // The interval is learned on the agent's own clock (observation times), so
+                // delivery bursts after a reconnect do not shorten it.
+                let default = self.cfg.heartbeat_interval_ms as f64;
+                let term = &mut self.st.terms[t];
+                if term.gaps_seen == 0 {
+                    term.hb_interval_ms = default;
+                }
+                if let Some(prev) = term.last_hb_obs {
+                    let gap = (record.time_unix_ms - prev) as f64;
+                    let interval = term.hb_interval_ms;
+                    if gap > 0.0 && gap < 30.0 * interval {
+                        let beats = (gap / interval).round().max(1.0);
+                        self.st.beats += beats;
+                        self.st.missed += beats - 1.0;
+                        if gap < 1.5 * interval && gap > 0.5 * interval {
+                            term.hb_interval_ms = 0.9 * term.hb_interval_ms + 0.1 * gap;
+                            term.gaps_seen += 1;
+                        }
+                    }
+                }
+                if term.last_hb_obs.is_none_or(|p| record.time_unix_ms > p) {
+                    term.last_hb_obs = Some(record.time_unix_ms);
+                }
+            }
+            RecordBody::NetQuality(nq) if live => {
+                let term = &mut self.st.terms[t];
+                term.rtt_ms = nq.rtt_ms;
+                term.loss_percent = nq.loss_percent;
+                let ewma = |base: &mut Option<f32>, x: Option<f32>| {
+                    if let Some(x) = x {
+                        *base = Some(base.map_or(x, |b| 0.95 * b + 0.05 * x.min(4.0 * b + 1.0)));
+                    }
+                };
+                ewma(&mut term.rtt_base, nq.rtt_ms);
+                ewma(&mut term.loss_base, nq.loss_percent);
+            }
+            RecordBody::TxnOutcome(tx) if live => {
+                let c = taxonomy::classify(tx.scheme, &tx.code);
+                let fam = if c.approved || !c.alertable {
+                    None
+                } else {
+                    family_of(c.class)
+                };
+                let minute = record.time_unix_ms.div_euclid(MINUTE_MS);
+                self.st.count(ti, minute, fam);
+                if let Some(f) = fam {
+                    let term = &mut self.st.terms[t];
+                    if term.recent.len() >= 8 {
+                        term.recent.remove(0);
+                    }
+                    term.recent
+                        .push((record.time_unix_ms, f, tx.scheme, tx.code.clone()));
+                    let fi = fam_index(f);
+                    for k in 0..WINDOWED {
+                        let g = self.st.terms[t].groups[k];
+                        self.dirty[fi].insert(g, minute);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A maintenance window was announced.
+    pub fn handle_announcement(&mut self, _now_ms: i64, window: MaintenanceWindow) {
+        self.windows.push(window);
+    }
+
+    /// Closes windows, runs detection and the incident lifecycle. Call every few seconds.
+    pub fn tick(&mut self, now_ms: i64) {
+        if now_ms < self.last_tick {
+            return;
+        }
+        self.last_tick = now_ms;
+        let mut anomalies = self.silence(now_ms);
+        for fi in 0..NFAM {
+            anomalies.extend(self.failures(now_ms, fi));
+        }
+        let mut seen_pending = HashMap::new();
+        for a in anomalies {
+            self.apply(now_ms, a, &mut seen_pending);
+        }
+        self.pending = seen_pending;
+        self.refresh(now_ms);
+    }
+
+    /// The next incident event, if any.
+    pub fn poll_event(&mut self) -> Option<IncidentEvent> {
+        self.events.pop_front()
+    }
+
+    /// The open incidents.
+    pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
+        self.open.iter().map(|o| &o.inc)
+    }
+
+    fn miss_evidence(&self) -> f64 {
+        let q = ((self.st.missed + 1.0) / (self.st.beats + 100.0))
+            .max(self.cfg.min_heartbeat_miss_prob)
+            .min(0.5);
+        -q.ln()
+    }
+
+    /// Heartbeats missed by terminal `t` at `now`.
+    fn missed(&self, t: usize, now: i64) -> i64 {
+        let term = &self.st.terms[t];
+        let interval = if term.gaps_seen >= 3 {
+            term.hb_interval_ms
+        } else {
+            self.cfg.heartbeat_interval_ms as f64
+        }
+        .max(1000.0);
+        let slack = (0.1 * interval).max(5000.0);
+        let gap = (now - term.last_arrival) as f64;
+        if gap > 24.0 * 3_600_000.0 {
+            // Gone for a day: decommissioned, not an outage.
+            return 0;
+        }
+        ((gap - slack) / interval).floor().max(0.0) as i64
+    }
+
+    /// Silence localisation: greedy cover of the late terminals by label groups.
+    fn silence(&mut self, now: i64) -> Vec<Anomaly> {
+        let unit = self.miss_evidence();
+        let mut late: Vec<(u32, f64)> = (0..self.st.terms.len())
+            .filter_map(|t| {
+                let m = self.missed(t, now);
+                // Terminal count fits u32 (see State::hello).
+                (m >= 1).then(|| (t as u32, unit * m.min(5) as f64))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for _ in 0..32 {
+            if late.is_empty() {
+                break;
+            }
+            let mut acc: HashMap<u32, (u32, f64)> = HashMap::new();
+            for &(t, e) in &late {
+                for &g in &self.st.terms[t as usize].groups {
+                    let a = acc.entry(g).or_default();
+                    a.0 += 1;
+                    a.1 += e;
+                }
+            }
+            let mut best: Option<(f64, u32)> = None;
+            for (&g, &(k, e)) in &acc {
+                let grp = &self.st.groups[g as usize];
+                let n = grp.members.len().max(k as usize) as f64;
+                let k = f64::from(k);
+                let fit = xlnx(k) + xlnx(n - k) - xlnx(n);
+                let score = e + fit - (DIMSETS[grp.dimset].len() as f64 - 1.0);
+                if best.is_none_or(|(s, bg)| score > s || (score == s && g < bg)) {
+                    best = Some((score, g));
+                }
+            }
+            let Some((score, g)) = best else { break };
+            if score < self.cfg.silence_min_score {
+                break;
+            }
+            let members = &self.st.groups[g as usize].members;
+            let (inside, rest): (Vec<_>, Vec<_>) = late
+                .iter()
+                .partition(|(t, _)| members.binary_search(t).is_ok());
+            let onset = inside
+                .iter()
+                .map(|&(t, _)| self.st.terms[t as usize].last_arrival)
+                .min()
+                .unwrap_or(now);
+            out.push(Anomaly {
+                family: Family::Silence,
+                scope: self.st.group_scope(g as usize),
+                members: members.clone(),
+                attempts: 0,
+                observed: inside.len() as f64,
+                expected: 0.0,
+                window_min: 0,
+                significance: score / std::f64::consts::LN_10,
+                silent: inside.len() as u32,
+                onset,
+            });
+            late = rest;
+        }
+        out
+    }
+
+    /// Failure tests of family `fi`, and localisation of what they flag.
+    fn failures(&mut self, now: i64, fi: usize) -> Vec<Anomaly> {
+        let now_min = now.div_euclid(MINUTE_MS);
+        let (prior, prior_n) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
+        self.dirty[fi].retain(|_, m| *m > now_min - 60);
+        if self.dirty[fi].is_empty() {
+            return Vec::new();
+        }
+        let mut flagged: Vec<(u32, f64, i64)> = Vec::new();
+        for (&g, &last_fail) in &self.dirty[fi] {
+            // Stale evidence (the last failure long ago) flags nothing: what is over is over.
+            if now_min - last_fail > 10 {
+                continue;
+            }
+            let gi = g as usize;
+            let need = self.threshold(&self.st.group_scope(gi));
+            if self.contained(fi, &self.st.groups[gi].members) {
+                continue;
+            }
+            let rate = self.st.rate(gi, fi, prior, prior_n);
+            let mut best = (0.0, 0i64, 0u64);
+            let sums = self.st.windows3(gi, now_min, WINDOWS_MIN);
+            let sig: Vec<f64> = sums
+                .iter()
+                .map(|(att, fails)| surprise(fails[fi] as f64, *att as f64 * rate))
+                .collect();
+            for i in 0..WINDOWS_MIN.len() {
+                // A long window counts only while its recent part is still unusual: the
+                // failures of an outage that ended must not keep flagging.
+                let recent = sig[i.saturating_sub(1)];
+                if sig[i] > best.0 && recent >= self.cfg.stay_open_significance {
+                    best = (sig[i], WINDOWS_MIN[i], sums[i].1[fi]);
+                }
+            }
+            if best.0 >= need && best.2 >= 2 {
+                flagged.push((g, best.0, best.1));
+            }
+        }
+        for &(g, _, _) in &flagged {
+            self.st.groups[g as usize].excluded_until[fi] = now_min + 60;
+            self.st.fleet_exclusions[fi] = now_min + 60;
+        }
+        let unexplained: Vec<(u32, f64, i64)> = flagged
+            .iter()
+            .copied()
+            .filter(|&(g, _, w)| !self.explained(now_min, fi, g as usize, w))
+            .collect();
+        if unexplained.is_empty() {
+            self.tried[fi].clear();
+            return Vec::new();
+        }
+        let fresh = unexplained
+            .iter()
+            .any(|&(g, s, _)| self.tried[fi].get(&g).is_none_or(|&old| s >= old + 2.0));
+        if !fresh || now.saturating_sub(self.last_localize[fi]) < self.cfg.localize_every_ms {
+            return Vec::new();
+        }
+        self.last_localize[fi] = now;
+        self.tried[fi] = unexplained.iter().map(|&(g, s, _)| (g, s)).collect();
+        let w = unexplained
+            .iter()
+            .fold((0.0, 15), |b, &(_, s, w)| if s > b.0 { (s, w) } else { b })
+            .1;
+        let mut out = self.localize(now_min, fi, w);
+        if out.is_empty() {
+            // The localiser found nothing significant: fall back to the most significant
+            // flagged groups, narrowest first among equals.
+            let mut cands = unexplained.clone();
+            cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if let Some(&(g, _, w)) = cands.first() {
+                let scope = self.st.group_scope(g as usize);
+                if let Some(a) = self.measure(now_min, fi, scope, w) {
+                    out.push(a);
+                }
+            }
+        }
+        out
+    }
+
+    /// The significance a scope must reach: the base threshold plus the price of having
+    /// looked at every scope of its shape (Bonferroni over the label values of its keys).
+    fn threshold(&self, scope: &[(Dim, u32)]) -> f64 {
+        let price: f64 = scope
+            .iter()
+            .map(|&(d, _)| (self.st.interner.cardinality(d).max(1) as f64).log10())
+            .sum();
+        self.cfg.min_significance + price
+    }
+
+    /// Whether every terminal of `members` lies in one open incident of a compatible family.
+    fn contained(&self, fi: usize, members: &[u32]) -> bool {
+        let fam = Family::COUNTED[fi];
+        self.open
+            .iter()
+            .any(|o| o.family.compatible(fam) && subset(members, &o.members))
+    }
+
+    /// Terminals covered by open incidents of a family compatible with `fi`.
+    fn covered(&self, fi: usize) -> Vec<bool> {
+        let fam = Family::COUNTED[fi];
+        let mut out = vec![false; self.st.terms.len()];
+        for o in self.open.iter().filter(|o| o.family.compatible(fam)) {
+            for &t in &o.members {
+                out[t as usize] = true;
+            }
+        }
+        out
+    }
+
+    /// Whether flagged group `g` is explained by open incidents: contained in one, or no
+    /// longer significant once the failures of the open incidents inside it are taken out.
+    fn explained(&self, now_min: i64, fi: usize, g: usize, w: i64) -> bool {
+        let m = &self.st.groups[g].members;
+        if self.contained(fi, m) {
+            return true;
+        }
+        let covered = self.covered(fi);
+        if !m.iter().any(|&t| covered[t as usize]) {
+            return false;
+        }
+        let (prior, prior_n) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
+        let (mut att, fails) = self.st.window(g, now_min, w);
+        let mut obs = fails[fi];
+        for &t in m.iter().filter(|&&t| covered[t as usize]) {
+            let tg = self.st.terms[t as usize].groups[0] as usize;
+            let (a, f) = self.st.window(tg, now_min, w);
+            att = att.saturating_sub(a);
+            obs = obs.saturating_sub(f[fi]);
+        }
+        let rate = self.st.rate(g, fi, prior, prior_n);
+        surprise(obs as f64, att as f64 * rate) < self.threshold(&self.st.group_scope(g))
+    }
+
+    /// Exact counts of family `fi` over the terminals of `scope` in the last `w` minutes.
+    fn measure(&self, now_min: i64, fi: usize, scope: Vec<(Dim, u32)>, w: i64) -> Option<Anomaly> {
+        let members = self.st.members_of(&scope);
+        if members.is_empty() {
+            return None;
+        }
+        // Terminals already explained by an open incident are not evidence of a new one.
+        let mut covered = self.covered(fi);
+        // A scope that contains an open compatible incident may widen it: judge it whole.
+        let fam = Family::COUNTED[fi];
+        if self.open.iter().any(|o| {
+            o.family.compatible(fam)
+                && o.members.len() < members.len()
+                && subset(&o.members, &members)
+        }) {
+            covered.iter_mut().for_each(|c| *c = false);
+        }
+        let (prior, prior_n) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
+        let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
+        let mut onset = i64::MAX;
+        for &t in members.iter().filter(|&&t| !covered[t as usize]) {
+            let g = self.st.terms[t as usize].groups[0] as usize;
+            let (a, f) = self.st.window(g, now_min, w);
+            att += a;
+            obs += f[fi];
+            exp += a as f64 * self.st.rate(g, fi, prior, prior_n);
+            if f[fi] > 0 {
+                let fam = Family::COUNTED[fi];
+                if let Some(first) = self.st.terms[t as usize]
+                    .recent
+                    .iter()
+                    .filter(|r| r.1 == fam)
+                    .map(|r| r.0)
+                    .min()
+                {
+                    onset = onset.min(first);
+                }
+            }
+        }
+        let s = surprise(obs as f64, exp);
+        (s >= self.threshold(&scope) && obs >= 2).then(|| Anomaly {
+            family: Family::COUNTED[fi],
+            scope,
+            members,
+            attempts: att,
+            observed: obs as f64,
+            expected: exp,
+            window_min: w,
+            significance: s,
+            silent: 0,
+            onset: if onset == i64::MAX {
+                now_min * MINUTE_MS
+            } else {
+                onset
+            },
+        })
+    }
+
+    /// Root-cause localisation of family `fi` over the last `w` minutes with [`rca`].
+    fn localize(&self, now_min: i64, fi: usize, w: i64) -> Vec<Anomaly> {
+        let names: Vec<&str> = state::Dim::ALL.iter().map(|d| d.as_str()).collect();
+        let mut cube = Cube::new(&names, KpiKind::Ratio);
+        let prior = self.cfg.prior_rates[fi];
+        let mut ids = vec![0u32; names.len()];
+        let covered = self.covered(fi);
+        for (ti, term) in self.st.terms.iter().enumerate() {
+            if covered[ti] {
+                continue;
+            }
+            let g = term.groups[0] as usize;
+            let (att, fails) = self.st.window(g, now_min, w);
+            if att == 0 {
+                continue;
+            }
+            let grp = &self.st.groups[g];
+            for (i, d) in state::Dim::ALL.into_iter().enumerate() {
+                let v = self.st.interner.value(d, term.labels[i]);
+                match cube.intern(i, v) {
+                    Ok(id) => ids[i] = id,
+                    Err(_) => return Vec::new(),
+                }
+            }
+            let sample = RatioSample {
+                num_real: fails[fi] as f64,
+                num_predict: grp.base_fails[fi] + prior * 50.0,
+                den_real: att as f64,
+                den_predict: grp.base_attempts + 50.0,
+            };
+            if cube.push_ratio(&ids, sample).is_err() {
+                return Vec::new();
+            }
+        }
+        let params = Params {
+            max_attributes: 3,
+            max_causes: 6,
+            min_score: 0.0,
+            min_relative_change: 0.5,
+            direction: Direction::Increase,
+        };
+        let Ok(causes) = rca::localize(&cube, &params) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Anomaly> = Vec::new();
+        for c in causes {
+            let mut scope: Vec<(Dim, u32)> = Vec::new();
+            for (k, v) in c.labels(&cube) {
+                let Some(d) = Dim::parse(k) else { continue };
+                let Some(id) = self.st.interner.lookup(d, v) else {
+                    continue;
+                };
+                scope.push((d, id));
+            }
+            scope.sort();
+            if let Some(a) = self.measure(now_min, fi, scope, w)
+                && !out.iter().any(|o| subset(&a.members, &o.members))
+            {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// The canonical scope of a terminal set: among equivalent terminal / store / merchant
+    /// scopes, the one the family points at.
+    fn canonical(&self, a: &mut Anomaly) {
+        let Some(&t0) = a.members.first() else { return };
+        let labels = self.st.terms[t0 as usize].labels;
+        let order: &[Dim] = match a.family {
+            Family::TerminalConfig | Family::TerminalFault => {
+                &[Dim::Terminal, Dim::Store, Dim::Merchant]
+            }
+            Family::MerchantConfig => &[Dim::Merchant, Dim::Store, Dim::Terminal],
+            _ => &[Dim::Store, Dim::Terminal, Dim::Merchant],
+        };
+        for &d in order {
+            let g = self.st.terms[t0 as usize].groups[d.index()] as usize;
+            if self.st.groups[g].members == a.members {
+                a.scope = vec![(d, labels[d.index()])];
+                return;
+            }
+        }
+    }
+
+    fn kind_of(&self, a: &Anomaly, now: i64) -> IncidentKind {
+        use Dim::*;
+        let keys: BTreeSet<Dim> = a.scope.iter().map(|s| s.0).collect();
+        let only = |ks: &[Dim]| keys.len() == ks.len() && ks.iter().all(|k| keys.contains(k));
+        let within = |ks: &[Dim]| keys.iter().all(|k| ks.contains(k));
+        let carrierish = keys.contains(&Carrier) && within(&[Carrier, Region, City, Link]);
+        let regional = only(&[Region]) || only(&[City]);
+        let channel = only(&[Acquirer]) || only(&[QrChannel]);
+        match a.family {
+            Family::Silence if only(&[Terminal]) => IncidentKind::TerminalFault,
+            Family::Silence if only(&[Store]) => IncidentKind::StoreOffline,
+            Family::Silence | Family::Availability if carrierish => IncidentKind::CarrierOutage,
+            Family::Silence | Family::Availability if regional => IncidentKind::RegionalOutage,
+            Family::Availability if only(&[Store]) => IncidentKind::StoreNetwork,
+            Family::Availability if channel => {
+                let in_window = self.windows.iter().any(|w| {
+                    let same = w.scope.len() == 1
+                        && a.scope.len() == 1
+                        && w.scope[0].0 == a.scope[0].0
+                        && self.st.interner.lookup(w.scope[0].0, &w.scope[0].1)
+                            == Some(a.scope[0].1);
+                    same && now >= w.start_ms - self.cfg.maintenance_grace_ms
+                        && now <= w.end_ms + self.cfg.maintenance_grace_ms
+                });
+                if in_window {
+                    IncidentKind::AcquirerMaintenance
+                } else {
+                    IncidentKind::AcquirerOutage
+                }
+            }
+            Family::MerchantConfig if only(&[Merchant]) || only(&[Store]) => {
+                IncidentKind::MerchantConfig
+            }
+            Family::MerchantConfig | Family::TerminalConfig if only(&[Terminal]) => {
+                IncidentKind::TerminalConfig
+            }
+            Family::TerminalFault if only(&[Terminal]) => IncidentKind::TerminalFault,
+            Family::TerminalFault if keys.contains(&Firmware) && within(&[Firmware, Model]) => {
+                IncidentKind::FirmwareRegression
+            }
+            Family::Settlement if only(&[QrChannel]) => IncidentKind::QrNotificationDelay,
+            _ => IncidentKind::Unknown,
+        }
+    }
+
+    fn apply(
+        &mut self,
+        now: i64,
+        mut a: Anomaly,
+        seen_pending: &mut HashMap<Vec<(Dim, u32)>, i64>,
+    ) {
+        if a.family == Family::MerchantConfig && a.members.len() == 1 {
+            // One terminal answering terminal-config codes too is misconfigured itself (its
+            // QR payments report the wrong binding as a merchant mismatch).
+            let t = a.members[0] as usize;
+            if self.st.terms[t]
+                .recent
+                .iter()
+                .any(|r| r.1 == Family::TerminalConfig)
+            {
+                a.family = Family::TerminalConfig;
+            }
+        }
+        self.canonical(&mut a);
+        let kind = self.kind_of(&a, now);
+        // Same scope: refresh.
+        if let Some(o) = self
+            .open
+            .iter_mut()
+            .find(|o| o.scope_ids == a.scope && o.family.compatible(a.family))
+        {
+            o.last_active = now;
+            return;
+        }
+        // Explained by a wider open incident.
+        if let Some(o) = self
+            .open
+            .iter_mut()
+            .find(|o| o.family.compatible(a.family) && subset(&a.members, &o.members))
+        {
+            if o.family == a.family {
+                o.last_active = now;
+            }
+            return;
+        }
+        // A pattern that fits no kind, inside any open incident, is evidence of that incident
+        // (a firmware defect's platform-class codes on one acquirer).
+        if kind == IncidentKind::Unknown && self.open.iter().any(|o| subset(&a.members, &o.members))
+        {
+            return;
+        }
+        // Widens narrower open incidents.
+        if kind != IncidentKind::Unknown {
+            let narrower: Vec<usize> = (0..self.open.len())
+                .filter(|&i| {
+                    let o = &self.open[i];
+                    o.family.compatible(a.family) && subset(&o.members, &a.members)
+                })
+                .collect();
+            if let Some((&keep, rest)) = narrower.split_first() {
+                for &i in rest.iter().rev() {
+                    let mut o = self.open.remove(i);
+                    o.inc.resolved_ms = Some(now);
+                    o.inc.updated_ms = now;
+                    self.events.push_back(IncidentEvent::Resolved(o.inc));
+                }
+                let inc = self.build(now, &a, kind, self.open[keep].inc.id);
+                let o = &mut self.open[keep];
+                let started = o.inc.started_ms.min(inc.started_ms);
+                let opened = o.inc.opened_ms;
+                o.inc = inc;
+                o.inc.started_ms = started;
+                o.inc.opened_ms = opened;
+                o.family = a.family;
+                o.scope_ids = a.scope.clone();
+                o.members = a.members.clone();
+                o.last_active = now;
+                o.last_emit = now;
+                self.events.push_back(IncidentEvent::Updated(o.inc.clone()));
+                return;
+            }
+        }
+        if kind == IncidentKind::Unknown {
+            let need = self.threshold(&a.scope) + self.cfg.unknown_extra_significance;
+            if a.significance < need {
+                return;
+            }
+        }
+        if a.family == Family::Silence {
+            let first = self.pending.get(&a.scope).copied().unwrap_or(now);
+            seen_pending.insert(a.scope.clone(), first);
+            if first == now {
+                return;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let inc = self.build(now, &a, kind, id);
+        self.events.push_back(IncidentEvent::Opened(inc.clone()));
+        self.open.push(Open {
+            inc,
+            family: a.family,
+            scope_ids: a.scope,
+            members: a.members,
+            last_active: now,
+            last_attempt: now,
+            last_emit: now,
+            last_refresh: now,
+        });
+    }
+
+    fn build(&self, now: i64, a: &Anomaly, kind: IncidentKind, id: IncidentId) -> Incident {
+        let scope: Vec<(Dim, String)> = a
+            .scope
+            .iter()
+            .filter(|(d, _)| *d != Dim::Link)
+            .map(|&(d, v)| (d, self.st.interner.value(d, v).to_owned()))
+            .collect();
+        let now_min = now.div_euclid(MINUTE_MS);
+        let since = now - a.window_min.max(ACTIVE_WINDOW_MIN) * MINUTE_MS;
+        let mut affected: Vec<u32> = Vec::new();
+        let mut codes: HashMap<(Scheme, String), u32> = HashMap::new();
+        let mut examples: Vec<Example> = Vec::new();
+        let (mut rtt, mut rtt_b, mut loss, mut loss_b, mut nq) =
+            (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for &t in &a.members {
+            let term = &self.st.terms[t as usize];
+            if a.family == Family::Silence {
+                if self.missed(t as usize, now) >= 1 {
+                    affected.push(t);
+                }
+                continue;
+            }
+            let mut hit = false;
+            for (time, f, scheme, code) in &term.recent {
+                if *f == a.family && *time >= since {
+                    hit = true;
+                    *codes.entry((*scheme, code.clone())).or_default() += 1;
+                    if examples.len() < 3 {
+                        examples.push(Example {
+                            terminal: term.id.clone(),
+                            time_ms: *time,
+                            scheme: *scheme,
+                            code: code.clone(),
+                        });
+                    }
+                }
+            }
+            if hit {
+                affected.push(t);
+            }
+            if let (Some(r), Some(rb), Some(l), Some(lb)) = (
+                term.rtt_ms,
+                term.rtt_base,
+                term.loss_percent,
+                term.loss_base,
+            ) {
+                rtt += r;
+                rtt_b += rb;
+                loss += l;
+                loss_b += lb;
+                nq += 1.0;
+            }
+        }
+        let mut top: Vec<CodeCount> = codes
+            .into_iter()
+            .map(|((scheme, code), count)| {
+                let info = taxonomy::lookup(scheme, &code);
+                CodeCount {
+                    class: taxonomy::classify(scheme, &code).class,
+                    meaning_en: info.map(|i| i.meaning_en.clone()).unwrap_or_default(),
+                    meaning_zh: info.map(|i| i.meaning_zh.clone()).unwrap_or_default(),
+                    scheme,
+                    code,
+                    count,
+                }
+            })
+            .collect();
+        top.sort_by(|x, y| y.count.cmp(&x.count).then(x.code.cmp(&y.code)));
+        top.truncate(5);
+        let stores: BTreeSet<u32> = affected
+            .iter()
+            .map(|&t| self.st.terms[t as usize].labels[Dim::Store.index()])
+            .collect();
+        let merchants: BTreeSet<u32> = affected
+            .iter()
+            .map(|&t| self.st.terms[t as usize].labels[Dim::Merchant.index()])
+            .collect();
+        let fi = Family::COUNTED.iter().position(|&f| f == a.family);
+        let baseline_rate = fi.map_or(0.0, |fi| {
+            if a.attempts > 0 {
+                a.expected / a.attempts as f64
+            } else {
+                self.st
+                    .fleet_rate(fi, self.cfg.prior_rates[fi], self.cfg.prior_attempts)
+            }
+        });
+        let _ = now_min;
+        let mut inc = Incident {
+            id,
+            kind,
+            scope,
+            affected_terminals: affected.len() as u32,
+            affected_stores: stores.len() as u32,
+            affected_merchants: merchants.len() as u32,
+            scope_terminals: a.members.len() as u32,
+            evidence: Evidence {
+                family: a.family,
+                window_ms: a.window_min * MINUTE_MS,
+                attempts: a.attempts,
+                observed: a.observed,
+                expected: a.expected,
+                baseline_rate,
+                significance: a.significance,
+                silent_terminals: a.silent,
+                top_codes: top,
+                examples,
+                rtt_ms: (nq > 0.0).then(|| (rtt / nq, rtt_b / nq)),
+                loss_percent: (nq > 0.0).then(|| (loss / nq, loss_b / nq)),
+            },
+            started_ms: a.onset.min(now),
+            opened_ms: now,
+            updated_ms: now,
+            resolved_ms: None,
+            explanation_en: String::new(),
+            explanation_zh: String::new(),
+            remediation_en: text::remediation(kind).iter().map(|r| r.0).collect(),
+            remediation_zh: text::remediation(kind).iter().map(|r| r.1).collect(),
+        };
+        let (en, zh) = text::explain(&inc);
+        inc.explanation_en = en;
+        inc.explanation_zh = zh;
+        inc
+    }
+
+    /// Re-judges every open incident on its own scope; resolves those whose signal is gone.
+    fn refresh(&mut self, now: i64) {
+        let now_min = now.div_euclid(MINUTE_MS);
+        let mut i = 0;
+        while i < self.open.len() {
+            let o = &self.open[i];
+            let fam = o.family;
+            let mut update: Option<Anomaly> = None;
+            if fam == Family::Silence {
+                let silent = o
+                    .members
+                    .iter()
+                    .filter(|&&t| self.missed(t as usize, now) >= 1)
+                    .count();
+                let n = o.members.len();
+                if silent * 10 >= n * 3 || (n <= 3 && silent >= 1) {
+                    let o = &mut self.open[i];
+                    o.last_active = now;
+                    if silent as u32 != o.inc.evidence.silent_terminals
+                        && now - o.last_emit >= MINUTE_MS
+                    {
+                        let mut a = self.anomaly_of(i);
+                        a.silent = silent as u32;
+                        a.observed = silent as f64;
+                        update = Some(a);
+                    }
+                }
+            } else if let Some(fi) = Family::COUNTED.iter().position(|&f| f == fam) {
+                if now - o.last_refresh < 30_000 {
+                    i += 1;
+                    continue;
+                }
+                // Activity counts every family of the incident's plane: a misconfigured
+                // terminal answers card payments with terminal-config codes and QR payments
+                // with merchant-config codes.
+                let plane: Vec<usize> = (0..NFAM)
+                    .filter(|&f| Family::COUNTED[f].compatible(fam))
+                    .collect();
+                let single = (o.scope_ids.len() == 1).then(|| {
+                    let t0 = o.members[0] as usize;
+                    self.st.terms[t0].groups[o.scope_ids[0].0.index()] as usize
+                });
+                let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
+                let groups: Vec<usize> = match single {
+                    Some(g) if self.st.groups[g].dimset < WINDOWED => vec![g],
+                    _ => o
+                        .members
+                        .iter()
+                        .map(|&t| self.st.terms[t as usize].groups[0] as usize)
+                        .collect(),
+                };
+                for g in groups {
+                    let (a, f) = self.st.window(g, now_min, ACTIVE_WINDOW_MIN);
+                    att += a;
+                    for &pf in &plane {
+                        obs += f[pf];
+                        let (pr, pn) = (self.cfg.prior_rates[pf], self.cfg.prior_attempts);
+                        exp += a as f64 * self.st.rate(g, pf, pr, pn);
+                    }
+                }
+                let s = surprise(obs as f64, exp);
+                let (_, recent_fails) = (0, obs);
+                let o = &mut self.open[i];
+                o.last_refresh = now;
+                if att > 0 {
+                    o.last_attempt = now;
+                }
+                if s >= self.cfg.stay_open_significance {
+                    o.last_active = now;
+                    self.st.fleet_exclusions[fi] = now_min + 60;
+                    if now - o.last_emit >= 5 * MINUTE_MS {
+                        let mut a = self.anomaly_of(i);
+                        a.attempts = att;
+                        a.observed = recent_fails as f64;
+                        a.expected = exp;
+                        a.window_min = ACTIVE_WINDOW_MIN;
+                        a.significance = s;
+                        update = Some(a);
+                    }
+                } else if att == 0 && now - o.last_attempt < self.cfg.quiet_resolve_ms {
+                    // No payments, no evidence either way: keep it open.
+                    o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
+                }
+            }
+            if let Some(a) = update {
+                let o = &self.open[i];
+                let mut inc = self.build(now, &a, o.inc.kind, o.inc.id);
+                inc.started_ms = o.inc.started_ms;
+                inc.opened_ms = o.inc.opened_ms;
+                let o = &mut self.open[i];
+                o.inc = inc;
+                o.last_emit = now;
+                self.events.push_back(IncidentEvent::Updated(o.inc.clone()));
+            }
+            let o = &self.open[i];
+            if now - o.last_active >= self.cfg.resolve_hold_ms {
+                let mut o = self.open.remove(i);
+                o.inc.resolved_ms = Some(now);
+                o.inc.updated_ms = now;
+                self.events.push_back(IncidentEvent::Resolved(o.inc));
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    fn anomaly_of(&self, i: usize) -> Anomaly {
+        let o = &self.open[i];
+        let e = &o.inc.evidence;
+        Anomaly {
+            family: o.family,
+            scope: o.scope_ids.clone(),
+            members: o.members.clone(),
+            attempts: e.attempts,
+            observed: e.observed,
+            expected: e.expected,
+            window_min: e.window_ms / MINUTE_MS,
+            significance: e.significance,
+            silent: e.silent_terminals,
+            onset: o.inc.started_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

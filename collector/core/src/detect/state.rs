@@ -1,0 +1,572 @@
+//! Bookkeeping under detection: interned labels, terminals, label groups with per-minute
+//! windows of attempts and failures, and the baselines those windows roll into.
+
+use std::collections::HashMap;
+
+use storepulse_shared::{Identity, LinkType, TerminalId};
+
+/// Label dimensions detection groups terminals by. `Link` is internal: it lets a carrier
+/// outage be localised to the carrier's cellular terminals, and is dropped from reported
+/// scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dim {
+    /// Terminal id.
+    Terminal,
+    /// Store id.
+    Store,
+    /// Merchant id.
+    Merchant,
+    /// City.
+    City,
+    /// Region.
+    Region,
+    /// Card acquirer.
+    Acquirer,
+    /// QR channel.
+    QrChannel,
+    /// Carrier or ISP.
+    Carrier,
+    /// Hardware model.
+    Model,
+    /// Firmware version.
+    Firmware,
+    /// Link type (internal refinement, never reported).
+    Link,
+}
+
+/// Number of dimensions.
+pub(crate) const NDIM: usize = 11;
+
+/// Failure families: the taxonomy classes that can raise an incident, grouped by what they
+/// point at. Cardholder and fraud-risk declines are never a family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// Merchant-configuration codes (invalid merchant, no routing).
+    MerchantConfig,
+    /// Terminal-configuration codes (not registered, wrong binding).
+    TerminalConfig,
+    /// Terminal-fault codes (malformed message, MAC/signature).
+    TerminalFault,
+    /// Availability: network timeouts, platform and issuer failures.
+    Availability,
+    /// Settlement: no final state, notice missing.
+    Settlement,
+    /// Not a payment signal: terminals stopped reporting.
+    Silence,
+}
+
+/// Families counted in windows (all but `Silence`).
+pub(crate) const NFAM: usize = 5;
+
+/// Minutes a window ring holds.
+pub(crate) const RING: usize = 64;
+
+/// Counts of one minute.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Bucket {
+    pub(crate) minute: i64,
+    pub(crate) attempts: u32,
+    pub(crate) fails: [u32; NFAM],
+}
+
+/// Groupings ("dimsets") a terminal belongs to. The first ten are single labels and carry
+/// windows; the rest are carrier refinements used by silence localisation.
+pub(crate) const DIMSETS: &[&[Dim]] = &[
+    &[Dim::Terminal],
+    &[Dim::Store],
+    &[Dim::Merchant],
+    &[Dim::City],
+    &[Dim::Region],
+    &[Dim::Acquirer],
+    &[Dim::QrChannel],
+    &[Dim::Carrier],
+    &[Dim::Model],
+    &[Dim::Firmware],
+    &[Dim::Carrier, Dim::Region],
+    &[Dim::Carrier, Dim::City],
+    &[Dim::Carrier, Dim::Link],
+    &[Dim::Carrier, Dim::Region, Dim::Link],
+    &[Dim::Carrier, Dim::City, Dim::Link],
+];
+
+/// Dimsets with windows.
+pub(crate) const WINDOWED: usize = 10;
+
+/// A label group: terminals sharing the values of one dimset.
+#[derive(Debug)]
+pub(crate) struct Group {
+    pub(crate) dimset: usize,
+    pub(crate) values: [u32; 3],
+    /// Terminal indexes, ascending.
+    pub(crate) members: Vec<u32>,
+    /// Per-minute counts (windowed dimsets only).
+    pub(crate) ring: Vec<Bucket>,
+    /// Decayed history: attempts and failures per family.
+    pub(crate) base_attempts: f64,
+    pub(crate) base_fails: [f64; NFAM],
+    pub(crate) base_minute: i64,
+    /// Until when (minute) a family's failures are excluded from the baseline: the group was
+    /// anomalous, and an anomaly must not become the new normal.
+    pub(crate) excluded_until: [i64; NFAM],
+}
+
+/// One terminal.
+#[derive(Debug)]
+pub(crate) struct Term {
+    pub(crate) id: TerminalId,
+    pub(crate) labels: [u32; NDIM],
+    pub(crate) groups: Vec<u32>,
+    /// Last arrival of a live record or hello.
+    pub(crate) last_arrival: i64,
+    pub(crate) last_hb_obs: Option<i64>,
+    pub(crate) hb_interval_ms: f64,
+    pub(crate) gaps_seen: u32,
+    pub(crate) rtt_ms: Option<f32>,
+    pub(crate) loss_percent: Option<f32>,
+    pub(crate) rtt_base: Option<f32>,
+    pub(crate) loss_base: Option<f32>,
+    /// Recent alertable failures: (time, family, scheme, code).
+    pub(crate) recent: Vec<(i64, Family, storepulse_shared::Scheme, String)>,
+}
+
+/// Interned label values per dimension.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    values: Vec<Vec<String>>,
+    ids: Vec<HashMap<String, u32>>,
+}
+
+/// Everything detection remembers about the fleet.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) interner: Interner,
+    pub(crate) terms: Vec<Term>,
+    pub(crate) by_id: HashMap<TerminalId, u32>,
+    pub(crate) groups: Vec<Group>,
+    group_ids: HashMap<(usize, [u32; 3]), u32>,
+    /// Fleet-wide decayed history.
+    pub(crate) fleet_attempts: f64,
+    pub(crate) fleet_fails: [f64; NFAM],
+    pub(crate) fleet_minute: i64,
+    /// Heartbeat bookkeeping: expected beats and missed beats seen (for the miss probability).
+    pub(crate) beats: f64,
+    pub(crate) missed: f64,
+    /// Until when (minute) a family's failures stay out of the fleet history.
+    pub(crate) fleet_exclusions: [i64; NFAM],
+    half_life_min: f64,
+}
+
+impl Dim {
+    /// Every dimension, in index order.
+    pub const ALL: [Dim; NDIM] = [
+        Dim::Terminal,
+        Dim::Store,
+        Dim::Merchant,
+        Dim::City,
+        Dim::Region,
+        Dim::Acquirer,
+        Dim::QrChannel,
+        Dim::Carrier,
+        Dim::Model,
+        Dim::Firmware,
+        Dim::Link,
+    ];
+
+    /// The label key as used in scopes and scenario files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dim::Terminal => "terminal",
+            Dim::Store => "store",
+            Dim::Merchant => "merchant",
+            Dim::City => "city",
+            Dim::Region => "region",
+            Dim::Acquirer => "acquirer",
+            Dim::QrChannel => "qr_channel",
+            Dim::Carrier => "carrier",
+            Dim::Model => "model",
+            Dim::Firmware => "firmware",
+            Dim::Link => "link",
+        }
+    }
+
+    /// Parses a label key.
+    pub fn parse(s: &str) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl Family {
+    /// The family's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::MerchantConfig => "merchant_config",
+            Family::TerminalConfig => "terminal_config",
+            Family::TerminalFault => "terminal_fault",
+            Family::Availability => "availability",
+            Family::Settlement => "settlement",
+            Family::Silence => "silence",
+        }
+    }
+
+    pub(crate) const COUNTED: [Family; NFAM] = [
+        Family::MerchantConfig,
+        Family::TerminalConfig,
+        Family::TerminalFault,
+        Family::Availability,
+        Family::Settlement,
+    ];
+
+    /// Whether two families describe the same plane, so a narrow anomaly of one may be
+    /// explained by an incident of the other (a store's timeouts inside an acquirer outage).
+    pub(crate) fn compatible(self, other: Family) -> bool {
+        use Family::*;
+        let plane = |f: Family| match f {
+            Silence | Availability => 0,
+            MerchantConfig | TerminalConfig => 1,
+            TerminalFault => 2,
+            Settlement => 3,
+        };
+        plane(self) == plane(other)
+    }
+}
+
+fn link_str(l: LinkType) -> &'static str {
+    match l {
+        LinkType::Wired => "wired",
+        LinkType::Wifi => "wifi",
+        LinkType::Cellular => "cellular",
+        LinkType::Unknown => "unknown",
+    }
+}
+
+impl Interner {
+    pub(crate) fn intern(&mut self, dim: Dim, v: &str) -> u32 {
+        if self.values.is_empty() {
+            self.values = vec![Vec::new(); NDIM];
+            self.ids = vec![HashMap::new(); NDIM];
+        }
+        let d = dim.index();
+        if let Some(&id) = self.ids[d].get(v) {
+            return id;
+        }
+        // Label cardinalities are far below 2^32 (ids are bounded by the fleet size).
+        let id = self.values[d].len() as u32;
+        self.values[d].push(v.to_owned());
+        self.ids[d].insert(v.to_owned(), id);
+        id
+    }
+
+    pub(crate) fn lookup(&self, dim: Dim, v: &str) -> Option<u32> {
+        self.ids.get(dim.index())?.get(v).copied()
+    }
+
+    /// Distinct values seen of a dimension.
+    pub(crate) fn cardinality(&self, dim: Dim) -> usize {
+        self.values.get(dim.index()).map_or(0, Vec::len)
+    }
+
+    pub(crate) fn value(&self, dim: Dim, id: u32) -> &str {
+        self.values
+            .get(dim.index())
+            .and_then(|v| v.get(id as usize))
+            .map_or("", String::as_str)
+    }
+}
+
+impl Bucket {
+    fn reset(&mut self, minute: i64) {
+        *self = Bucket {
+            minute,
+            ..Bucket::default()
+        };
+    }
+}
+
+impl State {
+    pub(crate) fn new(half_life_ms: i64) -> Self {
+        Self {
+            interner: Interner::default(),
+            terms: Vec::new(),
+            by_id: HashMap::new(),
+            groups: Vec::new(),
+            group_ids: HashMap::new(),
+            fleet_attempts: 0.0,
+            fleet_fails: [0.0; NFAM],
+            fleet_minute: 0,
+            beats: 0.0,
+            missed: 0.0,
+            fleet_exclusions: [i64::MIN; NFAM],
+            half_life_min: (half_life_ms as f64 / 60_000.0).max(1.0),
+        }
+    }
+
+    fn labels_of(&mut self, id: &Identity) -> [u32; NDIM] {
+        let vals: [&str; NDIM] = [
+            id.terminal_id.as_str(),
+            id.store_id.as_str(),
+            id.merchant_id.as_str(),
+            id.city.as_str(),
+            id.region.as_str(),
+            id.acquirer.as_str(),
+            id.qr_channel.as_str(),
+            id.carrier.as_str(),
+            id.model.as_str(),
+            id.firmware.as_str(),
+            link_str(id.link),
+        ];
+        let mut out = [0; NDIM];
+        for (i, d) in Dim::ALL.into_iter().enumerate() {
+            out[i] = self.interner.intern(d, vals[i]);
+        }
+        out
+    }
+
+    fn group_for(&mut self, dimset: usize, labels: &[u32; NDIM]) -> u32 {
+        let mut values = [u32::MAX; 3];
+        for (i, d) in DIMSETS[dimset].iter().enumerate() {
+            values[i] = labels[d.index()];
+        }
+        if let Some(&g) = self.group_ids.get(&(dimset, values)) {
+            return g;
+        }
+        // Group count is bounded by terminals x dimsets.
+        let g = self.groups.len() as u32;
+        self.groups.push(Group {
+            dimset,
+            values,
+            members: Vec::new(),
+            ring: if dimset < WINDOWED {
+                vec![Bucket::default(); RING]
+            } else {
+                Vec::new()
+            },
+            base_attempts: 0.0,
+            base_fails: [0.0; NFAM],
+            base_minute: 0,
+            excluded_until: [i64::MIN; NFAM],
+        });
+        self.group_ids.insert((dimset, values), g);
+        g
+    }
+
+    /// Registers a terminal or updates its labels (a firmware upgrade moves it between
+    /// groups). Returns its index.
+    pub(crate) fn hello(&mut self, now: i64, id: &Identity) -> u32 {
+        let labels = self.labels_of(id);
+        let ti = match self.by_id.get(&id.terminal_id) {
+            Some(&ti) => ti,
+            None => {
+                // Terminal count is bounded far below 2^32.
+                let ti = self.terms.len() as u32;
+                self.terms.push(Term {
+                    id: id.terminal_id.clone(),
+                    labels: [u32::MAX; NDIM],
+                    groups: Vec::new(),
+                    last_arrival: now,
+                    last_hb_obs: None,
+                    hb_interval_ms: 0.0,
+                    gaps_seen: 0,
+                    rtt_ms: None,
+                    loss_percent: None,
+                    rtt_base: None,
+                    loss_base: None,
+                    recent: Vec::new(),
+                });
+                self.by_id.insert(id.terminal_id.clone(), ti);
+                ti
+            }
+        };
+        let t = ti as usize;
+        self.terms[t].last_arrival = self.terms[t].last_arrival.max(now);
+        if self.terms[t].labels != labels {
+            let old = std::mem::take(&mut self.terms[t].groups);
+            for g in old {
+                let m = &mut self.groups[g as usize].members;
+                if let Ok(p) = m.binary_search(&ti) {
+                    m.remove(p);
+                }
+            }
+            let mut groups = Vec::with_capacity(DIMSETS.len());
+            for ds in 0..DIMSETS.len() {
+                let g = self.group_for(ds, &labels);
+                let m = &mut self.groups[g as usize].members;
+                if let Err(p) = m.binary_search(&ti) {
+                    m.insert(p, ti);
+                }
+                groups.push(g);
+            }
+            self.terms[t].labels = labels;
+            self.terms[t].groups = groups;
+        }
+        ti
+    }
+
+    fn decay(&self, from_min: i64, to_min: i64) -> f64 {
+        if to_min <= from_min {
+            return 1.0;
+        }
+        0.5f64.powf((to_min - from_min) as f64 / self.half_life_min)
+    }
+
+    /// Counts one payment attempt of terminal `ti` observed at `minute`.
+    pub(crate) fn count(&mut self, ti: u32, minute: i64, fam: Option<Family>) {
+        let fi = fam.and_then(|f| Family::COUNTED.iter().position(|&c| c == f));
+        for k in 0..WINDOWED {
+            let g = self.terms[ti as usize].groups[k] as usize;
+            let slot = minute.rem_euclid(RING as i64) as usize;
+            let b = self.groups[g].ring[slot];
+            if b.minute != minute {
+                if b.minute > minute {
+                    // Older than the ring holds: history only.
+                    continue;
+                }
+                self.retire(g, b);
+                self.groups[g].ring[slot].reset(minute);
+            }
+            let b = &mut self.groups[g].ring[slot];
+            b.attempts += 1;
+            if let Some(fi) = fi {
+                b.fails[fi] += 1;
+            }
+        }
+        // Fleet history counts every attempt once, as it arrives.
+        let d = self.decay(self.fleet_minute, minute);
+        if minute > self.fleet_minute {
+            self.fleet_attempts *= d;
+            for f in &mut self.fleet_fails {
+                *f *= d;
+            }
+            self.fleet_minute = minute;
+        }
+        self.fleet_attempts += 1.0;
+        if let Some(fi) = fi
+            && !self.fleet_excluded(fi, minute)
+        {
+            self.fleet_fails[fi] += 1.0;
+        }
+    }
+
+    /// Whether fleet history should skip this family now: some group is anomalous in it.
+    fn fleet_excluded(&self, fi: usize, minute: i64) -> bool {
+        self.fleet_exclusions.get(fi).is_some_and(|&u| minute <= u)
+    }
+
+    /// Rolls a bucket that leaves the ring into its group's baseline.
+    fn retire(&mut self, g: usize, b: Bucket) {
+        if b.attempts == 0 {
+            return;
+        }
+        let d = self.decay(self.groups[g].base_minute, b.minute);
+        let grp = &mut self.groups[g];
+        if b.minute > grp.base_minute {
+            grp.base_attempts *= d;
+            for f in &mut grp.base_fails {
+                *f *= d;
+            }
+            grp.base_minute = b.minute;
+        }
+        grp.base_attempts += f64::from(b.attempts);
+        for fi in 0..NFAM {
+            if b.minute > grp.excluded_until[fi] {
+                grp.base_fails[fi] += f64::from(b.fails[fi]);
+            }
+        }
+    }
+
+    /// Sums of group `g` over the minutes `(now_min - w, now_min]`: (attempts, failures).
+    pub(crate) fn window(&self, g: usize, now_min: i64, w: i64) -> (u64, [u64; NFAM]) {
+        let mut att = 0u64;
+        let mut fails = [0u64; NFAM];
+        for b in &self.groups[g].ring {
+            if b.minute > now_min - w && b.minute <= now_min && b.attempts > 0 {
+                att += u64::from(b.attempts);
+                for (f, x) in fails.iter_mut().zip(b.fails) {
+                    *f += u64::from(x);
+                }
+            }
+        }
+        (att, fails)
+    }
+
+    /// Sums of group `g` over each of the windows `ws` (minutes) ending at `now_min`, in one
+    /// pass over the ring.
+    pub(crate) fn windows3(&self, g: usize, now_min: i64, ws: [i64; 3]) -> [(u64, [u64; NFAM]); 3] {
+        let mut out = [(0u64, [0u64; NFAM]); 3];
+        for b in &self.groups[g].ring {
+            if b.attempts == 0 || b.minute > now_min {
+                continue;
+            }
+            for (i, &w) in ws.iter().enumerate() {
+                if b.minute > now_min - w {
+                    out[i].0 += u64::from(b.attempts);
+                    for (f, x) in out[i].1.iter_mut().zip(b.fails) {
+                        *f += u64::from(x);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Baseline failure rate of family `fi` in group `g`: its own history shrunk towards the
+    /// fleet's, which is shrunk towards the prior.
+    pub(crate) fn rate(&self, g: usize, fi: usize, prior_rate: f64, prior_attempts: f64) -> f64 {
+        let fleet = (self.fleet_fails[fi] + prior_rate * prior_attempts)
+            / (self.fleet_attempts + prior_attempts);
+        let grp = &self.groups[g];
+        // A group's own history counts fully once it has seen a few hundred attempts.
+        let k = 200.0;
+        (grp.base_fails[fi] + k * fleet) / (grp.base_attempts + k)
+    }
+
+    /// Fleet baseline rate of a family.
+    pub(crate) fn fleet_rate(&self, fi: usize, prior_rate: f64, prior_attempts: f64) -> f64 {
+        (self.fleet_fails[fi] + prior_rate * prior_attempts)
+            / (self.fleet_attempts + prior_attempts)
+    }
+
+    /// Scope label of a group: `(dim, value)` pairs.
+    pub(crate) fn group_scope(&self, g: usize) -> Vec<(Dim, u32)> {
+        let grp = &self.groups[g];
+        DIMSETS[grp.dimset]
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (d, grp.values[i]))
+            .collect()
+    }
+
+    /// Terminals matching every `(dim, value)` pair, ascending.
+    pub(crate) fn members_of(&self, scope: &[(Dim, u32)]) -> Vec<u32> {
+        // Start from the smallest single-label group, then filter.
+        let mut best: Option<&Vec<u32>> = None;
+        for &(d, v) in scope {
+            if let Some(ds) = DIMSETS.iter().position(|s| s.len() == 1 && s[0] == d) {
+                let mut values = [u32::MAX; 3];
+                values[0] = v;
+                if let Some(&g) = self.group_ids.get(&(ds, values)) {
+                    let m = &self.groups[g as usize].members;
+                    if best.is_none_or(|b| m.len() < b.len()) {
+                        best = Some(m);
+                    }
+                } else {
+                    return Vec::new();
+                }
+            }
+        }
+        let Some(base) = best else {
+            return Vec::new();
+        };
+        base.iter()
+            .copied()
+            .filter(|&t| {
+                scope
+                    .iter()
+                    .all(|&(d, v)| self.terms[t as usize].labels[d.index()] == v)
+            })
+            .collect()
+    }
+}

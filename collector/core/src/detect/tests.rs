@@ -1,0 +1,240 @@
+//! Unit tests of the detection core on small hand-built fleets in virtual time.
+
+use storepulse_shared::{
+    Heartbeat, Identity, Label, LinkType, PayMethod, Record, RecordBody, Scheme, Seq, TerminalId,
+    TxnOutcome,
+};
+
+use super::*;
+
+const MIN: i64 = 60_000;
+const T0: i64 = 1_772_380_800_000;
+
+/// SplitMix64, so the tests need no RNG crate.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn label(s: &str) -> Label {
+    Label::new(s).expect("valid label")
+}
+
+/// Merchants `M{m}` with two stores of two terminals each; merchants alternate regions.
+fn fleet(merchants: usize) -> Vec<Identity> {
+    let mut out = Vec::new();
+    for m in 0..merchants {
+        for s in 0..2 {
+            for t in 0..2 {
+                let region = format!("R{}", m % 2);
+                out.push(Identity {
+                    terminal_id: TerminalId::new(format!("M{m}-S{s}-T{t}")).expect("id"),
+                    merchant_id: label(&format!("M{m}")),
+                    store_id: label(&format!("M{m}-S{s}")),
+                    region: label(&region),
+                    city: label(&format!("{region}-C{}", s)),
+                    acquirer: label(if m % 3 == 0 { "ACQ-A" } else { "ACQ-B" }),
+                    qr_channel: label("QR-A"),
+                    carrier: label(["CMCC", "CUCC", "CTCC"][(m + s + t) % 3]),
+                    link: LinkType::Wired,
+                    model: label("P2"),
+                    firmware: label("2.3.1"),
+                    app_version: label("1.0"),
+                })
+            }
+        }
+    }
+    out
+}
+
+/// What a terminal does in one minute.
+struct Driver {
+    det: Detector,
+    fleet: Vec<Identity>,
+    seq: u64,
+    rng: Rng,
+    events: Vec<IncidentEvent>,
+}
+
+impl Driver {
+    fn new(merchants: usize) -> Self {
+        let mut det = Detector::new(DetectorConfig::default());
+        let fleet = fleet(merchants);
+        for id in &fleet {
+            det.handle_hello(T0, id);
+        }
+        Self {
+            det,
+            fleet,
+            seq: 0,
+            rng: Rng(7),
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, now: i64, ti: usize, body: RecordBody) {
+        self.seq += 1;
+        let r = Record {
+            seq: Seq(self.seq),
+            time_unix_ms: now,
+            body,
+        };
+        let id = self.fleet[ti].terminal_id.clone();
+        self.det.handle_record(now, &id, &r);
+    }
+
+    /// Runs minutes `from..to`: every terminal not in `silent` heartbeats; each pays with
+    /// probability `pay(ti)` per minute and `code(ti, rng)` picks the response.
+    fn run(
+        &mut self,
+        from: i64,
+        to: i64,
+        silent: &dyn Fn(usize) -> bool,
+        pay: &dyn Fn(usize) -> f64,
+        code: &dyn Fn(usize, f64) -> &'static str,
+    ) {
+        for m in from..to {
+            let now = T0 + m * MIN;
+            for ti in 0..self.fleet.len() {
+                if silent(ti) {
+                    continue;
+                }
+                let hb = Heartbeat {
+                    cpu_percent: 10.0,
+                    mem_used_bytes: 1,
+                    mem_total_bytes: 2,
+                    disk_free_bytes: 3,
+                    uptime_secs: 4,
+                    temperature_c: None,
+                    battery_percent: None,
+                    spool_records: 0,
+                };
+                self.send(
+                    now + (ti as i64 * 97) % 50_000,
+                    ti,
+                    RecordBody::Heartbeat(hb),
+                );
+                if self.rng.unit() < pay(ti) {
+                    let u = self.rng.unit();
+                    let tx = TxnOutcome {
+                        scheme: Scheme::Iso8583,
+                        code: code(ti, u).to_owned(),
+                        latency_ms: 800,
+                        method: PayMethod::Card,
+                        route: None,
+                    };
+                    self.send(now + 20_000, ti, RecordBody::TxnOutcome(tx));
+                }
+            }
+            for k in 0..6 {
+                self.det.tick(now + k * 10_000);
+                while let Some(e) = self.det.poll_event() {
+                    self.events.push(e);
+                }
+            }
+        }
+    }
+
+    fn opened(&self) -> Vec<(IncidentKind, String)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                IncidentEvent::Opened(i) => Some((i.kind, i.scope_text())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Normal traffic: approvals with 3 % cardholder declines and 0.2 % timeouts.
+fn normal(_: usize, u: f64) -> &'static str {
+    if u < 0.03 {
+        "51"
+    } else if u < 0.032 {
+        "68"
+    } else {
+        "00"
+    }
+}
+
+#[test]
+fn low_volume_shop_does_not_flap() {
+    // Three payments an hour per terminal, a day long, with base declines and timeouts.
+    let mut d = Driver::new(12);
+    d.run(0, 24 * 60, &|_| false, &|_| 0.05, &normal);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
+
+#[test]
+fn cardholder_surge_opens_nothing() {
+    let mut d = Driver::new(12);
+    d.run(0, 120, &|_| false, &|_| 0.3, &normal);
+    // Half of all payments declined for insufficient funds, everywhere.
+    d.run(120, 240, &|_| false, &|_| 0.6, &|_, u| {
+        if u < 0.5 { "51" } else { "00" }
+    });
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
+
+#[test]
+fn merchant_fault_opens_one_merchant_config_incident() {
+    let mut d = Driver::new(12);
+    d.run(0, 120, &|_| false, &|_| 0.2, &normal);
+    // Every terminal of M5 (indexes 20..24) answers "invalid merchant".
+    let bad = |ti: usize| (20..24).contains(&ti);
+    d.run(120, 160, &|_| false, &|_| 0.2, &|ti, u| {
+        if bad(ti) { "03" } else { normal(ti, u) }
+    });
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::MerchantConfig, "merchant=M5".to_owned())]
+    );
+    let inc = d.det.incidents().next().expect("open");
+    assert_eq!(inc.affected_merchants, 1);
+    assert!(inc.evidence.top_codes.iter().any(|c| c.code == "03"));
+    assert!(!inc.explanation_zh.is_empty() && !inc.remediation_en.is_empty());
+}
+
+#[test]
+fn regional_silence_opens_one_regional_outage() {
+    let mut d = Driver::new(12);
+    d.run(0, 60, &|_| false, &|_| 0.1, &normal);
+    // Region R0 (even merchants) goes quiet.
+    let in_r0 = |ti: usize| (ti / 4).is_multiple_of(2);
+    d.run(60, 75, &in_r0, &|_| 0.1, &normal);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::RegionalOutage, "region=R0".to_owned())]
+    );
+}
+
+#[test]
+fn resolves_after_hold_time() {
+    let mut d = Driver::new(12);
+    d.run(0, 60, &|_| false, &|_| 0.1, &normal);
+    // One store goes offline for 20 minutes, then comes back.
+    let store = |ti: usize| ti == 8 || ti == 9;
+    d.run(60, 80, &store, &|_| 0.1, &normal);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::StoreOffline, "store=M2-S0".to_owned())]
+    );
+    d.run(80, 85, &|_| false, &|_| 0.1, &normal);
+    assert!(
+        d.det.incidents().next().is_some(),
+        "resolved before the hold time"
+    );
+    d.run(85, 100, &|_| false, &|_| 0.1, &normal);
+    assert!(
+        d.det.incidents().next().is_none(),
+        "still open after the hold time"
+    );
+    assert!(matches!(d.events.last(), Some(IncidentEvent::Resolved(_))));
+}

@@ -1,0 +1,352 @@
+//! Prometheus metrics of the collector, exposed at `GET /metrics` in the text exposition format
+//! (version 0.0.4). Names are `storepulse_<what>_<unit>`, counters end in `_total`, and labels
+//! have low cardinality only (never a terminal id). Counters are plain atomics: the hot paths
+//! (ingest, commit) only add to them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Upper bounds of the commit-latency histogram, seconds.
+const COMMIT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+];
+
+/// A counter family keyed by one low-cardinality label value.
+#[derive(Debug, Default)]
+pub struct LabeledCounter {
+    values: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Every metric of the collector.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records newly stored.
+    pub ingest_records: AtomicU64,
+    /// Records received again and ignored (already stored).
+    pub ingest_duplicates: AtomicU64,
+    /// Batches acknowledged.
+    pub ingest_batches: AtomicU64,
+    /// Frame bytes read from agents.
+    pub ingest_bytes: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicI64,
+    /// Completed handshakes by result (`ok`, `failed`).
+    pub handshakes: LabeledCounter,
+    /// Connections closed by the collector, by reason (close code name).
+    pub refusals: LabeledCounter,
+    /// Records agents reported dropping from their spools, by record kind.
+    pub agent_spool_drops: LabeledCounter,
+    /// Group commits.
+    pub store_commits: AtomicU64,
+    /// Failed group commits.
+    pub store_commit_failures: AtomicU64,
+    commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    commit_count: AtomicU64,
+    commit_sum_micros: AtomicU64,
+    /// On-disk size of the store, bytes (sampled).
+    pub store_size_bytes: AtomicU64,
+    /// Detection ticks (window evaluations).
+    pub detection_ticks: AtomicU64,
+    /// Records fed to detection.
+    pub detection_records: AtomicU64,
+    /// Inputs dropped because detection was behind.
+    pub detection_dropped: AtomicU64,
+    /// Incidents opened, by kind.
+    pub incidents_opened: LabeledCounter,
+    /// Open incidents now, by kind.
+    pub incidents_open: Mutex<BTreeMap<String, i64>>,
+    /// Notifications delivered, by receiver.
+    pub notifications_sent: LabeledCounter,
+    /// Notification attempts that failed, by receiver.
+    pub notifications_failed: LabeledCounter,
+}
+
+impl LabeledCounter {
+    /// Adds `n` to the counter of `label`.
+    pub fn add(&self, label: &str, n: u64) {
+        let mut v = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        *v.entry(label.to_owned()).or_default() += n;
+    }
+
+    /// The current value of `label`.
+    pub fn value(&self, label: &str) -> u64 {
+        let v = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        v.get(label).copied().unwrap_or(0)
+    }
+
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        let v = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        v.iter().map(|(k, n)| (k.clone(), *n)).collect()
+    }
+}
+
+/// Escapes a label value for the text format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, v: impl std::fmt::Display) {
+    head(out, name, kind, help);
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn family(out: &mut String, name: &str, help: &str, label: &str, values: &[(String, u64)]) {
+    head(out, name, "counter", help);
+    for (k, v) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", esc(k));
+    }
+}
+
+impl Metrics {
+    /// A fresh set, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Records one group commit's latency.
+    pub fn observe_commit(&self, secs: f64) {
+        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.commit_count.fetch_add(1, Ordering::Relaxed);
+        self.commit_sum_micros
+            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Sets the open-incident gauge from the current open incidents' kinds.
+    pub fn set_open_incidents<'a>(&self, kinds: impl Iterator<Item = &'a str>) {
+        let mut m = self
+            .incidents_open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for v in m.values_mut() {
+            *v = 0;
+        }
+        for k in kinds {
+            *m.entry(k.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// The text exposition.
+    pub fn render(&self, terminals_by_state: &[(&str, u64)]) -> String {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut o = String::with_capacity(4096);
+        scalar(
+            &mut o,
+            "storepulse_ingest_records_total",
+            "counter",
+            "Records newly stored.",
+            r(&self.ingest_records),
+        );
+        scalar(
+            &mut o,
+            "storepulse_ingest_duplicate_records_total",
+            "counter",
+            "Records received again and not stored twice.",
+            r(&self.ingest_duplicates),
+        );
+        scalar(
+            &mut o,
+            "storepulse_ingest_batches_total",
+            "counter",
+            "Batches durably stored and acknowledged.",
+            r(&self.ingest_batches),
+        );
+        scalar(
+            &mut o,
+            "storepulse_ingest_bytes_total",
+            "counter",
+            "Bytes read from agent streams.",
+            r(&self.ingest_bytes),
+        );
+        scalar(
+            &mut o,
+            "storepulse_ingest_connections",
+            "gauge",
+            "Agent connections open now.",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        family(
+            &mut o,
+            "storepulse_ingest_handshakes_total",
+            "Completed QUIC/TLS handshakes by result.",
+            "result",
+            &self.handshakes.snapshot(),
+        );
+        family(
+            &mut o,
+            "storepulse_ingest_refusals_total",
+            "Connections closed by the collector, by reason.",
+            "reason",
+            &self.refusals.snapshot(),
+        );
+        family(
+            &mut o,
+            "storepulse_agent_spool_drops_total",
+            "Records agents reported dropping from their spools, by kind.",
+            "kind",
+            &self.agent_spool_drops.snapshot(),
+        );
+        scalar(
+            &mut o,
+            "storepulse_store_commits_total",
+            "counter",
+            "Group commits.",
+            r(&self.store_commits),
+        );
+        scalar(
+            &mut o,
+            "storepulse_store_commit_failures_total",
+            "counter",
+            "Group commits that failed.",
+            r(&self.store_commit_failures),
+        );
+        head(
+            &mut o,
+            "storepulse_store_commit_duration_seconds",
+            "histogram",
+            "Group commit latency including fsync.",
+        );
+        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "storepulse_store_commit_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                r(&self.commit_buckets[i])
+            );
+        }
+        let _ = writeln!(
+            o,
+            "storepulse_store_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            r(&self.commit_count)
+        );
+        let _ = writeln!(
+            o,
+            "storepulse_store_commit_duration_seconds_sum {}",
+            r(&self.commit_sum_micros) as f64 / 1e6
+        );
+        let _ = writeln!(
+            o,
+            "storepulse_store_commit_duration_seconds_count {}",
+            r(&self.commit_count)
+        );
+        scalar(
+            &mut o,
+            "storepulse_store_size_bytes",
+            "gauge",
+            "On-disk size of the store.",
+            r(&self.store_size_bytes),
+        );
+        head(
+            &mut o,
+            "storepulse_fleet_terminals",
+            "gauge",
+            "Terminals known to the registry, by state.",
+        );
+        for (state, n) in terminals_by_state {
+            let _ = writeln!(o, "storepulse_fleet_terminals{{state=\"{state}\"}} {n}");
+        }
+        scalar(
+            &mut o,
+            "storepulse_detection_ticks_total",
+            "counter",
+            "Detection window evaluations.",
+            r(&self.detection_ticks),
+        );
+        scalar(
+            &mut o,
+            "storepulse_detection_records_total",
+            "counter",
+            "Records fed to detection.",
+            r(&self.detection_records),
+        );
+        scalar(
+            &mut o,
+            "storepulse_detection_dropped_inputs_total",
+            "counter",
+            "Inputs dropped because detection was behind.",
+            r(&self.detection_dropped),
+        );
+        family(
+            &mut o,
+            "storepulse_incidents_opened_total",
+            "Incidents opened, by kind.",
+            "kind",
+            &self.incidents_opened.snapshot(),
+        );
+        head(
+            &mut o,
+            "storepulse_incidents_open",
+            "gauge",
+            "Open incidents, by kind.",
+        );
+        {
+            let m = self
+                .incidents_open
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (k, v) in m.iter() {
+                let _ = writeln!(o, "storepulse_incidents_open{{kind=\"{}\"}} {v}", esc(k));
+            }
+        }
+        family(
+            &mut o,
+            "storepulse_notifications_sent_total",
+            "Notifications delivered, by receiver.",
+            "receiver",
+            &self.notifications_sent.snapshot(),
+        );
+        family(
+            &mut o,
+            "storepulse_notifications_failed_total",
+            "Notification attempts that failed, by receiver.",
+            "receiver",
+            &self.notifications_failed.snapshot(),
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_histogram_and_families() {
+        let m = Metrics::new();
+        m.ingest_records.fetch_add(5, Ordering::Relaxed);
+        m.refusals.add("protocol_error", 2);
+        m.observe_commit(0.003);
+        m.set_open_incidents(["merchant_config", "merchant_config"].into_iter());
+        let text = m.render(&[("online", 3), ("offline", 1)]);
+        assert!(text.contains("storepulse_ingest_records_total 5\n"));
+        assert!(text.contains("storepulse_ingest_refusals_total{reason=\"protocol_error\"} 2\n"));
+        assert!(text.contains("storepulse_store_commit_duration_seconds_bucket{le=\"0.002\"} 0\n"));
+        assert!(text.contains("storepulse_store_commit_duration_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("storepulse_store_commit_duration_seconds_count 1\n"));
+        assert!(text.contains("storepulse_incidents_open{kind=\"merchant_config\"} 2\n"));
+        assert!(text.contains("storepulse_fleet_terminals{state=\"online\"} 3\n"));
+        // Every sample line's metric has HELP and TYPE.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            let base = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(
+                text.contains(&format!("# TYPE {base} ")),
+                "{name} lacks TYPE"
+            );
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! End-to-end detection: small library scenarios replayed through the simulator into the
+//! detector must be detected with the right kind and scope before the first merchant call.
+
+use std::path::Path;
+
+use storepulse_collector::eval;
+use storepulse_sim::Scenario;
+
+fn check(file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/scenarios")
+        .join(file);
+    let sc = Scenario::from_file(&path).expect("scenario loads");
+    let r = eval::run_scenario(&sc);
+    assert_eq!(r.truth_detected, r.truth, "{file}: missed {:?}", r.missed);
+    assert_eq!(r.before_call, r.truth, "{file}: late {:?}", r.detections);
+    assert!(
+        r.false_incidents.is_empty(),
+        "{file}: false {:?}",
+        r.false_incidents
+    );
+}
+
+#[test]
+fn merchant_config_is_detected_before_the_call() {
+    check("merchant_config.toml");
+}
+
+#[test]
+fn store_offline_is_detected_before_the_call() {
+    check("store_offline.toml");
+}
+
+#[test]
+fn qr_notification_delay_is_detected_before_the_call() {
+    check("qr_notification_delay.toml");
+}
