@@ -107,6 +107,70 @@ pub struct HttpConfig {
     /// TCP address to listen on.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// API tokens (`Authorization: Bearer <token>`). Empty: no authentication, which is only
+    /// allowed when `listen` is a loopback address.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Serve `/healthz` without a token.
+    #[serde(default = "default_true")]
+    pub public_healthz: bool,
+    /// Serve `/metrics` without a token (otherwise Prometheus needs a read token).
+    #[serde(default)]
+    pub public_metrics: bool,
+}
+
+/// One API token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (shown in logs, never the token).
+    pub name: String,
+    /// `read` (GET only) or `admin` (may also create and end silences and windows).
+    pub role: TokenRole,
+    /// The token itself (at least 16 characters). Prefer `token_env`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Name of an environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// Read everything, change nothing.
+    Read,
+    /// Read and change (silences, maintenance windows).
+    Admin,
+}
+
+impl TokenConfig {
+    /// The token value, from the file or the environment.
+    pub fn value(&self) -> Result<String, ConfigError> {
+        let v = match (&self.token, &self.token_env) {
+            (Some(t), None) => t.clone(),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "http.tokens {:?}: environment variable {var} is not set",
+                    self.name
+                ))
+            })?,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "http.tokens {:?}: set exactly one of token and token_env",
+                    self.name
+                )));
+            }
+        };
+        if v.chars().count() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "http.tokens {:?}: the token must be at least 16 characters",
+                self.name
+            )));
+        }
+        Ok(v)
+    }
 }
 
 /// `[fleet]`: liveness thresholds.
@@ -178,6 +242,9 @@ fn default_keep_alive_interval_secs() -> u64 {
 }
 fn default_crl_poll_interval_secs() -> u64 {
     5
+}
+fn default_true() -> bool {
+    true
 }
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
@@ -282,6 +349,14 @@ impl Config {
     /// Checks ranges and cross-field consistency.
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.http.tokens.is_empty() && !self.http.listen.ip().is_loopback() {
+            return bad(
+                "http.tokens must be set when http.listen is not a loopback address (the API would be open)",
+            );
+        }
+        for t in &self.http.tokens {
+            t.value()?;
+        }
         if self.fleet.stale_after_secs == 0
             || self.fleet.offline_after_secs <= self.fleet.stale_after_secs
         {
@@ -352,6 +427,9 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_http_listen(),
+            tokens: Vec::new(),
+            public_healthz: true,
+            public_metrics: false,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod api_alerts;
 mod api_incidents;
+pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod detection;
@@ -147,6 +148,8 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         metrics,
     });
     let app = app.merge(api_alerts::router(alerts.clone()));
+    let auth = auth::Auth::from_config(&config.http).context("http.tokens")?;
+    let app = app.layer(axum::middleware::from_fn_with_state(auth, auth::require));
     let mut http_shutdown = shutdown_rx;
     let http_task = tokio::spawn(async move {
         axum::serve(listener, app)

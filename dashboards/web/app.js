@@ -13,6 +13,7 @@ const I18N = {
     failures: "failures", attempts: "attempts", significance: "significance", breakdown: "Online share by label",
     search: "Search terminal, merchant, store, region…", state: "State", last_seen: "Last seen", records: "Records",
     back: "← back", label: "Label", value: "Value", silent: "silent terminals", live: "live", disconnected: "API unreachable",
+    token_needed: "This collector requires an API token (read-only is enough).", token: "API token", save: "Save",
     kind: { terminal_fault: "Terminal fault", terminal_config: "Terminal configuration", store_network: "Store network",
       store_offline: "Store offline", merchant_config: "Merchant configuration", firmware_regression: "Firmware regression",
       carrier_outage: "Carrier outage", regional_outage: "Regional outage", acquirer_outage: "Acquirer outage",
@@ -28,6 +29,7 @@ const I18N = {
     failures: "失败", attempts: "交易", significance: "显著性", breakdown: "按标签统计在线率",
     search: "搜索终端、商户、门店、区域…", state: "状态", last_seen: "最近上报", records: "记录数",
     back: "← 返回", label: "标签", value: "值", silent: "静默终端", live: "实时", disconnected: "无法连接接口",
+    token_needed: "该采集端需要 API 令牌（只读令牌即可）。", token: "API 令牌", save: "保存",
     kind: { terminal_fault: "终端故障", terminal_config: "终端配置错误", store_network: "门店网络",
       store_offline: "门店离线", merchant_config: "商户配置错误", firmware_regression: "固件版本缺陷",
       carrier_outage: "运营商故障", regional_outage: "区域故障", acquirer_outage: "收单机构故障",
@@ -53,10 +55,31 @@ function applyStatic() {
   document.getElementById("lang").textContent = lang === "zh" ? "English" : "中文";
 }
 
+// API token (when the collector requires one): kept in this browser only.
+let token = localStorage.getItem("storepulse.token") || "";
+class NeedToken extends Error {}
+
 async function getJson(path) {
-  const r = await fetch(path, { headers: { accept: "application/json" } });
+  const headers = { accept: "application/json" };
+  if (token) headers.authorization = "Bearer " + token;
+  const r = await fetch(path, { headers });
+  if (r.status === 401) throw new NeedToken(path);
   if (!r.ok) throw new Error(path + ": " + r.status);
   return r.json();
+}
+
+function askToken() {
+  const view = document.getElementById("view");
+  if (document.getElementById("token-form")) return;
+  view.innerHTML = `<form id="token-form" class="tile"><p>${t("token_needed")}</p>
+    <input type="password" id="token" autocomplete="off" placeholder="${t("token")}"> <button type="submit">${t("save")}</button></form>`;
+  document.getElementById("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = document.getElementById("token").value.trim();
+    localStorage.setItem("storepulse.token", token);
+    view.innerHTML = "";
+    refresh();
+  });
 }
 
 async function refresh() {
@@ -72,6 +95,7 @@ async function refresh() {
     document.getElementById("conn").className = "ok";
     render();
   } catch (e) {
+    if (e instanceof NeedToken) { askToken(); return; }
     document.getElementById("conn").textContent = t("disconnected");
     document.getElementById("conn").className = "bad";
   }
@@ -172,6 +196,7 @@ function terminalsView(q) {
 let searchText = "";
 async function render() {
   applyStatic();
+  if (document.getElementById("token-form")) return;
   const view = document.getElementById("view");
   const hash = location.hash || "#/";
   if (hash.startsWith("#/incident/")) {
