@@ -40,3 +40,8 @@ fi
 if [ ! -x /usr/bin/prometheus-alertmanager ]; then
     apt_install prometheus-alertmanager
 fi
+
+# The OpenAPI test validates the collector's document with the reference validator.
+if ! python3 -c 'import openapi_spec_validator' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator==0.9.0'
+fi

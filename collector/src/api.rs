@@ -61,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/terminals", get(terminals))
         .route("/api/v1/terminals/{id}/records", get(records))
         .route("/api/v1/incidents", get(crate::api_incidents::list))
@@ -68,6 +69,17 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 description of this API, compiled in.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// `GET /metrics`: Prometheus text exposition format 0.0.4.

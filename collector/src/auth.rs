@@ -76,6 +76,7 @@ impl Auth {
         path == "/"
             || path.starts_with("/assets/")
             || path == "/favicon.ico"
+            || path == "/api/v1/openapi.json"
             || (path == "/healthz" && self.public_healthz)
             || (path == "/metrics" && self.public_metrics)
     }
