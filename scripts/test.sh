@@ -24,6 +24,9 @@ bash scripts/check-core-deps.sh
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins --locked
 
+step "doc tests"
+cargo test --workspace --locked --doc --quiet
+
+# Last, so its summary ("N tests run: N passed") closes the output.
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast --profile ci
-cargo test --workspace --locked --doc
