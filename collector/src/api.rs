@@ -36,6 +36,8 @@ pub struct ApiState {
     pub incidents: Arc<RwLock<crate::detection::IncidentBook>>,
     /// Collector metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Turns true on shutdown (long-lived responses such as the event stream end then).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An error as returned to HTTP clients: `{"error": "..."}`; internals are logged, not shown.
@@ -64,6 +66,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/terminals", get(terminals))
         .route("/api/v1/terminals/{id}/records", get(records))
+        .route("/api/v1/summary", get(crate::api_live::summary))
+        .route("/api/v1/events", get(crate::api_live::events))
         .route("/api/v1/incidents", get(crate::api_incidents::list))
         .route("/api/v1/incidents/{id}", get(crate::api_incidents::detail))
         .merge(crate::dashboard::router())

@@ -66,11 +66,60 @@ pub struct IncidentBook {
     resolved: VecDeque<IncidentRecord>,
     /// Messages dropped because the detector's queue was full.
     pub dropped_inputs: u64,
+    /// Grows with every change, so watchers (the live event stream) can tell.
+    pub version: u64,
+    /// Payment outcomes per minute of arrival, for the fleet overview.
+    pub minutes: VecDeque<MinuteStats>,
 }
 
+/// Payment outcomes that arrived in one minute.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MinuteStats {
+    /// Minute start, Unix ms.
+    pub minute_ms: i64,
+    /// Outcomes.
+    pub attempts: u64,
+    /// Approved.
+    pub approved: u64,
+    /// Declined or failed, by taxonomy class name.
+    pub failures: BTreeMap<&'static str, u64>,
+}
+
+/// Minutes of outcome statistics kept.
+const SUMMARY_MINUTES: usize = 120;
+
 impl IncidentBook {
+    /// Counts payment outcomes that arrived at `at_ms`.
+    pub fn count_outcomes(&mut self, at_ms: i64, records: &[Record]) {
+        let minute = at_ms - at_ms.rem_euclid(60_000);
+        if self.minutes.back().is_none_or(|m| m.minute_ms < minute) {
+            self.minutes.push_back(MinuteStats {
+                minute_ms: minute,
+                ..MinuteStats::default()
+            });
+            while self.minutes.len() > SUMMARY_MINUTES {
+                self.minutes.pop_front();
+            }
+        }
+        let Some(m) = self.minutes.back_mut() else {
+            return;
+        };
+        for r in records {
+            if let storepulse_shared::RecordBody::TxnOutcome(t) = &r.body {
+                let c = storepulse_shared::taxonomy::classify(t.scheme, &t.code);
+                m.attempts += 1;
+                if c.approved {
+                    m.approved += 1;
+                } else {
+                    *m.failures.entry(c.class.as_str()).or_default() += 1;
+                }
+            }
+        }
+    }
+
     /// Applies one detector event.
     pub fn apply(&mut self, at_ms: i64, event: IncidentEvent) {
+        self.version += 1;
         let (what, inc) = match event {
             IncidentEvent::Opened(i) => ("opened", i),
             IncidentEvent::Updated(i) => ("updated", i),
@@ -366,6 +415,7 @@ pub(crate) async fn run(
                     fleet.insert(identity.terminal_id.clone(), *identity);
                 }
                 Some(DetectInput::Records(at, terminal, records)) => {
+                    book.write().unwrap_or_else(PoisonError::into_inner).count_outcomes(at, &records);
                     metrics.detection_records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     for r in &records {
                         detector.handle_record(at, &terminal, r);

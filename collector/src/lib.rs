@@ -8,6 +8,7 @@
 pub mod api;
 pub mod api_alerts;
 mod api_incidents;
+mod api_live;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
@@ -146,6 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         store: store.clone(),
         incidents,
         metrics,
+        shutdown: shutdown_rx.clone(),
     });
     let app = app.merge(api_alerts::router(alerts.clone()));
     let auth = auth::Auth::from_config(&config.http).context("http.tokens")?;

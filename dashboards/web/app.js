@@ -14,6 +14,7 @@ const I18N = {
     search: "Search terminal, merchant, store, region…", state: "State", last_seen: "Last seen", records: "Records",
     back: "← back", label: "Label", value: "Value", silent: "silent terminals", live: "live", disconnected: "API unreachable",
     token_needed: "This collector requires an API token (read-only is enough).", token: "API token", save: "Save",
+    payments_hour: "Payments, last hour", success_rate: "Success rate", failures_by_class: "Failures by class, per minute",
     kind: { terminal_fault: "Terminal fault", terminal_config: "Terminal configuration", store_network: "Store network",
       store_offline: "Store offline", merchant_config: "Merchant configuration", firmware_regression: "Firmware regression",
       carrier_outage: "Carrier outage", regional_outage: "Regional outage", acquirer_outage: "Acquirer outage",
@@ -30,6 +31,7 @@ const I18N = {
     search: "搜索终端、商户、门店、区域…", state: "状态", last_seen: "最近上报", records: "记录数",
     back: "← 返回", label: "标签", value: "值", silent: "静默终端", live: "实时", disconnected: "无法连接接口",
     token_needed: "该采集端需要 API 令牌（只读令牌即可）。", token: "API 令牌", save: "保存",
+    payments_hour: "近一小时交易", success_rate: "成功率", failures_by_class: "每分钟失败交易（按类别）",
     kind: { terminal_fault: "终端故障", terminal_config: "终端配置错误", store_network: "门店网络",
       store_offline: "门店离线", merchant_config: "商户配置错误", firmware_regression: "固件版本缺陷",
       carrier_outage: "运营商故障", regional_outage: "区域故障", acquirer_outage: "收单机构故障",
@@ -41,7 +43,7 @@ const I18N = {
 const langParam = new URLSearchParams(location.search).get("lang");
 let lang = ["en", "zh"].includes(langParam) ? langParam
   : localStorage.getItem("storepulse.lang") || ((navigator.language || "en").startsWith("zh") ? "zh" : "en");
-let data = { terminals: [], active: [], resolved: [] };
+let data = { terminals: [], active: [], resolved: [], summary: null };
 
 const t = (k) => I18N[lang][k] ?? k;
 const kindName = (k) => I18N[lang].kind[k] ?? k;
@@ -84,12 +86,13 @@ function askToken() {
 
 async function refresh() {
   try {
-    const [terms, active, resolved] = await Promise.all([
+    const [terms, active, resolved, summary] = await Promise.all([
       getJson("/api/v1/terminals"),
       getJson("/api/v1/incidents?state=active"),
       getJson("/api/v1/incidents?state=resolved&limit=20"),
+      getJson("/api/v1/summary"),
     ]);
-    data = { terminals: terms.terminals, active: active.incidents, resolved: resolved.incidents };
+    data = { terminals: terms.terminals, active: active.incidents, resolved: resolved.incidents, summary };
     document.getElementById("updated").textContent = new Date().toLocaleTimeString(lang === "zh" ? "zh-CN" : "en-GB");
     document.getElementById("conn").textContent = t("live");
     document.getElementById("conn").className = "ok";
@@ -149,12 +152,42 @@ function overview() {
       <div class="tile"><div class="n warn">${c.stale}</div><div class="l">${t("stale")}</div></div>
       <div class="tile"><div class="n bad">${c.offline}</div><div class="l">${t("offline")}</div></div>
       <div class="tile"><div class="n ${data.active.length ? "bad" : "ok"}" id="n-incidents">${data.active.length}</div><div class="l">${t("active_incidents")}</div></div>
+      <div class="tile"><div class="n">${data.summary ? data.summary.last_hour.attempts : "-"}</div><div class="l">${t("payments_hour")}</div></div>
+      <div class="tile"><div class="n ${successClass()}">${data.summary && data.summary.last_hour.success_rate != null ? pct(data.summary.last_hour.success_rate) : "-"}</div><div class="l">${t("success_rate")}</div></div>
     </section>
+    ${failureChart()}
     <h2>${t("incidents_active")}</h2>
     <div id="active">${data.active.length ? data.active.map(incidentCard).join("") : `<div class="empty">${t("none_active")}</div>`}</div>
     <h2>${t("incidents_resolved")}</h2>
     <div id="resolved">${data.resolved.length ? data.resolved.map(incidentCard).join("") : `<div class="empty">${t("none_resolved")}</div>`}</div>
     ${breakdown()}`;
+}
+
+function successClass() {
+  const r = data.summary && data.summary.last_hour.success_rate;
+  return r == null ? "" : r > 0.95 ? "ok" : r > 0.85 ? "warn" : "bad";
+}
+
+// Failures by class per minute over the last hour, as stacked bars (cardholder declines are
+// shown too: they are normal, and their share tells ops at a glance that nothing else is).
+const CLASS_COLORS = { cardholder: "#6e7681", fraud_risk: "#8957e5", merchant_config: "#f85149", terminal_config: "#db6d28",
+  terminal_fault: "#d29922", network: "#58a6ff", platform: "#ff7b72", issuer: "#a371f7", settlement: "#3fb950", other: "#8b98a5" };
+function failureChart() {
+  const mins = (data.summary && data.summary.per_minute) || [];
+  if (!mins.length) return "";
+  const W = 900, H = 120, bw = Math.max(2, Math.floor(W / 60) - 2);
+  const max = Math.max(1, ...mins.map((m) => Object.values(m.failures).reduce((a, b) => a + b, 0)));
+  let bars = "";
+  mins.slice(-60).forEach((m, i) => {
+    let y = H;
+    for (const [cls, n] of Object.entries(m.failures)) {
+      const h = Math.round((n / max) * (H - 10));
+      y -= h;
+      bars += `<rect x="${i * (bw + 2)}" y="${y}" width="${bw}" height="${h}" fill="${CLASS_COLORS[cls] || "#8b98a5"}"><title>${esc(cls)}: ${n}</title></rect>`;
+    }
+  });
+  const legend = Object.entries(CLASS_COLORS).map(([c, col]) => `<span style="color:${col}">■</span> ${esc(c)}`).join(" &nbsp; ");
+  return `<h2>${t("failures_by_class")}</h2><div class="tile"><svg width="${W}" height="${H}" role="img" aria-label="${t("failures_by_class")}">${bars}</svg><div class="meta">${legend}</div></div>`;
 }
 
 function evidenceChart(e) {
@@ -218,5 +251,33 @@ document.getElementById("lang").addEventListener("click", () => {
   render();
 });
 window.addEventListener("hashchange", render);
+
+// Live updates: Server-Sent Events from /api/v1/events, read with fetch so the API token can
+// travel in a header (EventSource cannot send one). Every event triggers a refresh; if the
+// stream fails, poll every 5 s and retry the stream later.
+async function listen() {
+  try {
+    const headers = token ? { authorization: "Bearer " + token } : {};
+    const r = await fetch("/api/v1/events", { headers });
+    if (!r.ok || !r.body) throw new Error("events: " + r.status);
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += value;
+      let i;
+      while ((i = buf.indexOf("\n\n")) >= 0) {
+        const block = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (/^event: (update|tick)/m.test(block)) refresh();
+      }
+    }
+  } catch (e) {
+    // fall through to the retry below
+  }
+  setTimeout(listen, 5000);
+}
 refresh();
-setInterval(refresh, 3000);
+listen();
+setInterval(() => { if (document.getElementById("conn").className !== "ok") refresh(); }, 5000);
