@@ -30,6 +30,29 @@ pub struct LiveUplink {
     pub start_spread_ms: u64,
 }
 
+impl LiveUplink {
+    /// Short backoff for tests: reconnects within about a second.
+    pub fn fast() -> Self {
+        Self {
+            backoff_initial_ms: 200,
+            backoff_max_secs: 2,
+            ..Self::default()
+        }
+    }
+}
+
+/// A fresh dev PKI in `dir/pki` and an in-process collector on ephemeral loopback ports with its
+/// store in `dir/store`. Returns the collector and the PKI directory.
+pub async fn start_collector(dir: &Path) -> Result<(storepulse_collector::Collector, PathBuf)> {
+    use storepulse_collector::config::{Config, TlsConfig};
+    let pki = dir.join("pki");
+    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
+    let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), dir.join("store"));
+    config.quic.listen = "127.0.0.1:0".parse()?;
+    config.http.listen = "127.0.0.1:0".parse()?;
+    Ok((storepulse_collector::start(config).await?, pki))
+}
+
 impl Default for LiveUplink {
     fn default() -> Self {
         Self {

@@ -85,6 +85,24 @@ impl Timeline {
     }
 }
 
+/// Starts a [`LiveFleet`] of every terminal of `scenario` (certificates from the PKI at `pki`,
+/// spools under `dir`) connected to the collector at `collector`.
+pub async fn start_fleet(
+    dir: &std::path::Path,
+    pki: &std::path::Path,
+    collector: std::net::SocketAddr,
+    scenario: &Scenario,
+    uplink: crate::live::LiveUplink,
+) -> Result<LiveFleet> {
+    let ids: Vec<_> = scenario
+        .fleet
+        .terminals
+        .iter()
+        .map(|t| t.identity.clone())
+        .collect();
+    LiveFleet::start(dir, pki, collector, &ids, uplink).await
+}
+
 /// What [`play`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlayStats {

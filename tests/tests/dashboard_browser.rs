@@ -9,10 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use storepulse_collector::config::{Config, TlsConfig};
 use storepulse_sim::Scenario;
-use storepulse_tests::live::{LiveFleet, LiveUplink};
-use storepulse_tests::replay::{Timeline, play};
+use storepulse_tests::live::{LiveUplink, start_collector};
+use storepulse_tests::replay::{Timeline, play, start_fleet};
 use tokio::sync::watch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,30 +28,14 @@ async fn incident_shows_live_with_detail_and_language_switch() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let timeline = Timeline::record(&scenario);
     let tmp = tempfile::tempdir()?;
-    let pki = tmp.path().join("pki");
-    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
-    let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), tmp.path().join("store"));
-    config.quic.listen = "127.0.0.1:0".parse()?;
-    config.http.listen = "127.0.0.1:0".parse()?;
-    let collector = storepulse_collector::start(config).await?;
+    let (collector, pki) = start_collector(tmp.path()).await?;
     let base = format!("http://{}", collector.http_addr());
-    let ids: Vec<_> = scenario
-        .fleet
-        .terminals
-        .iter()
-        .map(|t| t.identity.clone())
-        .collect();
-    let uplink = LiveUplink {
-        backoff_initial_ms: 200,
-        backoff_max_secs: 2,
-        ..LiveUplink::default()
-    };
-    let mut fleet = LiveFleet::start(
+    let mut fleet = start_fleet(
         &tmp.path().join("agents"),
         &pki,
         collector.quic_addr(),
-        &ids,
-        uplink,
+        &scenario,
+        LiveUplink::fast(),
     )
     .await?;
 

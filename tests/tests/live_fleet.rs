@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use storepulse_agent_core::NewRecord;
-use storepulse_collector::config::{Config, TlsConfig};
 use storepulse_shared::{
     Identity, Label, LinkType, PayMethod, RecordBody, Scheme, TerminalId, TxnOutcome,
 };
-use storepulse_tests::live::{LiveFleet, LiveUplink};
+use storepulse_tests::live::{LiveFleet, LiveUplink, start_collector};
 use storepulse_tests::{assert_exactly_once, wait_for};
 
 fn identity(i: usize) -> Result<Identity> {
@@ -68,12 +67,7 @@ async fn markers(http: &reqwest::Client, base: &str, t: &TerminalId) -> Option<V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_links_buffer_and_deliver_after_restore() -> Result<()> {
     let tmp = tempfile::tempdir()?;
-    let pki = tmp.path().join("pki");
-    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
-    let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), tmp.path().join("store"));
-    config.quic.listen = "127.0.0.1:0".parse()?;
-    config.http.listen = "127.0.0.1:0".parse()?;
-    let collector = storepulse_collector::start(config).await?;
+    let (collector, pki) = start_collector(tmp.path()).await?;
     let base = format!("http://{}", collector.http_addr());
 
     let ids: Vec<Identity> = (0..40).map(identity).collect::<Result<_>>()?;

@@ -7,10 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use storepulse_collector::config::{Config, TlsConfig};
 use storepulse_sim::Scenario;
-use storepulse_tests::live::{LiveFleet, LiveUplink};
-use storepulse_tests::replay::{LiveEvent, Timeline, play};
+use storepulse_tests::live::{LiveUplink, start_collector};
+use storepulse_tests::replay::{LiveEvent, Timeline, play, start_fleet};
 use storepulse_tests::wait_for;
 use tokio::sync::watch;
 
@@ -31,29 +30,13 @@ async fn a_scenario_played_live_arrives_whole_and_once() -> Result<()> {
     ensure!(cuts > 0, "the scenario should cut some links");
 
     let tmp = tempfile::tempdir()?;
-    let pki = tmp.path().join("pki");
-    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
-    let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), tmp.path().join("store"));
-    config.quic.listen = "127.0.0.1:0".parse()?;
-    config.http.listen = "127.0.0.1:0".parse()?;
-    let collector = storepulse_collector::start(config).await?;
-    let ids: Vec<_> = scenario
-        .fleet
-        .terminals
-        .iter()
-        .map(|t| t.identity.clone())
-        .collect();
-    let uplink = LiveUplink {
-        backoff_initial_ms: 200,
-        backoff_max_secs: 2,
-        ..LiveUplink::default()
-    };
-    let mut fleet = LiveFleet::start(
+    let (collector, pki) = start_collector(tmp.path()).await?;
+    let mut fleet = start_fleet(
         &tmp.path().join("agents"),
         &pki,
         collector.quic_addr(),
-        &ids,
-        uplink,
+        &scenario,
+        LiveUplink::fast(),
     )
     .await?;
 
@@ -121,29 +104,13 @@ async fn live_detection_opens_the_incident_in_the_api() -> Result<()> {
     let scenario = Scenario::from_file(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
     let timeline = Timeline::record(&scenario);
     let tmp = tempfile::tempdir()?;
-    let pki = tmp.path().join("pki");
-    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
-    let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), tmp.path().join("store"));
-    config.quic.listen = "127.0.0.1:0".parse()?;
-    config.http.listen = "127.0.0.1:0".parse()?;
-    let collector = storepulse_collector::start(config).await?;
-    let ids: Vec<_> = scenario
-        .fleet
-        .terminals
-        .iter()
-        .map(|t| t.identity.clone())
-        .collect();
-    let uplink = LiveUplink {
-        backoff_initial_ms: 200,
-        backoff_max_secs: 2,
-        ..LiveUplink::default()
-    };
-    let mut fleet = LiveFleet::start(
+    let (collector, pki) = start_collector(tmp.path()).await?;
+    let mut fleet = start_fleet(
         &tmp.path().join("agents"),
         &pki,
         collector.quic_addr(),
-        &ids,
-        uplink,
+        &scenario,
+        LiveUplink::fast(),
     )
     .await?;
     let (_stop_tx, stop_rx) = watch::channel(false);
