@@ -98,7 +98,7 @@ async fn main() -> Result<()> {
     let http = collector.http_addr();
     println!();
     println!("storepulse demo is running / 演示运行中");
-    // The web dashboard comes with issue 6; until then the API is what there is to watch.
+    println!("  dashboard / 控制台:        http://{http}/");
     println!("  terminals API / 终端接口:  http://{http}/api/v1/terminals");
     println!("  health:                    http://{http}/healthz");
     let minutes = (scenario.duration_ms as f64 / 1000.0 / args.speed / 60.0).ceil();
