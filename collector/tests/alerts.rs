@@ -219,12 +219,18 @@ async fn real_alertmanager_receives_alert_then_resolution() {
         (!present).then_some(())
     })
     .await;
-    let history = n.alerts.history("I-am-1").await.expect("history");
-    let delivered: Vec<_> = history
-        .iter()
-        .filter(|h| h.result == "delivered")
-        .map(|h| h.notification.as_str())
-        .collect();
+    // The history line is written after the receiver answered, so it may trail Alertmanager's
+    // view by a moment.
+    let delivered = eventually("both deliveries in the history", 20, async || {
+        let history = n.alerts.history("I-am-1").await.ok()?;
+        let delivered: Vec<String> = history
+            .iter()
+            .filter(|h| h.result == "delivered")
+            .map(|h| h.notification.clone())
+            .collect();
+        (delivered.len() >= 2).then_some(delivered)
+    })
+    .await;
     assert_eq!(delivered, ["firing", "resolved"]);
     n.stop().await;
 }
