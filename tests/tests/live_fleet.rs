@@ -45,15 +45,18 @@ fn outcomes(markers: std::ops::Range<u32>) -> Vec<NewRecord> {
         .collect()
 }
 
+/// The markers stored for `t`; empty if the collector has never heard of it (a terminal cut
+/// before its first connection); `None` if the API could not be asked.
 async fn markers(http: &reqwest::Client, base: &str, t: &TerminalId) -> Option<Vec<u64>> {
-    let v: serde_json::Value = http
+    let resp = http
         .get(format!("{base}/api/v1/terminals/{t}/records?limit=1000"))
         .send()
         .await
-        .ok()?
-        .json()
-        .await
         .ok()?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Some(Vec::new());
+    }
+    let v: serde_json::Value = resp.json().await.ok()?;
     let mut m: Vec<u64> = v["records"]
         .as_array()?
         .iter()
