@@ -5,6 +5,7 @@
 //! It does no IO and pulls in no async runtime, QUIC or storage crate.
 //! `PROTOCOL.md` at the repository root is the normative description of the same format.
 
+pub mod civil;
 pub mod frame;
 pub mod ids;
 pub mod message;
