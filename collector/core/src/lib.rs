@@ -8,6 +8,7 @@
 pub mod detect;
 pub mod fleet;
 pub mod notify;
+pub mod ratelimit;
 pub mod rca;
 pub mod session;
 
