@@ -72,6 +72,28 @@ pub struct QuicConfig {
     /// Interval of QUIC keep-alive pings sent by the collector, seconds.
     #[serde(default = "default_keep_alive_interval_secs")]
     pub keep_alive_interval_secs: u64,
+    /// Admission control: most TLS handshakes in progress at once. Connections beyond it get a
+    /// QUIC Retry (address validation) or wait in the handshake queue.
+    #[serde(default = "default_max_handshakes_in_progress")]
+    pub max_handshakes_in_progress: usize,
+    /// Admission control: most handshakes started per second (0: no rate limit).
+    #[serde(default = "default_max_handshakes_per_sec")]
+    pub max_handshakes_per_sec: u64,
+    /// Admission control: connections waiting for a handshake slot; beyond it they are refused
+    /// (the agent backs off with jitter and tries again).
+    #[serde(default = "default_handshake_queue_len")]
+    pub handshake_queue_len: usize,
+    /// Admission control: longest a connection waits in the handshake queue before it is
+    /// refused, milliseconds (keep it well below the agents' 10 s handshake timeout).
+    #[serde(default = "default_handshake_queue_wait_ms")]
+    pub handshake_queue_wait_ms: u64,
+    /// Most agent connections open at once. An agent beyond it is sent a `Goodbye`
+    /// (Overloaded, `retry_after_secs`) and closed with OVERLOADED.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// `Goodbye.retry_after_secs` for agents sent away because the collector is full.
+    #[serde(default = "default_overload_retry_after_secs")]
+    pub overload_retry_after_secs: u32,
 }
 
 /// `[tls]`: the fleet PKI files (as written by `storepulse-collector pki`).
@@ -211,6 +233,20 @@ pub struct IngestConfig {
     /// Batches one connection may have waiting for their Ack before it stops reading.
     #[serde(default = "default_max_inflight_batches")]
     pub max_inflight_batches: usize,
+    /// Per-connection rate limit, records per second (0: unlimited). Above it the collector
+    /// stops reading from the connection for a while (QUIC flow control pushes back).
+    #[serde(default = "default_rate_limit_records_per_sec")]
+    pub rate_limit_records_per_sec: u64,
+    /// Per-connection rate limit, frame bytes per second (0: unlimited).
+    #[serde(default = "default_rate_limit_bytes_per_sec")]
+    pub rate_limit_bytes_per_sec: u64,
+    /// Seconds of the rate a connection may send at once.
+    #[serde(default = "default_rate_limit_burst_secs")]
+    pub rate_limit_burst_secs: u64,
+    /// An agent over its rate limit at every batch for this long is sent a `Goodbye`
+    /// (RateLimited, `retry_after_secs`) and closed with RATE_LIMITED, seconds (0: never).
+    #[serde(default = "default_rate_limit_disconnect_after_secs")]
+    pub rate_limit_disconnect_after_secs: u64,
 }
 
 /// `[agents]`: settings sent to every agent in `Welcome`.
@@ -239,6 +275,36 @@ fn default_idle_timeout_secs() -> u64 {
 }
 fn default_keep_alive_interval_secs() -> u64 {
     15
+}
+fn default_max_handshakes_in_progress() -> usize {
+    64
+}
+fn default_max_handshakes_per_sec() -> u64 {
+    1000
+}
+fn default_handshake_queue_len() -> usize {
+    4096
+}
+fn default_handshake_queue_wait_ms() -> u64 {
+    4000
+}
+fn default_max_connections() -> usize {
+    200_000
+}
+fn default_overload_retry_after_secs() -> u32 {
+    30
+}
+fn default_rate_limit_records_per_sec() -> u64 {
+    10_000
+}
+fn default_rate_limit_bytes_per_sec() -> u64 {
+    4 << 20
+}
+fn default_rate_limit_burst_secs() -> u64 {
+    2
+}
+fn default_rate_limit_disconnect_after_secs() -> u64 {
+    300
 }
 fn default_crl_poll_interval_secs() -> u64 {
     5
@@ -387,6 +453,20 @@ impl Config {
         {
             return bad("quic.keep_alive_interval_secs must be below quic.idle_timeout_secs > 0");
         }
+        if self.quic.max_handshakes_in_progress == 0 || self.quic.max_connections == 0 {
+            return bad("quic.max_handshakes_in_progress and quic.max_connections must be > 0");
+        }
+        if self.quic.overload_retry_after_secs == 0 {
+            return bad("quic.overload_retry_after_secs must be > 0 (agents need a retry hint)");
+        }
+        if self.ingest.rate_limit_records_per_sec != 0
+            && self.ingest.rate_limit_records_per_sec
+                < u64::from(self.agents.backlog_records_per_sec)
+        {
+            return bad(
+                "ingest.rate_limit_records_per_sec must be 0 or at least agents.backlog_records_per_sec",
+            );
+        }
         if self.tls.crl_poll_interval_secs == 0 {
             return bad("tls.crl_poll_interval_secs must be > 0");
         }
@@ -419,6 +499,12 @@ impl Default for QuicConfig {
             listen: default_quic_listen(),
             idle_timeout_secs: default_idle_timeout_secs(),
             keep_alive_interval_secs: default_keep_alive_interval_secs(),
+            max_handshakes_in_progress: default_max_handshakes_in_progress(),
+            max_handshakes_per_sec: default_max_handshakes_per_sec(),
+            handshake_queue_len: default_handshake_queue_len(),
+            handshake_queue_wait_ms: default_handshake_queue_wait_ms(),
+            max_connections: default_max_connections(),
+            overload_retry_after_secs: default_overload_retry_after_secs(),
         }
     }
 }
@@ -453,6 +539,10 @@ impl Default for IngestConfig {
             hello_timeout_secs: default_hello_timeout_secs(),
             writer_queue_batches: default_writer_queue_batches(),
             max_inflight_batches: default_max_inflight_batches(),
+            rate_limit_records_per_sec: default_rate_limit_records_per_sec(),
+            rate_limit_bytes_per_sec: default_rate_limit_bytes_per_sec(),
+            rate_limit_burst_secs: default_rate_limit_burst_secs(),
+            rate_limit_disconnect_after_secs: default_rate_limit_disconnect_after_secs(),
         }
     }
 }

@@ -36,6 +36,14 @@ pub struct Metrics {
     pub handshakes: LabeledCounter,
     /// Connections closed by the collector, by reason (close code name).
     pub refusals: LabeledCounter,
+    /// Admission control decisions on incoming connections over the handshake budget, by
+    /// action (`retry`: QUIC Retry sent; `queued`: waited for a handshake slot; `refused`:
+    /// refused before the handshake, queue full or waited too long).
+    pub admission: LabeledCounter,
+    /// Times a connection over its rate limit had its reading paused.
+    pub rate_limit_delays: AtomicU64,
+    /// Total time connections had their reading paused by the rate limit, microseconds.
+    pub rate_limit_delay_micros: AtomicU64,
     /// Records agents reported dropping from their spools, by record kind.
     pub agent_spool_drops: LabeledCounter,
     /// Group commits.
@@ -190,6 +198,27 @@ impl Metrics {
             "Connections closed by the collector, by reason.",
             "reason",
             &self.refusals.snapshot(),
+        );
+        family(
+            &mut o,
+            "storepulse_ingest_admission_total",
+            "Incoming connections over the handshake budget, by action (retry, queued, refused).",
+            "action",
+            &self.admission.snapshot(),
+        );
+        scalar(
+            &mut o,
+            "storepulse_ingest_rate_limit_delays_total",
+            "counter",
+            "Times a connection over its rate limit had its reading paused.",
+            r(&self.rate_limit_delays),
+        );
+        scalar(
+            &mut o,
+            "storepulse_ingest_rate_limit_delay_seconds_total",
+            "counter",
+            "Time connections spent paused by the rate limit.",
+            r(&self.rate_limit_delay_micros) as f64 / 1e6,
         );
         family(
             &mut o,

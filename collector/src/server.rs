@@ -1,6 +1,21 @@
 //! The QUIC ingest server: accepts connections, runs one task and one tracing span per
 //! connection, drives the core [`Session`] with decoded frames, hands batches to the group
 //! commit writer and acks them once durable. Also reloads the CRL when its file changes.
+//!
+//! Admission control (a reconnect storm must not starve the collector):
+//! - At most `quic.max_handshakes_in_progress` TLS handshakes run at once and at most
+//!   `quic.max_handshakes_per_sec` start per second. An incoming connection over that budget
+//!   gets a QUIC Retry if its address is not validated yet (stateless and cheap; the client
+//!   comes back with a token), otherwise waits in a FIFO queue (`quic.handshake_queue_len`, at
+//!   most `quic.handshake_queue_wait_ms`); beyond the queue it is refused before any crypto
+//!   work, and the agent backs off with jitter.
+//! - An agent that completes its handshake while `quic.max_connections` are open is sent a
+//!   `Goodbye` (Overloaded, `retry_after_secs`) and closed with OVERLOADED: it is never dropped
+//!   for overload without being told when to come back.
+//! - Each connection has a rate limit on records/s and bytes/s (core `RateLimit`): over it, the
+//!   connection's stream is not read for a while, so QUIC flow control pushes back on the agent;
+//!   an agent over its limit without a pause for too long gets a `Goodbye` (RateLimited,
+//!   `retry_after_secs`) and RATE_LIMITED.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -9,12 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use storepulse_collector_core::ratelimit::{RateLimit, RateLimitConfig, TokenBucket, Verdict};
 use storepulse_collector_core::{Refusal, Session, Step};
 use storepulse_shared::{
     Ack, FrameDecoder, Goodbye, GoodbyeReason, Message, PROTOCOL_VERSION, Seq, TerminalId, Welcome,
     close_code, encode_frame,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
@@ -32,6 +48,25 @@ const GOODBYE_LINGER: Duration = Duration::from_secs(1);
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 /// How long, on shutdown, the endpoint waits for connection tasks to finish.
 const SHUTDOWN_CONNECTIONS: Duration = Duration::from_secs(5);
+/// Longest a TLS handshake may hold its admission slot (the agents give up after 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Admission control settings (from `[quic]`).
+#[derive(Debug, Clone)]
+pub(crate) struct Admission {
+    max_in_progress: usize,
+    per_sec: u64,
+    queue_len: usize,
+    queue_wait: Duration,
+    max_connections: usize,
+    retry_after_secs: u32,
+}
+
+/// An incoming connection waiting for a handshake slot.
+struct Waiting {
+    incoming: quinn::Incoming,
+    since: Instant,
+}
 
 /// What every connection task needs.
 #[derive(Debug)]
@@ -42,6 +77,10 @@ pub(crate) struct Shared {
     pub(crate) max_inflight_batches: usize,
     pub(crate) hello_timeout: Duration,
     pub(crate) welcome: Welcome,
+    /// Admission control.
+    pub(crate) admission: Admission,
+    /// Per-connection rate limit.
+    pub(crate) rate_limit: RateLimitConfig,
     /// Collector metrics.
     pub(crate) metrics: Arc<Metrics>,
     /// The welcomed connection of each terminal, so a newer one supersedes an older one.
@@ -58,8 +97,8 @@ struct InFlight {
 
 /// How a connection ends.
 enum End {
-    /// Close with this refusal (Goodbye first, if any).
-    Refuse(Refusal),
+    /// Close with this refusal (Goodbye first, if any, with this `retry_after_secs`).
+    Refuse(Refusal, u32),
     /// The peer went away or closed; nothing to send.
     Gone,
 }
@@ -81,6 +120,22 @@ impl Shared {
                 net_probe_interval_secs: a.net_probe_interval_secs,
                 max_batch_records: a.max_batch_records,
                 backlog_records_per_sec: a.backlog_records_per_sec,
+            },
+            admission: Admission {
+                max_in_progress: config.quic.max_handshakes_in_progress.max(1),
+                per_sec: config.quic.max_handshakes_per_sec,
+                queue_len: config.quic.handshake_queue_len,
+                queue_wait: Duration::from_millis(config.quic.handshake_queue_wait_ms),
+                max_connections: config.quic.max_connections,
+                retry_after_secs: config.quic.overload_retry_after_secs.max(1),
+            },
+            rate_limit: RateLimitConfig {
+                records_per_sec: config.ingest.rate_limit_records_per_sec,
+                bytes_per_sec: config.ingest.rate_limit_bytes_per_sec,
+                burst_secs: config.ingest.rate_limit_burst_secs,
+                disconnect_after: Duration::from_secs(
+                    config.ingest.rate_limit_disconnect_after_secs,
+                ),
             },
             metrics,
             live: Mutex::new(HashMap::new()),
@@ -123,17 +178,69 @@ pub(crate) async fn run_endpoint(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
+    let adm = shared.admission.clone();
+    let slots = Arc::new(Semaphore::new(adm.max_in_progress));
+    let mut rate = TokenBucket::new(adm.per_sec, (adm.per_sec / 10).max(1));
+    let mut queue: VecDeque<Waiting> = VecDeque::new();
+    // Set when the handshake rate ran out: nothing leaves the queue before then.
+    let mut rate_blocked_until: Option<Instant> = None;
+    let conn_shutdown = shutdown.clone();
+    let spawn = |tasks: &mut JoinSet<()>, incoming: quinn::Incoming, permit| {
+        let span = info_span!("conn", remote = %incoming.remote_address(), terminal = field::Empty);
+        let task = handle_incoming(incoming, permit, shared.clone(), conn_shutdown.clone());
+        tasks.spawn(task.instrument(span));
+    };
     loop {
+        let now = Instant::now();
+        while queue
+            .front()
+            .is_some_and(|w| now.duration_since(w.since) >= adm.queue_wait)
+        {
+            if let Some(w) = queue.pop_front() {
+                w.incoming.refuse();
+                shared.metrics.admission.add("refused", 1);
+            }
+        }
+        if rate_blocked_until.is_some_and(|t| now >= t) {
+            rate_blocked_until = None;
+        }
+        let wake = match (queue.front(), rate_blocked_until) {
+            (None, _) => None,
+            (Some(w), None) => Some(w.since + adm.queue_wait),
+            (Some(w), Some(t)) => Some(t.min(w.since + adm.queue_wait)),
+        };
         tokio::select! {
+            biased;
             () = stopping(&mut shutdown) => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            permit = slots.clone().acquire_owned(), if !queue.is_empty() && rate_blocked_until.is_none() => {
+                let Ok(permit) = permit else { break };
+                match rate.try_take_one(Instant::now().into_std()) {
+                    Ok(()) => {
+                        if let Some(w) = queue.pop_front() {
+                            spawn(&mut tasks, w.incoming, permit);
+                        }
+                    }
+                    Err(wait) => rate_blocked_until = Some(Instant::now() + wait),
+                }
+            }
+            () = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let span = info_span!("conn", remote = %incoming.remote_address(), terminal = field::Empty);
-                let task = handle_incoming(incoming, shared.clone(), shutdown.clone());
-                tasks.spawn(task.instrument(span));
+                // Within the budget (and nobody waiting ahead): handshake now.
+                if queue.is_empty()
+                    && let Ok(permit) = slots.clone().try_acquire_owned()
+                    && rate.try_take_one(now.into_std()).is_ok()
+                {
+                    spawn(&mut tasks, incoming, permit);
+                    continue;
+                }
+                admit_later(incoming, &mut queue, &adm, &shared.metrics);
             }
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
+    }
+    for w in queue.drain(..) {
+        w.incoming.refuse();
     }
     drop(shared);
     let drained = timeout(SHUTDOWN_CONNECTIONS, async {
@@ -153,6 +260,34 @@ pub(crate) async fn run_endpoint(
     );
     if timeout(GOODBYE_LINGER, endpoint.wait_idle()).await.is_err() {
         debug!("Endpoint did not become idle in time");
+    }
+}
+
+/// An incoming connection over the handshake budget: a QUIC Retry if its address is not
+/// validated yet, else a place in the queue, else a refusal.
+fn admit_later(
+    incoming: quinn::Incoming,
+    queue: &mut VecDeque<Waiting>,
+    adm: &Admission,
+    metrics: &Metrics,
+) {
+    if !incoming.remote_address_validated() && incoming.may_retry() {
+        match incoming.retry() {
+            Ok(()) => metrics.admission.add("retry", 1),
+            Err(e) => {
+                e.into_incoming().refuse();
+                metrics.admission.add("refused", 1);
+            }
+        }
+    } else if queue.len() < adm.queue_len {
+        queue.push_back(Waiting {
+            incoming,
+            since: Instant::now(),
+        });
+        metrics.admission.add("queued", 1);
+    } else {
+        incoming.refuse();
+        metrics.admission.add("refused", 1);
     }
 }
 
@@ -194,17 +329,25 @@ pub(crate) async fn watch_crl(
 
 async fn handle_incoming(
     incoming: quinn::Incoming,
+    permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
+    let conn = match timeout(HANDSHAKE_TIMEOUT, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             shared.metrics.handshakes.add("failed", 1);
             info!(error = %e, "Handshake failed");
             return;
         }
+        Err(_) => {
+            shared.metrics.handshakes.add("failed", 1);
+            info!("Handshake timed out");
+            return;
+        }
     };
+    // The handshake is done: its admission slot goes to the next one.
+    drop(permit);
     let Some(terminal) = tls::peer_terminal(&conn) else {
         warn!("Client certificate has no valid terminal id in its CN");
         shared.metrics.refusals.add("unauthorized", 1);
@@ -227,7 +370,7 @@ async fn handle_incoming(
         .metrics
         .connections_open
         .fetch_sub(1, Ordering::Relaxed);
-    if let End::Refuse(r) = &end {
+    if let End::Refuse(r, _) = &end {
         shared
             .metrics
             .refusals
@@ -235,7 +378,7 @@ async fn handle_incoming(
     }
     match end {
         End::Gone => info!(%remote, reason = ?conn.close_reason(), "Disconnected"),
-        End::Refuse(r) => {
+        End::Refuse(r, _) => {
             if r.close_code == close_code::IDENTITY_MISMATCH {
                 warn!(code = r.close_code, detail = %r.detail, "Refused connection");
             } else if r.close_code == close_code::SHUTTING_DOWN
@@ -268,15 +411,30 @@ async fn run_connection(
         },
         _ = sleep_until(hello_deadline) => {
             let r = session.handle_hello_timeout().unwrap_or_else(|| shutdown_refusal("hello timeout"));
-            close(conn, None, &r).await;
-            return End::Refuse(r);
+            close(conn, None, &r, 0).await;
+            return End::Refuse(r, 0);
         }
         () = stopping(&mut shutdown) => {
             let r = shutdown_refusal("collector is shutting down");
-            close(conn, None, &r).await;
-            return End::Refuse(r);
+            close(conn, None, &r, 0).await;
+            return End::Refuse(r, 0);
         }
     };
+    let open =
+        usize::try_from(shared.metrics.connections_open.load(Ordering::Relaxed)).unwrap_or(0);
+    if open > shared.admission.max_connections {
+        let r = Refusal {
+            close_code: close_code::OVERLOADED,
+            goodbye: Some(GoodbyeReason::Overloaded),
+            detail: format!(
+                "the collector holds its maximum of {} connections; come back later",
+                shared.admission.max_connections
+            ),
+        };
+        let secs = shared.admission.retry_after_secs;
+        close(conn, Some(&mut send), &r, secs).await;
+        return End::Refuse(r, secs);
+    }
     let mut registered = None;
     let end = drive(
         conn,
@@ -292,8 +450,8 @@ async fn run_connection(
     if let Some(id) = registered {
         shared.unregister(&terminal, id);
     }
-    if let End::Refuse(r) = &end {
-        close(conn, Some(&mut send), r).await;
+    if let End::Refuse(r, secs) = &end {
+        close(conn, Some(&mut send), r, *secs).await;
     }
     end
 }
@@ -330,25 +488,29 @@ async fn drive(
 ) -> End {
     let mut decoder = FrameDecoder::new(shared.max_frame_bytes);
     let mut pending: VecDeque<InFlight> = VecDeque::new();
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let mut recv_done = false;
+    let mut limit = RateLimit::new(shared.rate_limit);
+    // Bytes read since the last batch, for the rate limit.
+    let mut bytes_since_batch = 0u64;
+    // While set, the stream is not read (rate limit): flow control pushes back on the agent.
+    let mut paused_until: Option<Instant> = None;
     loop {
         // Act on every complete frame before reading more.
         loop {
             let msg = match decoder.next_message() {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
-                Err(e) => return End::Refuse(session.handle_frame_error(&e)),
+                Err(e) => return End::Refuse(session.handle_frame_error(&e), 0),
             };
             match session.handle_message(msg) {
-                Err(r) => return End::Refuse(r),
+                Err(r) => return End::Refuse(r, 0),
                 Ok(Step::PeerLeft) => {
                     let r = Refusal {
                         close_code: close_code::NORMAL,
                         goodbye: None,
                         detail: "agent said goodbye".into(),
                     };
-                    return End::Refuse(r);
+                    return End::Refuse(r, 0);
                 }
                 Ok(Step::Welcome(hello)) => {
                     let (done, rx) = oneshot::channel();
@@ -359,7 +521,7 @@ async fn drive(
                         done,
                     };
                     if shared.writer.send(job).await.is_err() || !matches!(rx.await, Ok(Ok(()))) {
-                        return End::Refuse(internal_refusal());
+                        return End::Refuse(internal_refusal(), 0);
                     }
                     let welcome = Welcome {
                         collector_time_unix_ms: now_unix_ms(),
@@ -387,6 +549,36 @@ async fn drive(
                             "Invalid transaction codes replaced by INVALID_CODE"
                         );
                     }
+                    let now = Instant::now();
+                    let n = batch.records.len() as u64;
+                    match limit.after_batch(
+                        now.into_std(),
+                        n,
+                        std::mem::take(&mut bytes_since_batch),
+                    ) {
+                        Verdict::Pass => {}
+                        Verdict::Delay(d) => {
+                            shared
+                                .metrics
+                                .rate_limit_delays
+                                .fetch_add(1, Ordering::Relaxed);
+                            shared.metrics.rate_limit_delay_micros.fetch_add(
+                                u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+                                Ordering::Relaxed,
+                            );
+                            paused_until = Some(paused_until.map_or(now + d, |t| t.max(now + d)));
+                        }
+                        Verdict::Refuse { retry_after_secs } => {
+                            let r = Refusal {
+                                close_code: close_code::RATE_LIMITED,
+                                goodbye: Some(GoodbyeReason::RateLimited),
+                                detail: "over the per-agent rate limit for too long; slow down"
+                                    .into(),
+                            };
+                            drain_acks(send, &mut pending).await;
+                            return End::Refuse(r, retry_after_secs);
+                        }
+                    }
                     let (done, rx) = oneshot::channel();
                     let batch_id = batch.batch_id;
                     let highest_seq = batch.records.last().map_or(Seq(0), |r| r.seq);
@@ -399,7 +591,7 @@ async fn drive(
                     };
                     // Waiting here when the writer's queue is full is the backpressure.
                     if shared.writer.send(job).await.is_err() {
-                        return End::Refuse(internal_refusal());
+                        return End::Refuse(internal_refusal(), 0);
                     }
                     pending.push_back(InFlight {
                         batch_id,
@@ -415,18 +607,22 @@ async fn drive(
                 goodbye: None,
                 detail: "agent finished its stream".into(),
             };
-            return End::Refuse(r);
+            return End::Refuse(r, 0);
         }
         let want = match decoder.needed() {
             Ok(n) => n.clamp(1, READ_CHUNK_BYTES),
-            Err(e) => return End::Refuse(session.handle_frame_error(&e)),
+            Err(e) => return End::Refuse(session.handle_frame_error(&e), 0),
         };
-        let can_read = !recv_done && pending.len() < shared.max_inflight_batches;
+        if paused_until.is_some_and(|t| Instant::now() >= t) {
+            paused_until = None;
+        }
+        let can_read =
+            !recv_done && pending.len() < shared.max_inflight_batches && paused_until.is_none();
         tokio::select! {
             biased;
             () = stopping(shutdown) => {
                 drain_acks(send, &mut pending).await;
-                return End::Refuse(shutdown_refusal("collector is shutting down"));
+                return End::Refuse(shutdown_refusal("collector is shutting down"), 0);
             }
             done = next_done(&mut pending) => {
                 let Some(front) = pending.pop_front() else { continue };
@@ -437,18 +633,22 @@ async fn drive(
                             return End::Gone;
                         }
                     }
-                    Ok(Err(CommitFailed)) | Err(_) => return End::Refuse(internal_refusal()),
+                    Ok(Err(CommitFailed)) | Err(_) => return End::Refuse(internal_refusal(), 0),
                 }
             }
             _ = sleep_until(hello_deadline), if !session.is_ready() => {
                 if let Some(r) = session.handle_hello_timeout() {
-                    return End::Refuse(r);
+                    return End::Refuse(r, 0);
                 }
             }
-            read = recv.read(&mut buf[..want]), if can_read => match read {
-                Ok(Some(n)) => {
-                    shared.metrics.ingest_bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    decoder.push(&buf[..n]);
+            () = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => {}
+            // `read_chunk` hands over quinn's own buffer: no read buffer per connection.
+            read = recv.read_chunk(want, true), if can_read => match read {
+                Ok(Some(chunk)) => {
+                    let n = chunk.bytes.len() as u64;
+                    shared.metrics.ingest_bytes.fetch_add(n, Ordering::Relaxed);
+                    bytes_since_batch += n;
+                    decoder.push(&chunk.bytes);
                 }
                 Ok(None) => recv_done = true,
                 Err(e) => {
@@ -505,11 +705,16 @@ async fn drain_acks(send: &mut SendStream, pending: &mut VecDeque<InFlight>) {
 
 /// Sends the refusal's `Goodbye` (if any and if the stream is usable), gives it a moment to
 /// arrive, then closes the connection with the refusal's code.
-async fn close(conn: &Connection, send: Option<&mut SendStream>, r: &Refusal) {
+async fn close(
+    conn: &Connection,
+    send: Option<&mut SendStream>,
+    r: &Refusal,
+    retry_after_secs: u32,
+) {
     if let (Some(send), Some(reason)) = (send, r.goodbye) {
         let bye = Goodbye {
             reason,
-            retry_after_secs: 0,
+            retry_after_secs,
             detail: r.detail.clone(),
         };
         if send

@@ -5,7 +5,10 @@
 //! `uniform(0, min(max, initial * 2^n))`. After losing a connection that was up for at least
 //! [`STABLE_CONNECTION`], the attempt counter resets and the delay is `uniform(0, initial)`; a
 //! connection that dropped sooner counts as a failed attempt. A collector's
-//! `Goodbye.retry_after_secs` is a floor on the delay.
+//! `Goodbye.retry_after_secs` is a floor on the delay; above the floor the agent adds
+//! `uniform(0, floor / 2)`, so a fleet sent away with the same hint does not come back in one
+//! instant. A handshake the collector refused (admission control) is a failed attempt like any
+//! other: jittered and growing, never a tight loop.
 
 use std::time::Duration;
 
@@ -56,7 +59,7 @@ impl Backoff {
     pub fn after_failure(&mut self, rng: &mut SmallRng, retry_after: Option<Duration>) -> Duration {
         let delay = uniform(rng, self.cap());
         self.attempt = self.attempt.saturating_add(1);
-        floor(delay, retry_after)
+        floor(rng, delay, retry_after)
     }
 
     /// Delay after losing a connection that was up for `uptime`.
@@ -70,7 +73,8 @@ impl Backoff {
             return self.after_failure(rng, retry_after);
         }
         self.attempt = 0;
-        floor(uniform(rng, self.config.initial), retry_after)
+        let delay = uniform(rng, self.config.initial);
+        floor(rng, delay, retry_after)
     }
 }
 
@@ -79,8 +83,12 @@ fn uniform(rng: &mut SmallRng, cap: Duration) -> Duration {
     Duration::from_millis(rng.random_range(0..=cap_ms))
 }
 
-fn floor(delay: Duration, retry_after: Option<Duration>) -> Duration {
-    retry_after.map_or(delay, |f| delay.max(f))
+/// At least `retry_after` (plus up to half of it again, at random) when there is one.
+fn floor(rng: &mut SmallRng, delay: Duration, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(f) if !f.is_zero() => delay.max(f + uniform(rng, f / 2)),
+        _ => delay,
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +144,46 @@ mod tests {
         let mut b = Backoff::new(cfg());
         let d = b.after_failure(&mut rng, Some(Duration::from_secs(30)));
         assert!(d >= Duration::from_secs(30));
+        assert!(d <= Duration::from_secs(45));
+    }
+
+    #[test]
+    fn agents_sent_away_with_one_hint_come_back_spread_out() {
+        // 1,000 agents told "come back in 20 s" by an overloaded collector.
+        let ds: Vec<Duration> = (0..1000u64)
+            .map(|seed| {
+                let mut rng = SmallRng::seed_from_u64(seed);
+                Backoff::new(cfg()).after_failure(&mut rng, Some(Duration::from_secs(20)))
+            })
+            .collect();
+        assert!(ds.iter().all(|d| *d >= Duration::from_secs(20)));
+        assert!(ds.iter().all(|d| *d <= Duration::from_secs(30)));
+        // No second of that window takes more than a fifth of them.
+        let mut per_sec = [0usize; 11];
+        for d in &ds {
+            per_sec[(d.as_secs() - 20) as usize] += 1;
+        }
+        assert!(per_sec.iter().all(|n| *n < 200), "{per_sec:?}");
+    }
+
+    #[test]
+    fn refused_handshakes_back_off_with_jitter_not_in_a_tight_loop() {
+        // A collector refusing every handshake: ten failures in a row wait about a minute in
+        // total, and two agents do not retry in step.
+        let mut a = (SmallRng::seed_from_u64(5), Backoff::new(cfg()));
+        let mut b = (SmallRng::seed_from_u64(6), Backoff::new(cfg()));
+        let mut total = Duration::ZERO;
+        let mut same = 0;
+        for _ in 0..10 {
+            let da = a.1.after_failure(&mut a.0, None);
+            let db = b.1.after_failure(&mut b.0, None);
+            total += da;
+            if da == db {
+                same += 1;
+            }
+        }
+        assert!(total >= Duration::from_secs(30), "{total:?}");
+        assert!(same < 2);
     }
 
     #[test]
