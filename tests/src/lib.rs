@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+pub mod garbage;
 pub mod live;
 pub mod procstat;
 pub mod quic;
