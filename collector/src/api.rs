@@ -1,4 +1,5 @@
-//! HTTP API (axum): `/healthz`, the terminal list and per-terminal records, as JSON.
+//! HTTP API (axum): `/healthz`, per-terminal records, as JSON, and the router of every route
+//! (the terminal list, detail and breakdown are in `api_terminals.rs`).
 //! [`router`] builds the app without a socket so tests can call it directly.
 
 use std::sync::{Arc, PoisonError, RwLock};
@@ -64,8 +65,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/terminals", get(terminals))
+        .route("/api/v1/terminals", get(crate::api_terminals::list))
+        .route("/api/v1/terminals/{id}", get(crate::api_terminals::detail))
         .route("/api/v1/terminals/{id}/records", get(records))
+        .route("/api/v1/breakdown", get(crate::api_terminals::breakdown))
         .route("/api/v1/summary", get(crate::api_live::summary))
         .route("/api/v1/events", get(crate::api_live::events))
         .route("/api/v1/incidents", get(crate::api_incidents::list))
@@ -111,17 +114,6 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         body,
     )
-}
-
-async fn terminals(State(state): State<ApiState>) -> Json<Value> {
-    let now = now_unix_ms();
-    let fleet = state.fleet.read().unwrap_or_else(PoisonError::into_inner);
-    let thresholds = fleet.thresholds();
-    let list: Vec<Value> = fleet
-        .iter()
-        .map(|(id, e)| terminal_json(id, e, e.state(now, thresholds)))
-        .collect();
-    Json(json!({ "terminals": list }))
 }
 
 async fn records(
@@ -289,7 +281,7 @@ pub fn body_json(body: &RecordBody) -> (&'static str, Value) {
     }
 }
 
-fn link_name(link: LinkType) -> &'static str {
+pub(crate) fn link_name(link: LinkType) -> &'static str {
     match link {
         LinkType::Wired => "wired",
         LinkType::Wifi => "wifi",

@@ -70,6 +70,8 @@ pub struct IncidentBook {
     pub version: u64,
     /// Payment outcomes per minute of arrival, for the fleet overview.
     pub minutes: VecDeque<MinuteStats>,
+    /// Failure rates by label over the last day, for the breakdown API.
+    pub rollup: crate::rollup::Rollup,
 }
 
 /// Payment outcomes that arrived in one minute.
@@ -416,6 +418,7 @@ pub(crate) async fn run(
                 }
                 Some(DetectInput::Records(at, terminal, records)) => {
                     book.write().unwrap_or_else(PoisonError::into_inner).count_outcomes(at, &records);
+                    book.write().unwrap_or_else(PoisonError::into_inner).rollup.record(at, fleet.get(&terminal), &records);
                     metrics.detection_records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     for r in &records {
                         detector.handle_record(at, &terminal, r);

@@ -48,6 +48,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError>;
+    /// Up to `limit` records with `from <= key < to`, in reverse key order (newest first).
+    fn records_between_rev(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
     /// Every registry entry.
     fn terminals(&self) -> Result<Vec<KeyValue>, StoreError>;
     /// Calls `f` for every record in key order.
@@ -330,6 +337,33 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` records of `terminal` before `before` (exclusive; from the newest if
+    /// `None`), newest first in (epoch, seq) order: the bounded reverse scan behind the
+    /// terminal detail API. Pass the last row's key as `before` to page on.
+    pub fn records_newest_first(
+        &self,
+        terminal: &TerminalId,
+        before: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        let from = terminal_prefix(terminal);
+        let to = match before {
+            Some(k) if &k.terminal == terminal => k.encode(),
+            Some(_) => return Ok(Vec::new()),
+            None => prefix_end(&from),
+        };
+        self.backend
+            .records_between_rev(&from, &to, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok(RecordRow {
+                    key: RecordKey::decode(&k)?,
+                    record: decode(&v)?,
+                })
+            })
+            .collect()
+    }
+
     /// Calls `f` for every stored record in key order.
     pub fn for_each_record(
         &self,
@@ -438,6 +472,23 @@ impl Backend for FjallBackend {
             .collect()
     }
 
+    fn records_between_rev(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.records
+            .range(from..to)
+            .rev()
+            .take(limit)
+            .map(|g| {
+                let (k, v) = g.into_inner()?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     fn terminals(&self) -> Result<Vec<KeyValue>, StoreError> {
         self.terminals
             .iter()
@@ -525,6 +576,25 @@ impl Backend for MemoryBackend {
         Ok(inner
             .records
             .range(from.to_vec()..to.to_vec())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn records_between_rev(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let inner = self.lock();
+        Ok(inner
+            .records
+            .range(from.to_vec()..to.to_vec())
+            .rev()
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect())

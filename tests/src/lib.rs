@@ -399,10 +399,25 @@ backlog_records_per_sec = 5000
 
     /// The terminal's entry in `/api/v1/terminals`, if listed.
     pub async fn terminal(&self, id: &str) -> Result<Option<Value>> {
-        let v = self.get("/api/v1/terminals").await?;
-        Ok(v["terminals"]
-            .as_array()
-            .and_then(|ts| ts.iter().find(|t| t["terminal_id"] == id).cloned()))
+        Ok(self
+            .terminals()
+            .await?
+            .into_iter()
+            .find(|t| t["terminal_id"] == id))
+    }
+
+    /// Every terminal `/api/v1/terminals` lists, following its pages.
+    pub async fn terminals(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut path = "/api/v1/terminals?limit=1000".to_owned();
+        loop {
+            let v = self.get(&path).await?;
+            out.extend(v["terminals"].as_array().cloned().unwrap_or_default());
+            match v["next"].as_str() {
+                Some(next) => path = format!("/api/v1/terminals?limit=1000&after={next}"),
+                None => return Ok(out),
+            }
+        }
     }
 
     /// Every stored record of one terminal, following pagination.

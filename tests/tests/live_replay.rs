@@ -62,7 +62,10 @@ async fn a_scenario_played_live_arrives_whole_and_once() -> Result<()> {
     );
 
     let http = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/terminals", collector.http_addr());
+    let url = format!(
+        "http://{}/api/v1/terminals?limit=1000",
+        collector.http_addr()
+    );
     let received = wait_for(
         Duration::from_secs(60),
         "every observation stored",

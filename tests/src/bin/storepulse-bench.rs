@@ -233,14 +233,12 @@ async fn ingest(
             eprintln!("agent failed: {e:#}");
         }
     }
-    let stored = collector.get("/api/v1/terminals").await?["terminals"]
-        .as_array()
-        .map(|ts| {
-            ts.iter()
-                .filter_map(|t| t["records_received"].as_u64())
-                .sum::<u64>()
-        })
-        .unwrap_or(0);
+    let stored = collector
+        .terminals()
+        .await?
+        .iter()
+        .filter_map(|t| t["records_received"].as_u64())
+        .sum::<u64>();
     collector.stop()?;
     println!(
         "ingest: {agents} agents, batch {batch_len}, {in_flight} in flight per agent, {endpoints} client endpoints"
@@ -344,12 +342,13 @@ async fn live_fleet(n: usize, seconds: u64) -> Result<()> {
     .await?;
     let opened = t0.elapsed();
     let http = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/terminals", collector.http_addr());
+    let url = format!(
+        "http://{}/api/v1/terminals?state=online&limit=1",
+        collector.http_addr()
+    );
     loop {
         let v: serde_json::Value = http.get(&url).send().await?.json().await?;
-        let online = v["terminals"]
-            .as_array()
-            .map_or(0, |t| t.iter().filter(|t| t["state"] == "online").count());
+        let online = v["total"].as_u64().map_or(0, |n| n as usize);
         if online >= n {
             break;
         }

@@ -1,0 +1,697 @@
+//! Failure rates by label over time, for `GET /api/v1/breakdown` and the dashboard's heat
+//! table: a bounded in-memory rollup fed with every committed payment outcome.
+//!
+//! Sans-IO: no clock is read here; the caller passes the time with every call, and old buckets
+//! are evicted by that time. Per label, a ring of time buckets holds sparse per-value cells:
+//!
+//! * low-cardinality labels (region, city, acquirer, qr_channel, carrier, link, model,
+//!   firmware, app_version): 10-minute buckets;
+//! * high-cardinality labels (merchant_id, store_id): hourly buckets;
+//! * everything is kept for [`RETENTION_MS`] (24 h) before the newest time seen, then evicted.
+//!
+//! Outcomes are placed by their observation time (the agent's clock); an outcome observed in
+//! the future of the caller's clock counts at the caller's time, one older than the retention
+//! is not counted (it is counted in [`Rollup::too_old`]).
+//!
+//! Outcomes are split like detection does (`collector/core/src/detect.rs`, `family_of`):
+//! *failures* are declined outcomes of an alertable code of a class detection watches
+//! (merchant/terminal configuration, terminal fault, network, platform, issuer, settlement);
+//! *declines* are cardholder and fraud/risk decisions (normal, never alerting); the rest of the
+//! non-approved outcomes (unknown or non-alertable codes) are *other*. The failure rate is
+//! failures / attempts.
+//!
+//! Memory: a cell is 20 bytes plus its hash map slot; only (bucket, value) pairs that saw an
+//! outcome exist. For 100,000 terminals in ~40,000 stores and ~15,000 merchants, the worst
+//! case (every store and merchant paying in every hour of the day) is ~1.3 million
+//! high-cardinality cells (~40 MB); the low-cardinality labels add ~144 buckets × their value
+//! counts (a few hundred cities at most). Class counts are kept only for failures, in a side
+//! map per bucket. Label values are interned once (bounded by the fleet's distinct values).
+
+use std::collections::{HashMap, VecDeque};
+
+use storepulse_shared::taxonomy::{self, ErrorClass};
+use storepulse_shared::{Identity, LinkType, Record, RecordBody};
+
+/// How long buckets are kept, ms.
+pub const RETENTION_MS: i64 = 24 * 3_600_000;
+/// Bucket width of the low-cardinality labels, ms.
+pub const FINE_BUCKET_MS: i64 = 10 * 60_000;
+/// Bucket width of merchant_id and store_id, ms.
+pub const COARSE_BUCKET_MS: i64 = 3_600_000;
+
+/// A label the rollup breaks failures down by (names as in the terminal API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RollupLabel {
+    /// `merchant_id`.
+    Merchant,
+    /// `store_id`.
+    Store,
+    /// `region`.
+    Region,
+    /// `city`.
+    City,
+    /// `acquirer`.
+    Acquirer,
+    /// `qr_channel`.
+    QrChannel,
+    /// `carrier`.
+    Carrier,
+    /// `link`.
+    Link,
+    /// `model`.
+    Model,
+    /// `firmware`.
+    Firmware,
+    /// `app_version`.
+    AppVersion,
+}
+
+impl RollupLabel {
+    /// Every label, in API order.
+    pub const ALL: [RollupLabel; 11] = [
+        Self::Merchant,
+        Self::Store,
+        Self::Region,
+        Self::City,
+        Self::Acquirer,
+        Self::QrChannel,
+        Self::Carrier,
+        Self::Link,
+        Self::Model,
+        Self::Firmware,
+        Self::AppVersion,
+    ];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Merchant => "merchant_id",
+            Self::Store => "store_id",
+            Self::Region => "region",
+            Self::City => "city",
+            Self::Acquirer => "acquirer",
+            Self::QrChannel => "qr_channel",
+            Self::Carrier => "carrier",
+            Self::Link => "link",
+            Self::Model => "model",
+            Self::Firmware => "firmware",
+            Self::AppVersion => "app_version",
+        }
+    }
+
+    /// Parses an API name (`merchant` and `store` are accepted too).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "merchant" => Some(Self::Merchant),
+            "store" => Some(Self::Store),
+            _ => Self::ALL.into_iter().find(|l| l.as_str() == s),
+        }
+    }
+
+    /// Whether the label has many values (merchant, store): coarser buckets, top-N answers.
+    pub fn high_cardinality(self) -> bool {
+        matches!(self, Self::Merchant | Self::Store)
+    }
+
+    /// The bucket width, ms.
+    pub fn bucket_ms(self) -> i64 {
+        if self.high_cardinality() {
+            COARSE_BUCKET_MS
+        } else {
+            FINE_BUCKET_MS
+        }
+    }
+
+    fn value(self, id: &Identity) -> &str {
+        match self {
+            Self::Merchant => id.merchant_id.as_str(),
+            Self::Store => id.store_id.as_str(),
+            Self::Region => id.region.as_str(),
+            Self::City => id.city.as_str(),
+            Self::Acquirer => id.acquirer.as_str(),
+            Self::QrChannel => id.qr_channel.as_str(),
+            Self::Carrier => id.carrier.as_str(),
+            Self::Link => match id.link {
+                LinkType::Wired => "wired",
+                LinkType::Wifi => "wifi",
+                LinkType::Cellular => "cellular",
+                LinkType::Unknown => "unknown",
+            },
+            Self::Model => id.model.as_str(),
+            Self::Firmware => id.firmware.as_str(),
+            Self::AppVersion => id.app_version.as_str(),
+        }
+    }
+}
+
+/// How one outcome counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Approved.
+    Approved,
+    /// A failure detection watches (alertable code of a watched class).
+    Failure(ErrorClass),
+    /// A cardholder or fraud/risk decline.
+    Decline,
+    /// Any other non-approved outcome (unknown or non-alertable codes).
+    Other,
+}
+
+/// Classifies an outcome the way detection does.
+pub fn outcome_kind(scheme: storepulse_shared::Scheme, code: &str) -> OutcomeKind {
+    let c = taxonomy::classify(scheme, code);
+    if c.approved {
+        return OutcomeKind::Approved;
+    }
+    match c.class {
+        ErrorClass::Cardholder | ErrorClass::FraudRisk => OutcomeKind::Decline,
+        ErrorClass::Other => OutcomeKind::Other,
+        class if c.alertable => OutcomeKind::Failure(class),
+        _ => OutcomeKind::Other,
+    }
+}
+
+/// Counts of one label value in one bucket (or summed over a range).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cell {
+    /// Payment outcomes.
+    pub attempts: u32,
+    /// Approved.
+    pub approved: u32,
+    /// Failures (see the module docs).
+    pub failures: u32,
+    /// Cardholder and fraud/risk declines.
+    pub declines: u32,
+    /// Other non-approved outcomes.
+    pub other: u32,
+}
+
+impl Cell {
+    fn add(&mut self, o: &Cell) {
+        self.attempts = self.attempts.saturating_add(o.attempts);
+        self.approved = self.approved.saturating_add(o.approved);
+        self.failures = self.failures.saturating_add(o.failures);
+        self.declines = self.declines.saturating_add(o.declines);
+        self.other = self.other.saturating_add(o.other);
+    }
+
+    /// failures / attempts (0 without attempts).
+    pub fn failure_rate(&self) -> f64 {
+        if self.attempts == 0 {
+            0.0
+        } else {
+            f64::from(self.failures) / f64::from(self.attempts)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    start_ms: i64,
+    cells: HashMap<u32, Cell>,
+    /// Failures by (value, class index).
+    classes: HashMap<(u32, u8), u32>,
+}
+
+#[derive(Debug)]
+struct LabelRollup {
+    label: RollupLabel,
+    names: Vec<Box<str>>,
+    ids: HashMap<Box<str>, u32>,
+    /// Ascending by start.
+    buckets: VecDeque<Bucket>,
+}
+
+const CLASSES: [ErrorClass; 10] = [
+    ErrorClass::Cardholder,
+    ErrorClass::FraudRisk,
+    ErrorClass::MerchantConfig,
+    ErrorClass::TerminalConfig,
+    ErrorClass::TerminalFault,
+    ErrorClass::Network,
+    ErrorClass::Platform,
+    ErrorClass::Issuer,
+    ErrorClass::Settlement,
+    ErrorClass::Other,
+];
+
+fn class_index(c: ErrorClass) -> u8 {
+    CLASSES.iter().position(|&x| x == c).unwrap_or(9) as u8
+}
+
+impl LabelRollup {
+    fn new(label: RollupLabel) -> Self {
+        Self {
+            label,
+            names: Vec::new(),
+            ids: HashMap::new(),
+            buckets: VecDeque::new(),
+        }
+    }
+
+    fn intern(&mut self, v: &str) -> u32 {
+        if let Some(&i) = self.ids.get(v) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(v.into());
+        self.ids.insert(v.into(), i);
+        i
+    }
+
+    fn bucket_mut(&mut self, start_ms: i64) -> &mut Bucket {
+        let pos = match self.buckets.binary_search_by_key(&start_ms, |b| b.start_ms) {
+            Ok(p) => p,
+            Err(p) => {
+                self.buckets.insert(
+                    p,
+                    Bucket {
+                        start_ms,
+                        cells: HashMap::new(),
+                        classes: HashMap::new(),
+                    },
+                );
+                p
+            }
+        };
+        &mut self.buckets[pos]
+    }
+
+    fn evict(&mut self, oldest_ms: i64) {
+        let w = self.label.bucket_ms();
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| b.start_ms + w <= oldest_ms)
+        {
+            self.buckets.pop_front();
+        }
+    }
+}
+
+/// The rollup: one [`LabelRollup`] per label.
+#[derive(Debug)]
+pub struct Rollup {
+    labels: Vec<LabelRollup>,
+    /// The newest time passed in, ms (eviction and clipping are relative to it).
+    latest_ms: i64,
+    /// Outcomes older than the retention when they arrived (not counted).
+    pub too_old: u64,
+    /// Outcomes counted.
+    pub counted: u64,
+}
+
+impl Default for Rollup {
+    fn default() -> Self {
+        Self {
+            labels: RollupLabel::ALL.into_iter().map(LabelRollup::new).collect(),
+            latest_ms: i64::MIN,
+            too_old: 0,
+            counted: 0,
+        }
+    }
+}
+
+/// One label value's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueRow {
+    /// The label value.
+    pub value: String,
+    /// Totals over the range.
+    pub total: Cell,
+    /// Failures by class name over the range.
+    pub failures_by_class: Vec<(&'static str, u32)>,
+    /// Per bucket of the answer (aligned with [`Breakdown::buckets`]).
+    pub series: Vec<Cell>,
+}
+
+/// The answer to a breakdown query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breakdown {
+    /// The label.
+    pub label: RollupLabel,
+    /// Range actually covered, ms (`from` clipped to the retention, aligned to buckets).
+    pub from_ms: i64,
+    /// End of the range, ms (exclusive).
+    pub to_ms: i64,
+    /// Whether `from` was before the retained data and was moved forward.
+    pub clipped: bool,
+    /// The oldest time still retained, ms.
+    pub retained_from_ms: i64,
+    /// Width of the answer's buckets, ms.
+    pub bucket_ms: i64,
+    /// Start of each bucket of the answer, ms.
+    pub buckets: Vec<i64>,
+    /// Rows: the top `limit` values by failures (then attempts); low-cardinality labels
+    /// sorted by value, high-cardinality ones by failures, most first.
+    pub rows: Vec<ValueRow>,
+    /// Values with outcomes in the range (before `limit`).
+    pub total_values: usize,
+}
+
+/// Why a breakdown query was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BreakdownError {
+    /// `to` is not after `from`.
+    #[error("`to` must be after `from`")]
+    EmptyRange,
+    /// The bucket width is not a positive multiple of the label's base width.
+    #[error("bucket must be a multiple of {0} ms (the label's base bucket) and at most 24 h")]
+    BadBucket(i64),
+    /// Nothing of the range is retained.
+    #[error("the range ends before the retained data (kept for 24 h)")]
+    TooOld,
+}
+
+impl Rollup {
+    /// An empty rollup.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Oldest time retained at the rollup's latest time, ms.
+    pub fn retained_from(&self, label: RollupLabel) -> i64 {
+        let w = label.bucket_ms();
+        let oldest = self.latest_ms.saturating_sub(RETENTION_MS);
+        oldest - oldest.rem_euclid(w)
+    }
+
+    /// Evicts buckets that ended more than [`RETENTION_MS`] before `now_ms`.
+    pub fn evict(&mut self, now_ms: i64) {
+        self.latest_ms = self.latest_ms.max(now_ms);
+        let oldest = self.latest_ms.saturating_sub(RETENTION_MS);
+        for l in &mut self.labels {
+            l.evict(oldest);
+        }
+    }
+
+    /// Counts the payment outcomes among `records` of a terminal with labels `identity`,
+    /// arriving at `now_ms`. Terminals without known labels are not counted.
+    pub fn record(&mut self, now_ms: i64, identity: Option<&Identity>, records: &[Record]) {
+        self.evict(now_ms);
+        let Some(id) = identity else {
+            return;
+        };
+        let oldest = self.latest_ms.saturating_sub(RETENTION_MS);
+        for r in records {
+            let RecordBody::TxnOutcome(t) = &r.body else {
+                continue;
+            };
+            let at = r.time_unix_ms.min(now_ms);
+            if at < oldest {
+                self.too_old += 1;
+                continue;
+            }
+            self.counted += 1;
+            let kind = outcome_kind(t.scheme, &t.code);
+            for l in &mut self.labels {
+                let v = l.intern(l.label.value(id));
+                let w = l.label.bucket_ms();
+                let b = l.bucket_mut(at - at.rem_euclid(w));
+                let c = b.cells.entry(v).or_default();
+                c.attempts = c.attempts.saturating_add(1);
+                match kind {
+                    OutcomeKind::Approved => c.approved = c.approved.saturating_add(1),
+                    OutcomeKind::Decline => c.declines = c.declines.saturating_add(1),
+                    OutcomeKind::Other => c.other = c.other.saturating_add(1),
+                    OutcomeKind::Failure(class) => {
+                        c.failures = c.failures.saturating_add(1);
+                        let n = b.classes.entry((v, class_index(class))).or_default();
+                        *n = n.saturating_add(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cells held (for tests and sizing).
+    pub fn cells(&self) -> usize {
+        self.labels
+            .iter()
+            .flat_map(|l| l.buckets.iter())
+            .map(|b| b.cells.len())
+            .sum()
+    }
+
+    /// Buckets held for `label`.
+    pub fn buckets(&self, label: RollupLabel) -> usize {
+        self.label(label).buckets.len()
+    }
+
+    fn label(&self, label: RollupLabel) -> &LabelRollup {
+        let i = RollupLabel::ALL
+            .iter()
+            .position(|&l| l == label)
+            .unwrap_or(0);
+        &self.labels[i]
+    }
+
+    /// Failures of `label`'s values over `[from_ms, to_ms)` in buckets of `bucket_ms` (the
+    /// label's base width if `None`): the top `limit` values by failures.
+    pub fn breakdown(
+        &self,
+        label: RollupLabel,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Breakdown, BreakdownError> {
+        if to_ms <= from_ms {
+            return Err(BreakdownError::EmptyRange);
+        }
+        let base = label.bucket_ms();
+        let w = bucket_ms.unwrap_or(base);
+        if w <= 0 || w % base != 0 || w > RETENTION_MS {
+            return Err(BreakdownError::BadBucket(base));
+        }
+        let retained_from = self.retained_from(label);
+        if to_ms <= retained_from {
+            return Err(BreakdownError::TooOld);
+        }
+        let clipped = from_ms < retained_from;
+        let from = from_ms.max(retained_from);
+        let from = from - from.rem_euclid(w);
+        let n_cols = usize::try_from((to_ms - from + w - 1) / w).unwrap_or(0);
+        let buckets: Vec<i64> = (0..n_cols).map(|i| from + i as i64 * w).collect();
+        let lr = self.label(label);
+        let in_range = || {
+            lr.buckets
+                .iter()
+                .filter(move |b| b.start_ms >= from && b.start_ms < to_ms)
+        };
+        // Totals first, then series only for the chosen values.
+        let mut totals: HashMap<u32, Cell> = HashMap::new();
+        for b in in_range() {
+            for (v, c) in &b.cells {
+                totals.entry(*v).or_default().add(c);
+            }
+        }
+        let total_values = totals.len();
+        let name = |v: u32| lr.names.get(v as usize).map_or("", |s| &**s);
+        let mut chosen: Vec<(u32, Cell)> = totals.into_iter().collect();
+        chosen.sort_by(|a, b| {
+            b.1.failures
+                .cmp(&a.1.failures)
+                .then(b.1.attempts.cmp(&a.1.attempts))
+                .then_with(|| name(a.0).cmp(name(b.0)))
+        });
+        chosen.truncate(limit);
+        if !label.high_cardinality() {
+            chosen.sort_by(|a, b| name(a.0).cmp(name(b.0)));
+        }
+        let index: HashMap<u32, usize> = chosen
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| (*v, i))
+            .collect();
+        let mut rows: Vec<ValueRow> = chosen
+            .iter()
+            .map(|(v, c)| ValueRow {
+                value: name(*v).to_owned(),
+                total: *c,
+                failures_by_class: Vec::new(),
+                series: vec![Cell::default(); n_cols],
+            })
+            .collect();
+        let mut classes: Vec<[u32; 10]> = vec![[0; 10]; rows.len()];
+        for b in in_range() {
+            let col = usize::try_from((b.start_ms - from) / w).unwrap_or(0);
+            for (v, c) in &b.cells {
+                if let Some(&i) = index.get(v)
+                    && let Some(cell) = rows[i].series.get_mut(col)
+                {
+                    cell.add(c);
+                }
+            }
+            for ((v, k), n) in &b.classes {
+                if let Some(&i) = index.get(v) {
+                    classes[i][usize::from(*k)] += n;
+                }
+            }
+        }
+        for (row, cls) in rows.iter_mut().zip(classes) {
+            row.failures_by_class = CLASSES
+                .iter()
+                .zip(cls)
+                .filter(|(_, n)| *n > 0)
+                .map(|(c, n)| (c.as_str(), n))
+                .collect();
+        }
+        Ok(Breakdown {
+            label,
+            from_ms: from,
+            to_ms,
+            clipped,
+            retained_from_ms: retained_from,
+            bucket_ms: w,
+            buckets,
+            rows,
+            total_values,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storepulse_shared::{Label, PayMethod, Scheme, TerminalId, TxnOutcome};
+
+    fn ident(t: &str, region: &str, store: &str) -> Identity {
+        let l = |s: &str| Label::new(s).expect("label");
+        Identity {
+            terminal_id: TerminalId::new(t).expect("id"),
+            merchant_id: l("M1"),
+            store_id: l(store),
+            region: l(region),
+            city: l("C1"),
+            acquirer: l("ACQ-A"),
+            qr_channel: l("QR-A"),
+            carrier: l("CMCC"),
+            link: LinkType::Wired,
+            model: l("P1"),
+            firmware: l("2.3.0"),
+            app_version: l("1.0"),
+        }
+    }
+
+    fn txn(at: i64, code: &str) -> Record {
+        Record {
+            seq: storepulse_shared::Seq(0),
+            time_unix_ms: at,
+            body: RecordBody::TxnOutcome(TxnOutcome {
+                scheme: Scheme::Cup,
+                code: code.into(),
+                latency_ms: 300,
+                method: PayMethod::Card,
+                route: None,
+            }),
+        }
+    }
+
+    const T0: i64 = 1_780_000_000_000 - 1_780_000_000_000 % COARSE_BUCKET_MS;
+
+    #[test]
+    fn classifies_like_detection() {
+        assert_eq!(outcome_kind(Scheme::Cup, "00"), OutcomeKind::Approved);
+        assert_eq!(outcome_kind(Scheme::Cup, "51"), OutcomeKind::Decline);
+        assert!(matches!(
+            outcome_kind(Scheme::Cup, "03"),
+            OutcomeKind::Failure(ErrorClass::MerchantConfig)
+        ));
+        assert_eq!(outcome_kind(Scheme::Cup, "ZZ-UNKNOWN"), OutcomeKind::Other);
+    }
+
+    #[test]
+    fn counts_rates_and_series() {
+        let mut r = Rollup::new();
+        let a = ident("T1", "R01", "S1");
+        let b = ident("T2", "R02", "S2");
+        let now = T0 + 30 * 60_000;
+        r.record(
+            now,
+            Some(&a),
+            &[
+                txn(T0, "00"),
+                txn(T0 + 1, "03"),
+                txn(T0 + 20 * 60_000, "51"),
+            ],
+        );
+        r.record(now, Some(&b), &[txn(T0, "00"), txn(T0, "00")]);
+        r.record(now, None, &[txn(T0, "03")]);
+        let bd = r
+            .breakdown(RollupLabel::Region, T0, now, None, 10)
+            .expect("breakdown");
+        assert_eq!(bd.buckets, vec![T0, T0 + 600_000, T0 + 1_200_000]);
+        assert_eq!(bd.rows.len(), 2);
+        let r1 = &bd.rows[0];
+        assert_eq!(r1.value, "R01");
+        assert_eq!(
+            (r1.total.attempts, r1.total.failures, r1.total.declines),
+            (3, 1, 1)
+        );
+        assert_eq!(r1.failures_by_class, vec![("merchant_config", 1)]);
+        assert_eq!(r1.series[0].attempts, 2);
+        assert_eq!(r1.series[0].failures, 1);
+        assert_eq!(r1.series[1], Cell::default());
+        assert_eq!(r1.series[2].declines, 1);
+        assert!((r1.series[0].failure_rate() - 0.5).abs() < 1e-9);
+        assert_eq!(bd.rows[1].total.failures, 0);
+        // Hourly buckets for stores; top-N by failures.
+        let bd = r
+            .breakdown(RollupLabel::Store, T0, now, None, 1)
+            .expect("breakdown");
+        assert_eq!(bd.bucket_ms, COARSE_BUCKET_MS);
+        assert_eq!(bd.total_values, 2);
+        assert_eq!(bd.rows.len(), 1);
+        assert_eq!(bd.rows[0].value, "S1");
+        // Coarser answer buckets.
+        let bd = r
+            .breakdown(RollupLabel::Region, T0, now, Some(COARSE_BUCKET_MS), 10)
+            .expect("breakdown");
+        assert_eq!(bd.buckets, vec![T0]);
+        assert_eq!(bd.rows[0].series[0].attempts, 3);
+        assert_eq!(
+            r.breakdown(RollupLabel::Region, T0, now, Some(7), 10),
+            Err(BreakdownError::BadBucket(FINE_BUCKET_MS))
+        );
+        assert_eq!(
+            r.breakdown(RollupLabel::Region, now, T0, None, 10),
+            Err(BreakdownError::EmptyRange)
+        );
+    }
+
+    #[test]
+    fn old_buckets_are_evicted_and_old_outcomes_dropped() {
+        let mut r = Rollup::new();
+        let a = ident("T1", "R01", "S1");
+        r.record(T0, Some(&a), &[txn(T0, "03")]);
+        assert_eq!(r.buckets(RollupLabel::Region), 1);
+        assert_eq!(r.cells(), 11);
+        // 23 h later the bucket is still there.
+        r.evict(T0 + 23 * 3_600_000);
+        assert_eq!(r.buckets(RollupLabel::Region), 1);
+        // 24 h after the bucket ended, it is gone, for every label.
+        r.evict(T0 + RETENTION_MS + COARSE_BUCKET_MS);
+        assert_eq!(r.cells(), 0);
+        // An outcome observed before the retention is not counted.
+        let now = T0 + 2 * RETENTION_MS;
+        r.record(now, Some(&a), &[txn(T0, "03"), txn(now + 999_999, "00")]);
+        assert_eq!(r.too_old, 1);
+        // The future one counts at the caller's time.
+        let bd = r
+            .breakdown(RollupLabel::Region, now - 1, now + 1, None, 10)
+            .expect("breakdown");
+        assert_eq!(bd.rows[0].total.attempts, 1);
+        // A range before the retention is clipped and flagged, or refused if wholly before.
+        let bd = r
+            .breakdown(RollupLabel::Region, T0, now + 1, None, 10)
+            .expect("breakdown");
+        assert!(bd.clipped);
+        assert_eq!(bd.from_ms, r.retained_from(RollupLabel::Region));
+        assert!(bd.buckets.len() <= 145);
+        assert_eq!(
+            r.breakdown(RollupLabel::Region, T0, T0 + 1, None, 10),
+            Err(BreakdownError::TooOld)
+        );
+    }
+}
