@@ -10,14 +10,14 @@
 //! in-memory [`SpoolIndex`] mirrors the `records` table and is rebuilt on open.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use storepulse_agent_core::shed::SpoolIndex;
 use storepulse_agent_core::{
     Appended, DropCounts, EntryInfo, NewRecord, RecordKind, Spool, SpoolMeta,
 };
-use storepulse_shared::{Record, Seq};
+use storepulse_shared::{DropReason, Record, RecordBody, Seq};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
@@ -56,13 +56,21 @@ pub enum SpoolError {
 
 /// The redb-backed spool.
 pub struct RedbSpool {
-    db: Database,
+    /// `None` only while a reopen after a disk error failed (every operation then fails).
+    db: Option<Database>,
+    path: PathBuf,
     max_bytes: u64,
     epoch: u64,
     next_seq: u64,
     pending: DropCounts,
     total: DropCounts,
     index: SpoolIndex,
+    /// Records lost because the disk failed (full, IO error) and not yet reported in a
+    /// `SpoolDrops` record with reason `DiskError`. In memory only: the disk is what failed.
+    disk_drops: DropCounts,
+    /// A write failed with a storage error: redb refuses further writes (`PreviousIo`) until
+    /// the file is checked and repaired, which the next write attempts first.
+    broken: bool,
 }
 
 /// Mutable state of one write transaction, applied to `self` only after the commit.
@@ -95,13 +103,16 @@ impl RedbSpool {
         }
         storage!(txn.commit())?;
         let mut spool = Self {
-            db,
+            db: Some(db),
+            path: path.to_path_buf(),
             max_bytes,
             epoch: 0,
             next_seq: 0,
             pending: DropCounts::default(),
             total: DropCounts::default(),
             index: SpoolIndex::default(),
+            disk_drops: DropCounts::default(),
+            broken: false,
         };
         spool.reload()?;
         Ok(spool)
@@ -109,7 +120,7 @@ impl RedbSpool {
 
     /// Re-reads metadata and the index from disk.
     fn reload(&mut self) -> Result<(), SpoolError> {
-        let txn = storage!(self.db.begin_read())?;
+        let txn = storage!(self.db()?.begin_read())?;
         let meta = storage!(txn.open_table(META))?;
         let get = |k: &str| -> Result<u64, SpoolError> {
             Ok(storage!(meta.get(k))?.map(|v| v.value()).unwrap_or(0))
@@ -143,8 +154,26 @@ impl RedbSpool {
         in_flight: &BTreeSet<Seq>,
         flush_at: Option<i64>,
     ) -> Result<Option<Appended>, SpoolError> {
+        // Telemetry the disk costs is reported later as `SpoolDrops { reason: DiskError }`.
+        // Transaction outcomes are not counted: the intake refuses them (503), so the POS
+        // application still holds them.
+        let mut lost = DropCounts::default();
+        for r in &records {
+            match RecordKind::of(&r.body) {
+                RecordKind::TxnOutcome | RecordKind::SpoolDrops => {}
+                k => lost.count(k),
+            }
+        }
+        if let Err(e) = self.repair() {
+            self.disk_drops.add(&lost);
+            return Err(e);
+        }
         let result = self.write_inner(records, in_flight, flush_at);
-        if result.is_err() {
+        if let Err(e) = &result {
+            if matches!(e, SpoolError::Storage(_)) {
+                self.disk_drops.add(&lost);
+                self.mark_broken(e);
+            }
             // The index was updated in place (cloning it per append would cost O(n)); the
             // transaction did not commit, so rebuild it from disk.
             if let Err(error) = self.reload() {
@@ -152,6 +181,74 @@ impl RedbSpool {
             }
         }
         result
+    }
+
+    fn db(&self) -> Result<&Database, SpoolError> {
+        self.db
+            .as_ref()
+            .ok_or(SpoolError::Storage(redb::Error::PreviousIo))
+    }
+
+    /// After an IO error redb refuses every write (`PreviousIo`) until the database is closed
+    /// and reopened (which repairs it); do that before the next write. Fails, and stays
+    /// broken, while the disk is still unusable.
+    fn repair(&mut self) -> Result<(), SpoolError> {
+        if !self.broken {
+            return Ok(());
+        }
+        // The file lock must be released before the file can be opened again.
+        self.db = None;
+        self.db = Some(storage!(Database::create(&self.path))?);
+        self.broken = false;
+        self.reload()?;
+        tracing::info!(
+            records = self.index.len(),
+            "Spool is writable again after a disk error"
+        );
+        Ok(())
+    }
+
+    /// Records that a write failed on the disk; logs the first failure of a streak.
+    fn mark_broken(&mut self, error: &SpoolError) {
+        if !self.broken {
+            tracing::error!(
+                %error,
+                "Spool write failed: the disk holding the spool (spool.path) may be full or \
+                 failing. Free space there; the agent keeps sending what is already spooled, \
+                 refuses new transaction outcomes (503) and counts lost heartbeats and network \
+                 samples as SpoolDrops with reason disk_error. It retries on every write."
+            );
+        }
+        self.broken = true;
+    }
+
+    fn delete_inner(&mut self, seqs: &[Seq]) -> Result<u64, SpoolError> {
+        let mut txn = storage!(self.db()?.begin_write())?;
+        storage!(txn.set_durability(Durability::Immediate))?;
+        let mut removed = Vec::new();
+        {
+            let mut table = storage!(txn.open_table(RECORDS))?;
+            for s in seqs {
+                if storage!(table.remove(s.0))?.is_some() {
+                    removed.push(*s);
+                }
+            }
+        }
+        storage!(txn.commit())?;
+        for s in &removed {
+            self.index.remove(*s);
+        }
+        Ok(removed.len() as u64)
+    }
+
+    /// Telemetry records lost to disk errors and not yet reported to the collector.
+    pub fn disk_error_drops(&self) -> DropCounts {
+        self.disk_drops
+    }
+
+    /// Whether the last write failed on the disk (and the next one will first try a repair).
+    pub fn is_failing(&self) -> bool {
+        self.broken
     }
 
     fn write_inner(
@@ -165,18 +262,28 @@ impl RedbSpool {
             pending: self.pending,
             total: self.total,
         };
+        let mut disk_reported = false;
         if let Some(time_unix_ms) = flush_at {
-            if st.pending.is_zero() {
-                return Ok(None);
-            }
-            records.insert(
-                0,
-                NewRecord {
+            let mut flushed = Vec::new();
+            if !st.pending.is_zero() {
+                flushed.push(NewRecord {
                     time_unix_ms,
                     body: st.pending.to_body(),
-                },
-            );
-            st.pending = DropCounts::default();
+                });
+                st.pending = DropCounts::default();
+            }
+            if !self.disk_drops.is_zero() {
+                let mut body = self.disk_drops.to_body();
+                if let RecordBody::SpoolDrops(d) = &mut body {
+                    d.reason = DropReason::DiskError;
+                }
+                flushed.push(NewRecord { time_unix_ms, body });
+                disk_reported = true;
+            }
+            if flushed.is_empty() {
+                return Ok(None);
+            }
+            records.splice(0..0, flushed);
         }
         let mut out = Appended {
             first_seq: Seq(st.next_seq),
@@ -185,7 +292,7 @@ impl RedbSpool {
             evicted: Vec::new(),
         };
         let mut new_seqs = BTreeSet::new();
-        let mut txn = storage!(self.db.begin_write())?;
+        let mut txn = storage!(self.db()?.begin_write())?;
         storage!(txn.set_durability(Durability::Immediate))?;
         {
             let mut table = storage!(txn.open_table(RECORDS))?;
@@ -250,6 +357,9 @@ impl RedbSpool {
         self.next_seq = st.next_seq;
         self.pending = st.pending;
         self.total = st.total;
+        if disk_reported {
+            self.disk_drops = DropCounts::default();
+        }
         Ok(Some(out))
     }
 }
@@ -350,28 +460,20 @@ impl Spool for RedbSpool {
     }
 
     fn delete(&mut self, seqs: &[Seq]) -> Result<u64, SpoolError> {
-        let mut txn = storage!(self.db.begin_write())?;
-        storage!(txn.set_durability(Durability::Immediate))?;
-        let mut removed = Vec::new();
+        self.repair()?;
+        let result = self.delete_inner(seqs);
+        if let Err(e) = &result
+            && matches!(e, SpoolError::Storage(_))
         {
-            let mut table = storage!(txn.open_table(RECORDS))?;
-            for s in seqs {
-                if storage!(table.remove(s.0))?.is_some() {
-                    removed.push(*s);
-                }
-            }
+            self.mark_broken(e);
         }
-        storage!(txn.commit())?;
-        for s in &removed {
-            self.index.remove(*s);
-        }
-        Ok(removed.len() as u64)
+        result
     }
 
     fn read(&self, seqs: &[Seq]) -> Result<Vec<Record>, SpoolError> {
         let mut seqs = seqs.to_vec();
         seqs.sort();
-        let txn = storage!(self.db.begin_read())?;
+        let txn = storage!(self.db()?.begin_read())?;
         let table = storage!(txn.open_table(RECORDS))?;
         let mut out = Vec::with_capacity(seqs.len());
         for s in seqs {
@@ -383,7 +485,7 @@ impl Spool for RedbSpool {
     }
 
     fn records(&self) -> Result<Vec<Record>, SpoolError> {
-        let txn = storage!(self.db.begin_read())?;
+        let txn = storage!(self.db()?.begin_read())?;
         let table = storage!(txn.open_table(RECORDS))?;
         let mut out = Vec::new();
         for item in storage!(table.iter())? {
