@@ -37,7 +37,7 @@ fn body(kind: u8, n: u16) -> RecordBody {
             mem_total_bytes: 1 << 30,
             disk_free_bytes: 1 << 33,
             uptime_secs: u64::from(n) * 7,
-            temperature_c: (n % 2 == 0).then_some(40.5),
+            temperature_c: n.is_multiple_of(2).then_some(40.5),
             battery_percent: None,
             spool_records: u64::from(n),
         }),
@@ -237,7 +237,7 @@ proptest! {
             let in_flight: BTreeSet<Seq> = truth
                 .alive
                 .keys()
-                .filter(|s| *s % (in_flight_mod + 1) == 0)
+                .filter(|s| s.is_multiple_of(in_flight_mod + 1))
                 .map(|s| Seq(*s))
                 .collect();
             match op {

@@ -141,7 +141,7 @@ impl Garbage {
                 };
                 let bytes = if kind == Kind::GarbageFrames {
                     random_frames(i)
-                } else if i % 2 == 0 {
+                } else if i.is_multiple_of(2) {
                     // Half a frame header, then silence.
                     vec![0x01, 0x00, 0x00]
                 } else {
@@ -197,7 +197,7 @@ fn random_frames(i: usize) -> Vec<u8> {
     let len = rng.random_range(16..400);
     let mut bytes = vec![0u8; len];
     rng.fill(&mut bytes[..]);
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         let ty = 1 + (i / 3 % 5) as u8;
         let payload = u32::try_from(len - 5).unwrap_or(0);
         bytes[0] = ty;
