@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub mod garbage;
 pub mod live;
+pub mod load;
 pub mod procstat;
 pub mod quic;
 pub mod replay;
