@@ -1,8 +1,11 @@
 //! The dashboard in a real browser: headless Chromium (Debian's), driven by playwright-core
-//! (`dashboards/tests/browser.mjs`), against a running collector fed by a scenario played
-//! through real agents. The incident must appear on the overview without a reload, its detail
-//! page must show its explanation, and the language switch must work. Screenshots are saved in
-//! `target/dashboard-screenshots/`.
+//! (`dashboards/tests/browser.mjs`), against a running collector with read and admin tokens,
+//! fed by a scenario played through real agents. The dashboard must ask for a token; the
+//! incident must appear on the overview without a reload, its detail page must show its
+//! explanation, and the language switch must work; the heat table must show the faulty
+//! merchant's failures; the terminal search must open a terminal's detail; a read-only token
+//! must be refused a silence and an admin token must create and end one. Screenshots are saved
+//! in `target/dashboard-screenshots/`.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,9 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use storepulse_sim::Scenario;
-use storepulse_tests::live::{LiveUplink, start_collector};
+use storepulse_tests::live::LiveUplink;
 use storepulse_tests::replay::{Timeline, play, start_fleet};
 use tokio::sync::watch;
+
+const READ: &str = "wall-read-token-0123456789";
+const ADMIN: &str = "ops-admin-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incident_shows_live_with_detail_and_language_switch() -> Result<()> {
@@ -28,7 +34,29 @@ async fn incident_shows_live_with_detail_and_language_switch() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let timeline = Timeline::record(&scenario);
     let tmp = tempfile::tempdir()?;
-    let (collector, pki) = start_collector(tmp.path()).await?;
+    let pki = tmp.path().join("pki");
+    storepulse_collector::pki::init(&pki, storepulse_collector::pki::DEFAULT_SERVER_NAME)?;
+    let config = storepulse_collector::config::Config::from_toml(
+        &format!(
+            r#"[quic]
+listen = "127.0.0.1:0"
+[tls]
+ca_cert = "pki/ca.pem"
+cert = "pki/collector.pem"
+key = "pki/collector.key"
+[store]
+path = "store"
+[http]
+listen = "127.0.0.1:0"
+tokens = [
+  {{ name = "wall", role = "read", token = "{READ}" }},
+  {{ name = "ops", role = "admin", token = "{ADMIN}" }},
+]
+"#
+        ),
+        tmp.path(),
+    )?;
+    let collector = storepulse_collector::start(config).await?;
     let base = format!("http://{}", collector.http_addr());
     let mut fleet = start_fleet(
         &tmp.path().join("agents"),
@@ -51,6 +79,7 @@ async fn incident_shows_live_with_detail_and_language_switch() -> Result<()> {
                 .arg(&base)
                 .arg(&out)
                 .arg("merchant_config")
+                .args([READ, ADMIN, "M0002"])
                 .output()
         })
     };
@@ -81,9 +110,16 @@ async fn incident_shows_live_with_detail_and_language_switch() -> Result<()> {
         bail!("browser test failed:\n{text}");
     }
     for shot in [
+        "0-token-prompt.png",
         "2-overview-incident.png",
         "3-incident-detail.png",
         "4-incident-detail-zh.png",
+        "6-heat-table.png",
+        "7-terminal-search.png",
+        "8-terminal-detail.png",
+        "9-silence-forbidden.png",
+        "10-silence-created.png",
+        "11-silence-ended.png",
     ] {
         let meta =
             std::fs::metadata(out.join(shot)).with_context(|| format!("screenshot {shot}"))?;
