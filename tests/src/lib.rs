@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 pub mod garbage;
+pub mod impair;
 pub mod live;
 pub mod load;
 pub mod procstat;

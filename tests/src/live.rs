@@ -28,6 +28,11 @@ pub struct LiveUplink {
     /// Agents start their links spread evenly over this many milliseconds, as a real fleet
     /// powers on over a morning rather than in one instant.
     pub start_spread_ms: u64,
+    /// QUIC keep-alive, seconds (the agent's default: 15).
+    pub keep_alive_secs: u64,
+    /// QUIC idle timeout, seconds (the agent's default: 60); a shorter one lets tests see a
+    /// partitioned connection die sooner.
+    pub idle_timeout_secs: u64,
 }
 
 impl LiveUplink {
@@ -60,6 +65,8 @@ impl Default for LiveUplink {
             backoff_max_secs: 30,
             spool_max_bytes: 8 << 20,
             start_spread_ms: 0,
+            keep_alive_secs: 15,
+            idle_timeout_secs: 60,
         }
     }
 }
@@ -127,6 +134,8 @@ listen = "127.0.0.1:9"
 [uplink]
 backoff_initial_ms = {b0}
 backoff_max_secs = {b1}
+keep_alive_secs = {ka}
+idle_timeout_secs = {idle}
 "#,
         merchant = q(id.merchant_id.as_str()),
         store = q(id.store_id.as_str()),
@@ -146,6 +155,8 @@ backoff_max_secs = {b1}
         max_bytes = up.spool_max_bytes,
         b0 = up.backoff_initial_ms,
         b1 = up.backoff_max_secs,
+        ka = up.keep_alive_secs,
+        idle = up.idle_timeout_secs,
     )
 }
 
