@@ -62,7 +62,7 @@ struct RecordsQuery {
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/terminals", get(crate::api_terminals::list))
@@ -190,6 +190,20 @@ pub fn terminal_json(id: &TerminalId, e: &TerminalEntry, state: TerminalState) -
             "txn_outcomes": e.spool_drops.txn_outcomes,
         },
     })
+}
+
+/// `GET /healthz`: `ok`, or 503 while the store cannot write (nothing is being acknowledged).
+async fn healthz(State(s): State<ApiState>) -> Response {
+    if s.store.is_failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store failing: its last write failed (disk full?); nothing is acknowledged until \
+             it recovers. Free space on the disk holding store.path; see the collector log.\n\
+             存储写入失败（磁盘已满？），恢复前不会确认任何数据。请释放 store.path 所在磁盘的空间，并查看采集端日志。\n",
+        )
+            .into_response();
+    }
+    "ok".into_response()
 }
 
 /// A stored record as JSON: `epoch`, `seq`, `time_unix_ms`, `kind`, `body`.

@@ -189,7 +189,12 @@ pub(crate) fn commit_group(
         Ok::<(), crate::store::StoreError>(())
     })();
     set.terminals = staged.into_iter().collect();
+    let was_failing = store.is_failing();
     let result = planned.and_then(|()| store.commit(&set));
+    if let Some(m) = metrics {
+        m.store_failing
+            .store(u64::from(store.is_failing()), Ordering::Relaxed);
+    }
     let outcome = match result {
         Ok(()) => {
             let mut f = fleet.write().unwrap_or_else(PoisonError::into_inner);
@@ -213,7 +218,19 @@ pub(crate) fn commit_group(
             if let Some(m) = metrics {
                 m.store_commit_failures.fetch_add(1, Ordering::Relaxed);
             }
-            error!(error = %e, jobs = jobs.len(), "Store commit failed; affected connections will be closed");
+            if was_failing {
+                debug!(error = %e, jobs = jobs.len(), "Store still failing; batches refused");
+            } else {
+                error!(
+                    error = %e,
+                    jobs = jobs.len(),
+                    "Store commit failed: nothing was acknowledged, the affected connections are \
+                     closed and agents keep their records and resend them. If the disk holding \
+                     store.path is full, free space there: the collector reopens the store and \
+                     resumes by itself (GET /healthz answers 503 and storepulse_store_failing \
+                     is 1 until then)."
+                );
+            }
             Err(CommitFailed)
         }
     };

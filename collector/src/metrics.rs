@@ -55,6 +55,8 @@ pub struct Metrics {
     commit_sum_micros: AtomicU64,
     /// On-disk size of the store, bytes (sampled).
     pub store_size_bytes: AtomicU64,
+    /// 1 while the store's last write failed (nothing is acked until it recovers), else 0.
+    pub store_failing: AtomicU64,
     /// Detection ticks (window evaluations).
     pub detection_ticks: AtomicU64,
     /// Records fed to detection.
@@ -275,6 +277,13 @@ impl Metrics {
             "gauge",
             "On-disk size of the store.",
             r(&self.store_size_bytes),
+        );
+        scalar(
+            &mut o,
+            "storepulse_store_failing",
+            "gauge",
+            "1 while the store cannot write (disk full or failing): nothing is acknowledged.",
+            r(&self.store_failing),
         );
         head(
             &mut o,

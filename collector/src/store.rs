@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub enum StoreError {
     /// A stored key or value could not be decoded.
     #[error("corrupt entry: {0}")]
     Corrupt(String),
+    /// The store failed to write earlier and could not be reopened yet (disk still full?).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A raw key and value.
@@ -65,6 +69,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError>;
     /// Alert notifier: every entry of `space` whose key starts with `prefix`, in key order.
     fn alerts_scan(&self, space: AlertSpace, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError>;
+    /// Whether the last write failed (the store refuses writes until it recovers).
+    fn failing(&self) -> bool {
+        false
+    }
 }
 
 /// The alert notifier's keyspaces (issue 5), apart from records and the registry. Their
@@ -129,12 +137,28 @@ pub struct Store {
 }
 
 /// fjall on disk.
+///
+/// fjall poisons a database whose journal write or fsync failed (a full disk, an IO error):
+/// every later write fails until it is reopened. So after a failed write the backend is
+/// `failing`; before each later write it checks that the disk takes a write again (a probe
+/// file) and then reopens the database in place, recovering from its journal. Reads keep
+/// using the old handles until then.
 pub struct FjallBackend {
+    path: PathBuf,
+    /// `None` only while a reopen failed; operations then fail with `Unavailable`.
+    handles: RwLock<Option<FjallHandles>>,
+    failing: AtomicBool,
+}
+
+struct FjallHandles {
     db: Database,
     records: Keyspace,
     terminals: Keyspace,
     alerts: [Keyspace; 3],
 }
+
+/// Size of the probe written before reopening a failed store: a few large commits' worth.
+const SPACE_PROBE_BYTES: usize = 4 << 20;
 
 /// The in-memory twin of [`FjallBackend`].
 #[derive(Debug, Default)]
@@ -377,6 +401,12 @@ impl Store {
         })
     }
 
+    /// Whether the store's last write failed (it recovers by itself once its disk takes
+    /// writes again; until then nothing is committed or acknowledged).
+    pub fn is_failing(&self) -> bool {
+        self.backend.failing()
+    }
+
     /// Makes everything durable (called on shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         self.backend.flush()
@@ -408,6 +438,80 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
 impl FjallBackend {
     /// Opens or creates the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            handles: RwLock::new(Some(FjallHandles::open(path)?)),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` on the open handles.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&FjallHandles) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let guard = self.handles.read().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(h) => f(h),
+            None => Err(StoreError::Unavailable(format!(
+                "{} could not be reopened after a write failure",
+                self.path.display()
+            ))),
+        }
+    }
+
+    /// A write: first recovers from an earlier failure, then marks the store failing if this
+    /// write fails.
+    fn write<R>(
+        &self,
+        f: impl FnOnce(&FjallHandles) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        if self.failing.load(Ordering::Acquire) {
+            self.recover()?;
+        }
+        let result = self.with(f);
+        if result.is_err() {
+            self.failing.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    /// Reopens a failed store once the disk takes a write again.
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut guard = self.handles.write().unwrap_or_else(PoisonError::into_inner);
+        if !self.failing.load(Ordering::Acquire) {
+            return Ok(()); // another writer recovered it meanwhile
+        }
+        probe_space(&self.path).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "{} still cannot be written ({e}); free space on its disk",
+                self.path.display()
+            ))
+        })?;
+        // fjall holds a lock file: the old database must be gone before it is opened again.
+        *guard = None;
+        *guard = Some(FjallHandles::open(&self.path)?);
+        self.failing.store(false, Ordering::Release);
+        tracing::warn!(store = %self.path.display(), "Store reopened after a write failure; writes resume");
+        Ok(())
+    }
+}
+
+/// Writes, fsyncs and removes a probe file of [`SPACE_PROBE_BYTES`] in `dir`.
+fn probe_space(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".space-probe");
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&vec![0u8; SPACE_PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+impl FjallHandles {
+    fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).open()?;
         let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
         let terminals = db.keyspace("terminals", KeyspaceCreateOptions::default)?;
@@ -433,27 +537,29 @@ impl fmt::Debug for FjallBackend {
 
 impl Backend for FjallBackend {
     fn record_exists(&self, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.records.contains_key(key)?)
+        self.with(|h| Ok(h.records.contains_key(key)?))
     }
 
     fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for (k, v) in records {
-            batch.insert(&self.records, k.as_slice(), v.as_slice());
-        }
-        for (k, v) in terminals {
-            batch.insert(&self.terminals, k.as_slice(), v.as_slice());
-        }
-        batch.commit()?;
-        Ok(())
+        self.write(|h| {
+            let mut batch = h.db.batch().durability(Some(PersistMode::SyncAll));
+            for (k, v) in records {
+                batch.insert(&h.records, k.as_slice(), v.as_slice());
+            }
+            for (k, v) in terminals {
+                batch.insert(&h.terminals, k.as_slice(), v.as_slice());
+            }
+            batch.commit()?;
+            Ok(())
+        })
     }
 
     fn seek_record(&self, from: &[u8], prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let end = prefix_end(prefix);
-        match self.records.range(from..end.as_slice()).next() {
+        self.with(|h| match h.records.range(from..end.as_slice()).next() {
             Some(guard) => Ok(Some(guard.key()?.to_vec())),
             None => Ok(None),
-        }
+        })
     }
 
     fn records_between(
@@ -462,14 +568,16 @@ impl Backend for FjallBackend {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        self.records
-            .range(from..to)
-            .take(limit)
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.with(|h| {
+            h.records
+                .range(from..to)
+                .take(limit)
+                .map(|g| {
+                    let (k, v) = g.into_inner()?;
+                    Ok((k.to_vec(), v.to_vec()))
+                })
+                .collect()
+        })
     }
 
     fn records_between_rev(
@@ -478,60 +586,74 @@ impl Backend for FjallBackend {
         to: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, StoreError> {
-        self.records
-            .range(from..to)
-            .rev()
-            .take(limit)
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.with(|h| {
+            h.records
+                .range(from..to)
+                .rev()
+                .take(limit)
+                .map(|g| {
+                    let (k, v) = g.into_inner()?;
+                    Ok((k.to_vec(), v.to_vec()))
+                })
+                .collect()
+        })
     }
 
     fn terminals(&self) -> Result<Vec<KeyValue>, StoreError> {
-        self.terminals
-            .iter()
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.with(|h| {
+            h.terminals
+                .iter()
+                .map(|g| {
+                    let (k, v) = g.into_inner()?;
+                    Ok((k.to_vec(), v.to_vec()))
+                })
+                .collect()
+        })
     }
 
     fn for_each_record(&self, f: &mut RecordVisitor<'_>) -> Result<(), StoreError> {
-        for g in self.records.iter() {
-            let (k, v) = g.into_inner()?;
-            f(&k, &v)?;
-        }
-        Ok(())
+        self.with(|h| {
+            for g in h.records.iter() {
+                let (k, v) = g.into_inner()?;
+                f(&k, &v)?;
+            }
+            Ok(())
+        })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        Ok(self.db.persist(PersistMode::SyncAll)?)
+        self.write(|h| Ok(h.db.persist(PersistMode::SyncAll)?))
     }
 
     fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
-        for (space, k, v) in ops {
-            let ks = &self.alerts[*space as usize];
-            match v {
-                Some(v) => batch.insert(ks, k.as_slice(), v.as_slice()),
-                None => batch.remove(ks, k.as_slice()),
+        self.write(|h| {
+            let mut batch = h.db.batch().durability(Some(PersistMode::SyncAll));
+            for (space, k, v) in ops {
+                let ks = &h.alerts[*space as usize];
+                match v {
+                    Some(v) => batch.insert(ks, k.as_slice(), v.as_slice()),
+                    None => batch.remove(ks, k.as_slice()),
+                }
             }
-        }
-        batch.commit()?;
-        Ok(())
+            batch.commit()?;
+            Ok(())
+        })
     }
 
     fn alerts_scan(&self, space: AlertSpace, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
-        self.alerts[space as usize]
-            .prefix(prefix)
-            .map(|g| {
-                let (k, v) = g.into_inner()?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.with(|h| {
+            h.alerts[space as usize]
+                .prefix(prefix)
+                .map(|g| {
+                    let (k, v) = g.into_inner()?;
+                    Ok((k.to_vec(), v.to_vec()))
+                })
+                .collect()
+        })
+    }
+
+    fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
     }
 }
 
