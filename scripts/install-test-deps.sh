@@ -12,6 +12,10 @@ fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
+# cargo-fuzz for the fuzz smoke step (scripts/fuzz-smoke.sh), built once from crates.io.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install --locked cargo-fuzz
+fi
 
 # Debian packages the end-to-end tests start for real. `apt-get update` runs once, only if
 # something is missing.

@@ -27,6 +27,8 @@ cargo build --workspace --bins --locked
 step "doc tests"
 cargo test --workspace --locked --doc --quiet
 
+step "fuzz smoke: each cargo-fuzz target for 30 s over its committed corpus"; bash scripts/fuzz-smoke.sh
+
 # Last, so its summary ("N tests run: N passed") closes the output.
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast --profile ci
