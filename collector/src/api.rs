@@ -184,6 +184,8 @@ pub fn terminal_json(id: &TerminalId, e: &TerminalEntry, state: TerminalState) -
         "last_heartbeat_unix_ms": e.last_heartbeat_unix_ms,
         "agent_version": e.agent_version,
         "records_received": e.records_received,
+        "clock_offset_ms": e.clock_offset_ms,
+        "clock_skewed": e.clock_skewed,
         "spool_drops": {
             "heartbeats": e.spool_drops.heartbeats,
             "net_quality": e.spool_drops.net_quality,
@@ -213,6 +215,7 @@ pub fn record_json(row: &RecordRow) -> Value {
         "epoch": row.key.epoch,
         "seq": row.key.seq,
         "time_unix_ms": row.record.time_unix_ms,
+        "agent_time_unix_ms": row.record.agent_time_unix_ms,
         "kind": kind,
         "body": body,
     })

@@ -247,6 +247,15 @@ pub struct IngestConfig {
     /// (RateLimited, `retry_after_secs`) and closed with RATE_LIMITED, seconds (0: never).
     #[serde(default = "default_rate_limit_disconnect_after_secs")]
     pub rate_limit_disconnect_after_secs: u64,
+    /// An agent clock off by more than this at its `Hello` is flagged as skewed and its
+    /// record times are corrected by the measured offset, seconds.
+    #[serde(default = "default_clock_skew_threshold_secs")]
+    pub clock_skew_threshold_secs: u64,
+    /// A record time (after any correction) older than this before its receipt is clamped to
+    /// it, seconds; one later than the receipt by more than the skew threshold is clamped to
+    /// the receipt.
+    #[serde(default = "default_max_record_age_secs")]
+    pub max_record_age_secs: u64,
 }
 
 /// `[agents]`: settings sent to every agent in `Welcome`.
@@ -305,6 +314,12 @@ fn default_rate_limit_burst_secs() -> u64 {
 }
 fn default_rate_limit_disconnect_after_secs() -> u64 {
     300
+}
+fn default_clock_skew_threshold_secs() -> u64 {
+    120
+}
+fn default_max_record_age_secs() -> u64 {
+    7 * 24 * 3600
 }
 fn default_crl_poll_interval_secs() -> u64 {
     5
@@ -491,6 +506,15 @@ impl IngestConfig {
     pub fn group_commit_max_delay(&self) -> Duration {
         Duration::from_millis(self.group_commit_max_delay_ms)
     }
+
+    /// How record times are checked against the collector's clock.
+    pub fn clock_policy(&self) -> storepulse_collector_core::ClockPolicy {
+        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        storepulse_collector_core::ClockPolicy {
+            skew_threshold_ms: ms(self.clock_skew_threshold_secs),
+            max_record_age_ms: ms(self.max_record_age_secs),
+        }
+    }
 }
 
 impl Default for QuicConfig {
@@ -543,6 +567,8 @@ impl Default for IngestConfig {
             rate_limit_bytes_per_sec: default_rate_limit_bytes_per_sec(),
             rate_limit_burst_secs: default_rate_limit_burst_secs(),
             rate_limit_disconnect_after_secs: default_rate_limit_disconnect_after_secs(),
+            clock_skew_threshold_secs: default_clock_skew_threshold_secs(),
+            max_record_age_secs: default_max_record_age_secs(),
         }
     }
 }

@@ -11,10 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use storepulse_collector_core::{Fleet, TerminalEntry};
+use storepulse_collector_core::{ClockPolicy, Fleet, TerminalEntry, TimeFix};
 use storepulse_shared::{Batch, Hello, Record, Seq, TerminalId};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 use crate::detection::{DetectFeed, DetectInput};
 use crate::metrics::Metrics;
@@ -61,6 +61,8 @@ pub(crate) struct GroupLimits {
     pub(crate) max_records: usize,
     /// Longest wait for more work after the first job of a group.
     pub(crate) max_delay: Duration,
+    /// How record times are checked and corrected against the collector's clock.
+    pub(crate) clock: ClockPolicy,
 }
 
 impl Job {
@@ -100,7 +102,14 @@ pub(crate) async fn run_writer(
         let metrics = metrics.clone();
         // fjall calls block (fsync); keep them off the async worker threads.
         if let Err(e) = tokio::task::spawn_blocking(move || {
-            commit_group(&store, &fleet, jobs, feed.as_ref(), Some(&metrics))
+            commit_group(
+                &store,
+                &fleet,
+                jobs,
+                feed.as_ref(),
+                Some(&metrics),
+                &limits.clock,
+            )
         })
         .await
         {
@@ -118,6 +127,7 @@ pub(crate) fn commit_group(
     jobs: Vec<Job>,
     feed: Option<&DetectFeed>,
     metrics: Option<&Metrics>,
+    clock: &ClockPolicy,
 ) {
     let started = std::time::Instant::now();
     let mut duplicates = 0u64;
@@ -155,6 +165,17 @@ pub(crate) fn commit_group(
                         &hello.agent_version,
                         hello.spool_epoch,
                     );
+                    let was_skewed = entry.clock_skewed;
+                    entry.observe_clock(now, hello.agent_time_unix_ms, clock);
+                    if entry.clock_skewed && !was_skewed {
+                        warn!(
+                            %terminal,
+                            offset_ms = entry.clock_offset_ms,
+                            "Agent clock is skewed: its record times are corrected by the \
+                             measured offset (agent time kept as agent_time_unix_ms). Fix the \
+                             terminal's time sync (NTP)."
+                        );
+                    }
                 }
                 Job::Batch {
                     spool_epoch, batch, ..
@@ -171,14 +192,24 @@ pub(crate) fn commit_group(
                             continue;
                         }
                         seen.insert(key.clone());
-                        entry.observe_new_record(r);
+                        // Detection and the registry see the corrected time only.
+                        let (time, fix) =
+                            clock.correct(r.time_unix_ms, now, entry.clock_correction_ms());
+                        let record = Record {
+                            seq: r.seq,
+                            time_unix_ms: time,
+                            body: r.body.clone(),
+                        };
+                        entry.observe_new_record(&record);
                         new += 1;
                         set.records.push((
                             key,
                             StoredRecord {
-                                time_unix_ms: r.time_unix_ms,
+                                time_unix_ms: time,
                                 received_unix_ms: now,
-                                body: r.body.clone(),
+                                body: record.body,
+                                agent_time_unix_ms: (fix != TimeFix::Kept)
+                                    .then_some(r.time_unix_ms),
                             },
                         ));
                     }
@@ -199,6 +230,16 @@ pub(crate) fn commit_group(
         Ok(()) => {
             let mut f = fleet.write().unwrap_or_else(PoisonError::into_inner);
             for (t, e) in set.terminals {
+                let was_skewed = f.entry(&t).is_some_and(|old| old.clock_skewed);
+                if let Some(m) = metrics
+                    && was_skewed != e.clock_skewed
+                {
+                    if e.clock_skewed {
+                        m.clock_skewed_terminals.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        m.clock_skewed_terminals.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
                 f.insert(t, e);
             }
             debug!(

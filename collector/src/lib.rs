@@ -95,6 +95,15 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
             .await
             .context("starting alert notifications")?;
     let metrics = metrics::Metrics::new();
+    {
+        let f = fleet
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let skewed = f.iter().filter(|(_, e)| e.clock_skewed).count() as u64;
+        metrics
+            .clock_skewed_terminals
+            .store(skewed, std::sync::atomic::Ordering::Relaxed);
+    }
     let incidents = Arc::new(RwLock::new(detection::IncidentBook::default()));
     let (detect_tx, detect_rx) = mpsc::channel(detection::QUEUE);
     let known = {
@@ -116,6 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
     let limits = GroupLimits {
         max_records: config.ingest.group_commit_max_records,
         max_delay: config.ingest.group_commit_max_delay(),
+        clock: config.ingest.clock_policy(),
     };
     let writer_task = tokio::spawn(ingest::run_writer(
         writer_rx,

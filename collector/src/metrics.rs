@@ -57,6 +57,9 @@ pub struct Metrics {
     pub store_size_bytes: AtomicU64,
     /// 1 while the store's last write failed (nothing is acked until it recovers), else 0.
     pub store_failing: AtomicU64,
+    /// Terminals whose clock is off by more than `ingest.clock_skew_threshold_secs` (their
+    /// record times are corrected).
+    pub clock_skewed_terminals: AtomicU64,
     /// Detection ticks (window evaluations).
     pub detection_ticks: AtomicU64,
     /// Records fed to detection.
@@ -284,6 +287,13 @@ impl Metrics {
             "gauge",
             "1 while the store cannot write (disk full or failing): nothing is acknowledged.",
             r(&self.store_failing),
+        );
+        scalar(
+            &mut o,
+            "storepulse_fleet_clock_skewed_terminals",
+            "gauge",
+            "Terminals whose clock is skewed beyond the threshold (record times corrected).",
+            r(&self.clock_skewed_terminals),
         );
         head(
             &mut o,

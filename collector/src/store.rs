@@ -91,14 +91,42 @@ pub enum AlertSpace {
 pub type AlertOp = (AlertSpace, Vec<u8>, Option<Vec<u8>>);
 
 /// A record as stored.
+///
+/// Encoding: postcard, fields in order. `agent_time_unix_ms` was appended later: values
+/// written before it end after `body` and decode with `None` (and older readers ignore it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRecord {
-    /// Agent wall clock when observed, Unix ms.
+    /// When observed, Unix ms: the agent's clock, corrected onto the collector's when the
+    /// terminal's clock was skewed or the time implausible (then `agent_time_unix_ms` is set).
     pub time_unix_ms: i64,
     /// Collector wall clock when received, Unix ms.
     pub received_unix_ms: i64,
     /// What was observed; its variant is the record kind.
     pub body: RecordBody,
+    /// The agent's own time stamp when `time_unix_ms` was corrected or clamped, else `None`.
+    pub agent_time_unix_ms: Option<i64>,
+}
+
+/// [`StoredRecord`] as written before `agent_time_unix_ms` existed.
+#[derive(Deserialize)]
+struct StoredRecordV1 {
+    time_unix_ms: i64,
+    received_unix_ms: i64,
+    body: RecordBody,
+}
+
+/// Decodes a record value of either layout.
+fn decode_record(bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+    if let Ok(r) = postcard::from_bytes::<StoredRecord>(bytes) {
+        return Ok(r);
+    }
+    let v1: StoredRecordV1 = decode(bytes)?;
+    Ok(StoredRecord {
+        time_unix_ms: v1.time_unix_ms,
+        received_unix_ms: v1.received_unix_ms,
+        body: v1.body,
+        agent_time_unix_ms: None,
+    })
 }
 
 /// Identifies a record: (terminal, spool epoch, seq).
@@ -185,6 +213,46 @@ struct StoredTerminal {
     drops_heartbeats: u64,
     drops_net_quality: u64,
     drops_txn_outcomes: u64,
+    // Appended later; absent from older values (see `decode_terminal`).
+    clock_offset_ms: Option<i64>,
+    clock_skewed: bool,
+}
+
+/// `StoredTerminal` as written before the clock fields existed.
+#[derive(Deserialize)]
+struct StoredTerminalV1 {
+    labels: Option<StoredLabels>,
+    first_seen_unix_ms: i64,
+    last_seen_unix_ms: i64,
+    last_heartbeat_unix_ms: Option<i64>,
+    agent_version: String,
+    spool_epoch: Option<u64>,
+    records_received: u64,
+    drops_heartbeats: u64,
+    drops_net_quality: u64,
+    drops_txn_outcomes: u64,
+}
+
+/// Decodes a registry value of either layout.
+fn decode_terminal(bytes: &[u8]) -> Result<StoredTerminal, StoreError> {
+    if let Ok(t) = postcard::from_bytes::<StoredTerminal>(bytes) {
+        return Ok(t);
+    }
+    let v1: StoredTerminalV1 = decode(bytes)?;
+    Ok(StoredTerminal {
+        labels: v1.labels,
+        first_seen_unix_ms: v1.first_seen_unix_ms,
+        last_seen_unix_ms: v1.last_seen_unix_ms,
+        last_heartbeat_unix_ms: v1.last_heartbeat_unix_ms,
+        agent_version: v1.agent_version,
+        spool_epoch: v1.spool_epoch,
+        records_received: v1.records_received,
+        drops_heartbeats: v1.drops_heartbeats,
+        drops_net_quality: v1.drops_net_quality,
+        drops_txn_outcomes: v1.drops_txn_outcomes,
+        clock_offset_ms: None,
+        clock_skewed: false,
+    })
 }
 
 #[derive(Serialize, Deserialize)]
@@ -308,7 +376,7 @@ impl Store {
                 .ok()
                 .and_then(|s| TerminalId::new(s).ok())
                 .ok_or_else(|| StoreError::Corrupt(format!("registry key {k:02x?}")))?;
-            let stored: StoredTerminal = decode(&v)?;
+            let stored = decode_terminal(&v)?;
             fleet.insert(id, stored.into());
         }
         Ok(fleet)
@@ -349,7 +417,7 @@ impl Store {
                 {
                     out.push(RecordRow {
                         key: RecordKey::decode(&k)?,
-                        record: decode(&v)?,
+                        record: decode_record(&v)?,
                     });
                 }
             }
@@ -382,7 +450,7 @@ impl Store {
             .map(|(k, v)| {
                 Ok(RecordRow {
                     key: RecordKey::decode(&k)?,
-                    record: decode(&v)?,
+                    record: decode_record(&v)?,
                 })
             })
             .collect()
@@ -396,7 +464,7 @@ impl Store {
         self.backend.for_each_record(&mut |k, v| {
             f(RecordRow {
                 key: RecordKey::decode(k)?,
-                record: decode(v)?,
+                record: decode_record(v)?,
             })
         })
     }
@@ -797,6 +865,8 @@ impl From<&TerminalEntry> for StoredTerminal {
             drops_heartbeats: e.spool_drops.heartbeats,
             drops_net_quality: e.spool_drops.net_quality,
             drops_txn_outcomes: e.spool_drops.txn_outcomes,
+            clock_offset_ms: e.clock_offset_ms,
+            clock_skewed: e.clock_skewed,
         }
     }
 }
@@ -827,6 +897,8 @@ impl From<StoredTerminal> for TerminalEntry {
             net_quality: s.drops_net_quality,
             txn_outcomes: s.drops_txn_outcomes,
         };
+        e.clock_offset_ms = s.clock_offset_ms;
+        e.clock_skewed = s.clock_skewed;
         e
     }
 }
@@ -845,6 +917,7 @@ mod tests {
         StoredRecord {
             time_unix_ms: t,
             received_unix_ms: t,
+            agent_time_unix_ms: None,
             body: RecordBody::TxnOutcome(TxnOutcome {
                 scheme: Scheme::Alipay,
                 code: "00".into(),
@@ -935,6 +1008,62 @@ mod tests {
         check(&Store::open(dir.path()).expect("open"));
         let reopened = Store::open(dir.path()).expect("reopen");
         assert!(reopened.contains(&key("T10", 0, 0)).expect("read"));
+    }
+
+    #[test]
+    fn values_written_before_the_clock_fields_still_decode() {
+        #[derive(Serialize)]
+        struct OldRecord {
+            time_unix_ms: i64,
+            received_unix_ms: i64,
+            body: RecordBody,
+        }
+        let body = rec(1).body;
+        let old = postcard::to_stdvec(&OldRecord {
+            time_unix_ms: 5,
+            received_unix_ms: 6,
+            body: body.clone(),
+        })
+        .expect("encode");
+        let r = decode_record(&old).expect("old record layout");
+        assert_eq!(
+            r,
+            StoredRecord {
+                time_unix_ms: 5,
+                received_unix_ms: 6,
+                body,
+                agent_time_unix_ms: None,
+            }
+        );
+        let new = encode(&StoredRecord {
+            agent_time_unix_ms: Some(9),
+            ..r
+        })
+        .expect("encode");
+        assert_eq!(
+            decode_record(&new).expect("new layout").agent_time_unix_ms,
+            Some(9)
+        );
+        let older_reader: StoredRecordV1 = postcard::from_bytes(&new).expect("older reader");
+        assert_eq!(older_reader.time_unix_ms, 5);
+
+        let mut e = TerminalEntry::new(10);
+        e.clock_offset_ms = Some(-3_600_000);
+        e.clock_skewed = true;
+        let bytes = encode(&StoredTerminal::from(&e)).expect("encode");
+        assert_eq!(
+            TerminalEntry::from(decode_terminal(&bytes).expect("new layout")),
+            e
+        );
+        // The old layout is the new one without its two trailing fields (None, false).
+        let plain = TerminalEntry::new(10);
+        let bytes = encode(&StoredTerminal::from(&plain)).expect("encode");
+        assert_eq!(&bytes[bytes.len() - 2..], &[0, 0]);
+        let old = &bytes[..bytes.len() - 2];
+        assert_eq!(
+            TerminalEntry::from(decode_terminal(old).expect("old layout")),
+            plain
+        );
     }
 
     #[test]

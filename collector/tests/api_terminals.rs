@@ -115,6 +115,7 @@ async fn fixture() -> Fixture {
                 time_unix_ms: at,
                 received_unix_ms: at,
                 body,
+                agent_time_unix_ms: None,
             },
         ));
     };

@@ -1,5 +1,14 @@
 //! The fleet registry: per terminal labels, first/last seen, last heartbeat, records received,
-//! spool drops, and the derived online/stale/offline state.
+//! spool drops, the agent's clock offset, and the derived online/stale/offline state.
+//!
+//! Clock skew: each accepted `Hello` carries the agent's clock; the collector measures
+//! `offset = agent clock - collector clock at receipt` (exact up to the one-way delay, so
+//! within the handshake RTT). When `|offset|` exceeds [`ClockPolicy::skew_threshold_ms`] the
+//! terminal is flagged and [`ClockPolicy::correct`] shifts its record times onto the
+//! collector's clock before they are stored or reach detection. Whatever the offset, a record
+//! time later than its receipt (plus the threshold) or older than
+//! [`ClockPolicy::max_record_age_ms`] is clamped, so a wild clock never lands a record in a
+//! detection window far away.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +62,68 @@ pub struct Labels {
     pub app_version: Label,
 }
 
+/// How record times are checked against the collector's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockPolicy {
+    /// An agent clock off by more than this (either way) is corrected, milliseconds.
+    pub skew_threshold_ms: i64,
+    /// A record time older than this before its receipt is clamped to it, milliseconds.
+    pub max_record_age_ms: i64,
+}
+
+/// What [`ClockPolicy::correct`] did to a record time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFix {
+    /// The agent's time was kept.
+    Kept,
+    /// Shifted by the terminal's measured clock offset.
+    Corrected,
+    /// Still implausible (after any correction): clamped to the receipt time, or to
+    /// `max_record_age_ms` before it.
+    Clamped,
+}
+
+impl Default for ClockPolicy {
+    fn default() -> Self {
+        Self {
+            skew_threshold_ms: 120_000,
+            max_record_age_ms: 7 * 24 * 3_600_000,
+        }
+    }
+}
+
+impl ClockPolicy {
+    /// Whether a measured offset counts as skewed.
+    pub fn is_skewed(&self, offset_ms: i64) -> bool {
+        offset_ms.unsigned_abs() > self.skew_threshold_ms.unsigned_abs()
+    }
+
+    /// The time to store and detect on for a record stamped `agent_time_unix_ms` by a terminal
+    /// whose clock is `offset_ms` ahead of the collector's (`None`: not measured), received at
+    /// `received_unix_ms` (collector clock).
+    pub fn correct(
+        &self,
+        agent_time_unix_ms: i64,
+        received_unix_ms: i64,
+        offset_ms: Option<i64>,
+    ) -> (i64, TimeFix) {
+        let (mut t, mut fix) = match offset_ms {
+            Some(off) if self.is_skewed(off) => {
+                (agent_time_unix_ms.saturating_sub(off), TimeFix::Corrected)
+            }
+            _ => (agent_time_unix_ms, TimeFix::Kept),
+        };
+        let latest = received_unix_ms.saturating_add(self.skew_threshold_ms.max(0));
+        let earliest = received_unix_ms.saturating_sub(self.max_record_age_ms.max(0));
+        if t > latest {
+            (t, fix) = (received_unix_ms, TimeFix::Clamped);
+        } else if t < earliest {
+            (t, fix) = (earliest, TimeFix::Clamped);
+        }
+        (t, fix)
+    }
+}
+
 /// Totals of records agents reported as dropped from their spool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropTotals {
@@ -86,6 +157,11 @@ pub struct TerminalEntry {
     pub records_received: u64,
     /// Totals from the terminal's `SpoolDrops` records.
     pub spool_drops: DropTotals,
+    /// Agent clock minus collector clock at the last `Hello`, milliseconds (`None` until
+    /// measured).
+    pub clock_offset_ms: Option<i64>,
+    /// The offset exceeded the skew threshold: record times are being corrected.
+    pub clock_skewed: bool,
 }
 
 /// All terminals the collector knows, keyed by terminal id.
@@ -129,7 +205,27 @@ impl TerminalEntry {
             spool_epoch: None,
             records_received: 0,
             spool_drops: DropTotals::default(),
+            clock_offset_ms: None,
+            clock_skewed: false,
         }
+    }
+
+    /// A `Hello` stamped `agent_time_unix_ms` by the agent arrived at `now_unix_ms`: measures
+    /// the clock offset and flags the terminal if it is beyond the policy's threshold.
+    pub fn observe_clock(
+        &mut self,
+        now_unix_ms: i64,
+        agent_time_unix_ms: i64,
+        policy: &ClockPolicy,
+    ) {
+        let offset = agent_time_unix_ms.saturating_sub(now_unix_ms);
+        self.clock_offset_ms = Some(offset);
+        self.clock_skewed = policy.is_skewed(offset);
+    }
+
+    /// The offset to correct this terminal's record times by, if its clock is skewed.
+    pub fn clock_correction_ms(&self) -> Option<i64> {
+        self.clock_offset_ms.filter(|_| self.clock_skewed)
     }
 
     /// An accepted `Hello` at `now_unix_ms`: labels, version and epoch are replaced.
@@ -343,6 +439,65 @@ mod tests {
                 net_quality: 6,
                 txn_outcomes: 8
             }
+        );
+    }
+
+    #[test]
+    fn skewed_clocks_are_measured_flagged_and_corrected() {
+        let policy = ClockPolicy::default();
+        let now = 1_700_000_000_000;
+        let hour = 3_600_000;
+        for (agent_offset, skewed) in [(hour, true), (-hour, true), (90_000, false), (0, false)] {
+            let mut e = TerminalEntry::new(now);
+            e.observe_clock(now, now + agent_offset, &policy);
+            assert_eq!(e.clock_offset_ms, Some(agent_offset));
+            assert_eq!(e.clock_skewed, skewed, "offset {agent_offset}");
+            // A payment observed 10 s before receipt, stamped with the agent's clock.
+            let observed = now - 10_000;
+            let (t, fix) = policy.correct(observed + agent_offset, now, e.clock_correction_ms());
+            if skewed {
+                assert_eq!((t, fix), (observed, TimeFix::Corrected));
+            } else {
+                assert_eq!((t, fix), (observed + agent_offset, TimeFix::Kept));
+            }
+        }
+        // A backlog record from 3 hours ago by a clock one hour behind: 3 hours ago.
+        let (t, fix) = policy.correct(now - 4 * hour, now, Some(-hour));
+        assert_eq!((t, fix), (now - 3 * hour, TimeFix::Corrected));
+        // Unmeasured offset: small differences are kept as they are.
+        assert_eq!(
+            policy.correct(now + 5_000, now, None),
+            (now + 5_000, TimeFix::Kept)
+        );
+    }
+
+    #[test]
+    fn implausible_record_times_are_clamped_never_far_away() {
+        let policy = ClockPolicy::default();
+        let now = 1_700_000_000_000;
+        // The clock jumped a day ahead after the Hello: clamped to the receipt time.
+        assert_eq!(
+            policy.correct(now + 86_400_000, now, Some(0)),
+            (now, TimeFix::Clamped)
+        );
+        // A dead RTC stamping 1970, not explained by the Hello: clamped to the oldest allowed.
+        assert_eq!(
+            policy.correct(0, now, None),
+            (now - policy.max_record_age_ms, TimeFix::Clamped)
+        );
+        // Corrected but still in the future: clamped.
+        assert_eq!(
+            policy.correct(now + 7_200_000, now, Some(3_600_000)),
+            (now, TimeFix::Clamped)
+        );
+        // Extreme values do not overflow.
+        assert_eq!(
+            policy.correct(i64::MAX, now, Some(i64::MIN)).1,
+            TimeFix::Clamped
+        );
+        assert_eq!(
+            policy.correct(i64::MIN, now, Some(i64::MAX)).1,
+            TimeFix::Clamped
         );
     }
 

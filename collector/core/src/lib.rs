@@ -12,5 +12,7 @@ pub mod ratelimit;
 pub mod rca;
 pub mod session;
 
-pub use fleet::{DropTotals, Fleet, Labels, TerminalEntry, TerminalState, Thresholds};
+pub use fleet::{
+    ClockPolicy, DropTotals, Fleet, Labels, TerminalEntry, TerminalState, Thresholds, TimeFix,
+};
 pub use session::{BatchError, Refusal, Session, Step, validate_batch};
