@@ -196,6 +196,9 @@ impl RedbSpool {
         if !self.broken {
             return Ok(());
         }
+        // Keep the old handle (reads still work through it, so the link keeps sending what
+        // is spooled) until the disk takes a write again.
+        probe_space(&self.path).map_err(|e| SpoolError::Storage(e.into()))?;
         // The file lock must be released before the file can be opened again.
         self.db = None;
         self.db = Some(storage!(Database::create(&self.path))?);
@@ -362,6 +365,23 @@ impl RedbSpool {
         }
         Ok(Some(out))
     }
+}
+
+/// Writes, fsyncs and removes a 256 KiB probe file beside the spool file.
+fn probe_space(spool: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    // On the spool's own disk, also when the spool path is a symlink.
+    let spool = std::fs::canonicalize(spool).unwrap_or_else(|_| spool.to_path_buf());
+    let mut name = spool.file_name().unwrap_or_default().to_os_string();
+    name.push(".space-probe");
+    let path = spool.with_file_name(name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(&[0u8; 4096].repeat(64))?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 fn counts(heartbeats: u64, net_quality: u64, txn_outcomes: u64) -> DropCounts {

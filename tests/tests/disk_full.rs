@@ -4,8 +4,14 @@
 //! spool), keep running, and once space returns (the tmpfs is remounted bigger) resume by
 //! itself with every record stored exactly once; the store must also reopen after a restart.
 //!
+//! And disk full on the agent: the real agent's spool on a tmpfs that fills up while it has
+//! unsent records. It must keep running and sending what it has, refuse new outcomes (503),
+//! report the telemetry it lost as `SpoolDrops` with reason `disk_error` once space returns,
+//! and its spool must still open after a restart. (`agent/tests/disk_full.rs` checks the
+//! spool itself.)
+//!
 //! Runs as root (as CI does): it mounts a tmpfs. If the mount fails the test fails, it does
-//! not skip. (The agent's side is `agent/tests/disk_full.rs`.)
+//! not skip.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,6 +185,80 @@ async fn collector_disk_full_stops_acking_says_so_and_resumes_when_space_returns
     assert_exactly_once(&after, 0..120).context("after restart")?;
     drop(a);
     c.stop()?;
+    drop(fs);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_disk_full_keeps_sending_what_it_has_and_reports_disk_drops() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = Pki::init(&tmp.path().join("pki"))?;
+    pki.issue("DF2")?;
+    let mut c = Collector::start(&tmp.path().join("c"), &pki).await?;
+    // The harness keeps the spool at `<dir>/spool.redb`; make that a link onto the tmpfs so
+    // the agent's log stays writable.
+    let fs = Tmpfs::mount(&tmp.path().join("spoolfs"), "8m")?;
+    let adir = tmp.path().join("a");
+    std::fs::create_dir_all(&adir)?;
+    std::os::unix::fs::symlink(fs.dir.join("spool.redb"), adir.join("spool.redb"))?;
+    let mut a = Agent::start(&adir, AgentSpec::new("DF2", &pki, c.quic_addr())).await?;
+    a.post_markers(0..30).await?;
+    wait_stored(&c, "DF2", &(0..30).collect::<Vec<_>>()).await?;
+
+    // Records spooled while the collector is away, then the agent's disk fills up.
+    c.stop()?;
+    a.post_markers(30..60).await?;
+    let filler = fs.dir.join("filler");
+    fill(&filler)?;
+    // Heartbeats (1 s) now fail; new outcomes are refused, not lost silently.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, body) = a
+        .post_txn_raw(
+            r#"[{"scheme":"cup","code":"00","latency_ms":999999,"method":"card"}]"#.into(),
+        )
+        .await?;
+    ensure!(code == 503, "an outcome on a full disk: {code} {body}");
+    let log = a.log();
+    ensure!(
+        log.contains("Spool write failed") && log.contains("No space left on device"),
+        "the agent log names the failure and its cause:\n{log}"
+    );
+
+    // The collector returns: what was spooled arrives although the disk is still full.
+    c.restart().await?;
+    wait_stored(&c, "DF2", &(0..60).collect::<Vec<_>>())
+        .await
+        .with_context(|| a.log())?;
+    ensure!(a.status().await.is_ok(), "the agent keeps running");
+
+    // Space returns: writes resume and the lost heartbeats are reported.
+    std::fs::remove_file(&filler)?;
+    wait_for(LONG, "outcomes accepted again", || async {
+        a.post_markers(60..70).await.ok()
+    })
+    .await?;
+    wait_stored(&c, "DF2", &(0..70).collect::<Vec<_>>()).await?;
+    let drops = wait_for(LONG, "SpoolDrops with reason disk_error stored", || async {
+        let recs = c.records("DF2").await.ok()?;
+        let lost: u64 = recs
+            .iter()
+            .filter(|r| r["kind"] == "spool_drops" && r["body"]["reason"] == "disk_error")
+            .filter_map(|r| r["body"]["heartbeats"].as_u64())
+            .sum();
+        (lost > 0).then_some(lost)
+    })
+    .await?;
+    ensure!(
+        a.log().contains("Spool is writable again"),
+        "recovery is logged"
+    );
+
+    // The spool file still opens.
+    a.stop()?;
+    a.restart().await?;
+    a.post_markers(70..75).await?;
+    wait_stored(&c, "DF2", &(0..75).collect::<Vec<_>>()).await?;
+    eprintln!("agent disk full: {drops} heartbeats reported lost (disk_error), no outcome lost");
     drop(fs);
     Ok(())
 }
