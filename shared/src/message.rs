@@ -84,7 +84,9 @@ pub struct Hello {
     pub spool_epoch: u64,
     /// Identity and labels.
     pub identity: Identity,
-    /// Agent wall clock, Unix milliseconds, when the `Hello` was sent (used to detect skew).
+    /// Agent wall clock, Unix milliseconds, when the `Hello` was sent. The collector measures
+    /// the agent's clock offset from it and, beyond its skew threshold, corrects the
+    /// connection's record times and flags the terminal (PROTOCOL.md 5.4).
     pub agent_time_unix_ms: i64,
 }
 
