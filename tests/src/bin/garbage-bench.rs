@@ -4,7 +4,9 @@
 //! batches) and measures their ack latency and acked records/s, first alone, then while
 //! 10,000 garbage connections hit the collector (UDP junk, no client certificate, a certificate
 //! from another CA, valid mTLS with garbage frames, slowloris; see `storepulse_tests::garbage`),
-//! then alone again. Prints the figures for BENCHMARKS.md ("Garbage connections").
+//! then alone again. The garbage comes from a second process of this binary, niced to the
+//! lowest priority by default (`--garbage-nice`), since a real attacker's CPU is not on the
+//! collector's machine. Prints the figures for BENCHMARKS.md ("Garbage connections").
 //!
 //! `cargo build --release --workspace --bins` then
 //! `STOREPULSE_BIN_DIR=target/release target/release/garbage-bench`.
@@ -48,6 +50,14 @@ struct Cli {
     /// Client UDP endpoints the garbage is spread over.
     #[arg(long, default_value_t = 16)]
     endpoints: usize,
+    /// Niceness of the separate process that makes the garbage (0 to 19). The attacker's own
+    /// CPU would be on other machines; on this one it competes with the collector and the
+    /// honest agents, so by default it runs at the lowest priority. Use 0 to give it the same.
+    #[arg(long, default_value_t = 19)]
+    garbage_nice: u32,
+    /// Internal: run as the garbage-making child process with these arguments.
+    #[arg(long, hide = true, num_args = 5, value_names = ["ADDR", "CA", "VALID", "ROGUE_CERT", "ROGUE_KEY"])]
+    child: Option<Vec<String>>,
 }
 
 fn line(name: &str, s: &Summary, cpu: f64) {
@@ -65,6 +75,9 @@ fn line(name: &str, s: &Summary, cpu: f64) {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(args) = &cli.child {
+        return child(&cli, args).await;
+    }
     let tmp = tempfile::tempdir()?;
     let pki = Pki::init(&tmp.path().join("pki"))?;
     let honest: Vec<String> = (0..cli.honest).map(|i| format!("HONEST{i:04}")).collect();
@@ -122,47 +135,43 @@ async fn main() -> Result<()> {
     let cpu1 = cpu(pid)?;
     let before = scrape().await?;
 
-    let creds = Creds {
-        ca: pki.ca(),
-        valid: junk.iter().map(|t| (pki.cert(t), pki.key(t))).collect(),
-        rogue: (rogue.cert("ROGUE"), rogue.key("ROGUE")),
-    };
-    // The collector closes a silent connection after its Hello timeout (10 s by default).
-    let garbage = Arc::new(Garbage::new(
-        &creds,
-        addr,
-        cli.endpoints,
-        Duration::from_secs(20),
-    )?);
-    let permits = Arc::new(Semaphore::new(cli.concurrency.max(1)));
+    let valid: Vec<String> = junk
+        .iter()
+        .map(|t| format!("{}={}", pki.cert(t).display(), pki.key(t).display()))
+        .collect();
     let mut peak_rss = 0u64;
     let g_from = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..cli.garbage {
-        let kind = KINDS[i % KINDS.len()];
-        let g = garbage.clone();
-        let permit = permits.clone().acquire_owned().await?;
-        tasks.push(tokio::spawn(async move {
-            let out = g.one(kind, i).await;
-            drop(permit);
-            (kind, out)
-        }));
-        if i.is_multiple_of(500) {
-            peak_rss = peak_rss.max(procstat::read(pid)?.rss_bytes);
+    let child = std::process::Command::new("nice")
+        .arg("-n")
+        .arg(cli.garbage_nice.to_string())
+        .arg(std::env::current_exe()?)
+        .args(["--garbage", &cli.garbage.to_string()])
+        .args(["--concurrency", &cli.concurrency.to_string()])
+        .args(["--endpoints", &cli.endpoints.to_string()])
+        .arg("--child")
+        .arg(addr.to_string())
+        .arg(pki.ca())
+        .arg(valid.join(","))
+        .arg(rogue.cert("ROGUE"))
+        .arg(rogue.key("ROGUE"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn the garbage process")?;
+    let mut done = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = loop {
+        tokio::select! {
+            out = &mut done => break out??,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                peak_rss = peak_rss.max(procstat::read(pid)?.rss_bytes);
+            }
         }
+    };
+    if !output.status.success() {
+        anyhow::bail!("garbage process failed: {}", output.status);
     }
-    let mut outcomes: BTreeMap<(Kind, Outcome), usize> = BTreeMap::new();
-    for t in tasks {
-        let (kind, out) = t.await?;
-        let out = match out {
-            Outcome::Refused(s) => Outcome::Refused(s.chars().take(48).collect()),
-            o => o,
-        };
-        *outcomes.entry((kind, out)).or_default() += 1;
-    }
+    let outcomes = String::from_utf8_lossy(&output.stdout).into_owned();
     let g_to = Instant::now();
     let cpu2 = cpu(pid)?;
-    peak_rss = peak_rss.max(procstat::read(pid)?.rss_bytes);
     let after = scrape().await?;
 
     let after_from = Instant::now();
@@ -216,7 +225,57 @@ async fn main() -> Result<()> {
         delta("storepulse_ingest_admission_total{action=\"queued\"}"),
         delta("storepulse_ingest_admission_total{action=\"refused\"}"),
     );
-    println!("  garbage outcomes (client side):");
+    println!(
+        "  garbage outcomes (client side, process at nice {}):",
+        cli.garbage_nice
+    );
+    print!("{outcomes}");
+    Ok(())
+}
+
+/// The garbage process: makes `--garbage` garbage connections, `--concurrency` at once, and
+/// prints how each kind ended.
+async fn child(cli: &Cli, args: &[String]) -> Result<()> {
+    let [addr, ca, valid, rogue_cert, rogue_key] = args else {
+        anyhow::bail!("--child takes 5 arguments");
+    };
+    let creds = Creds {
+        ca: ca.into(),
+        valid: valid
+            .split(',')
+            .filter_map(|p| p.split_once('='))
+            .map(|(c, k)| (c.into(), k.into()))
+            .collect(),
+        rogue: (rogue_cert.into(), rogue_key.into()),
+    };
+    // The collector closes a silent connection after its Hello timeout (10 s by default).
+    let garbage = Arc::new(Garbage::new(
+        &creds,
+        addr.parse()?,
+        cli.endpoints,
+        Duration::from_secs(20),
+    )?);
+    let permits = Arc::new(Semaphore::new(cli.concurrency.max(1)));
+    let mut tasks = Vec::new();
+    for i in 0..cli.garbage {
+        let kind = KINDS[i % KINDS.len()];
+        let g = garbage.clone();
+        let permit = permits.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let out = g.one(kind, i).await;
+            drop(permit);
+            (kind, out)
+        }));
+    }
+    let mut outcomes: BTreeMap<(Kind, Outcome), usize> = BTreeMap::new();
+    for t in tasks {
+        let (kind, out) = t.await?;
+        let out = match out {
+            Outcome::Refused(s) => Outcome::Refused(s.chars().take(48).collect()),
+            o => o,
+        };
+        *outcomes.entry((kind, out)).or_default() += 1;
+    }
     for ((kind, out), n) in &outcomes {
         println!("    {kind:?}: {out:?} x {n}");
     }
