@@ -35,3 +35,26 @@ fn store_offline_is_detected_before_the_call() {
 fn qr_notification_delay_is_detected_before_the_call() {
     check("qr_notification_delay.toml");
 }
+
+#[test]
+fn routing_missing_is_one_store_incident_before_the_call() {
+    // A branch's registration: the store, not each of its terminals in turn.
+    check("routing_missing.toml");
+}
+
+#[test]
+fn store_network_is_detected_before_the_call() {
+    // Timeouts backed by the store's own network samples.
+    check("store_network.toml");
+}
+
+#[test]
+fn low_volume_terminal_config_is_detected_before_the_call() {
+    // A run of two "terminal not registered", not the third failure that makes them call.
+    check("terminal_config.toml");
+}
+
+#[test]
+fn terminal_faults_are_detected_before_the_call() {
+    check("terminal_fault.toml");
+}

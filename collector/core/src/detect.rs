@@ -19,6 +19,17 @@
 //!   is *flagged* when `-log10 p` reaches [`DetectorConfig::min_significance`]. Three payments
 //!   an hour with one failure say nothing; two "terminal not registered" in a row, against a
 //!   baseline of almost none, say a lot.
+//! * **Runs.** Codes healthy terminals almost never answer (merchant config, terminal config,
+//!   terminal fault) are also tested as runs: `k` such failures on a terminal (or, for
+//!   merchant config, in a store) with no approval in between have probability `p^k` at the
+//!   baseline rate `p`. The run must beat a price for every chance a run had to start in a
+//!   fleet-day (terminals x payments per terminal per day) at
+//!   [`DetectorConfig::run_false_per_day`], so a low-volume shop is caught at its second
+//!   failure, not its third, while an occasional stray code stays quiet.
+//! * **Network witness.** A store's (or terminal's) timeouts are combined (Fisher) with its own
+//!   network samples: the share of samples degraded against the terminal's baseline (loss 5
+//!   points up, RTT 2.5x), tested against the fleet's share. Two timeouts with a collapsed
+//!   link are a store-network incident; two timeouts on a healthy link are noise.
 //! * **Localisation.** Flags not explained by an open incident start [`crate::rca::localize`]
 //!   on a ratio cube (leaves = terminals with attempts in the window, failures / attempts
 //!   against each terminal's baseline); every cause it returns is re-tested exactly before it
@@ -33,7 +44,10 @@
 //! * **Lifecycle.** An anomaly refreshes the open incident with the same scope, is absorbed by
 //!   a wider open incident of a compatible family whose terminals contain its own, or widens a
 //!   narrower one; otherwise it opens a new incident (silence must be seen on two consecutive
-//!   ticks). An incident resolves after [`DetectorConfig::resolve_hold_ms`] without its signal.
+//!   ticks). An incident resolves after [`DetectorConfig::resolve_hold_ms`] without its signal
+//!   *and* with evidence that it is over: over the last hour the binomial likelihood ratio of
+//!   "back to baseline" against "still at the rate it opened with" reaches 100 : 1, so a
+//!   low-rate defect does not resolve at night for want of payments and reopen every morning.
 
 mod state;
 mod stats;
@@ -82,6 +96,12 @@ pub struct DetectorConfig {
     pub prior_attempts: f64,
     /// Grace around an announced maintenance window, milliseconds.
     pub maintenance_grace_ms: i64,
+    /// False single-terminal incidents per fleet-day the run test may raise: it sets how long
+    /// a run of merchant-config, terminal-config or terminal-fault failures (no approval in
+    /// between) must be, given the fleet size and each terminal's payments per day.
+    pub run_false_per_day: f64,
+    /// Floor of the fleet's share of degraded network samples (the null of the network test).
+    pub min_nq_bad_share: f64,
 }
 
 /// What kind of incident: the 11 kinds of the scenario library, and `Unknown`.
@@ -285,6 +305,9 @@ struct Open {
     last_attempt: i64,
     last_emit: i64,
     last_refresh: i64,
+    /// The failure rate in scope when the incident opened (the alternative of the recovery
+    /// test).
+    open_rate: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +322,17 @@ struct Anomaly {
     significance: f64,
     silent: u32,
     onset: i64,
+}
+
+impl Anomaly {
+    /// Observed failure rate (a half when nothing was attempted: silence).
+    fn rate(&self) -> f64 {
+        if self.attempts == 0 {
+            0.5
+        } else {
+            self.observed / self.attempts as f64
+        }
+    }
 }
 
 /// Windows tested, minutes.
@@ -324,6 +358,8 @@ impl Default for DetectorConfig {
             prior_rates: [1e-5, 1e-5, 1e-5, 2e-3, 1e-5],
             prior_attempts: 20_000.0,
             maintenance_grace_ms: 10 * MINUTE_MS,
+            run_false_per_day: 0.01,
+            min_nq_bad_share: 0.01,
         }
     }
 }
@@ -399,6 +435,54 @@ fn family_of(class: ErrorClass) -> Option<Family> {
         ErrorClass::Settlement => Some(Family::Settlement),
         ErrorClass::Cardholder | ErrorClass::FraudRisk | ErrorClass::Other => None,
     }
+}
+
+/// Whether a network sample is degraded against the terminal's own baseline: loss 5 points
+/// above it, RTT 2.5 times it (and 100 ms more), or no answer at all.
+fn degraded(
+    rtt: Option<f32>,
+    loss: Option<f32>,
+    rtt_base: Option<f32>,
+    loss_base: Option<f32>,
+) -> bool {
+    if rtt.is_none() && loss.is_some_and(|l| l >= 99.0) {
+        return true;
+    }
+    let loss_bad = matches!((loss, loss_base), (Some(l), Some(b)) if l >= b + 5.0);
+    let rtt_bad = matches!((rtt, rtt_base), (Some(r), Some(b)) if r >= 2.5 * b && r >= b + 100.0);
+    loss_bad || rtt_bad
+}
+
+/// `log10` likelihood ratio a recovery must reach (100 : 1) before an incident's hold runs.
+const RECOVERY_LOG10: f64 = 2.0;
+
+/// `log10` likelihood ratio of "the failure rate is still `open_rate`" against "it is back to
+/// the baseline" for `obs` failures in `att` payments where the baseline expects `exp`
+/// (binomial; negative favours recovery). One approval on a terminal that failed every
+/// payment is strong evidence; a handful of payments at night on a 25 % defect is not.
+fn recovery_llr(obs: u64, att: u64, exp: f64, open_rate: f64) -> f64 {
+    if att == 0 {
+        return 0.0;
+    }
+    let n = att as f64;
+    let k = (obs as f64).min(n);
+    let r0 = (exp / n).clamp(1e-9, 0.5);
+    let r1 = open_rate.max(2.0 * r0).min(0.95);
+    k * (r1 / r0).log10() + (n - k) * ((1.0 - r1) / (1.0 - r0)).log10()
+}
+
+/// Index of [`Family::Availability`] in [`Family::COUNTED`].
+const AVAILABILITY: usize = 3;
+
+/// Fisher's combination of a test with a second, independent witness, both given as
+/// `-log10 p`: the `-log10` of `P(chi2_4 >= -2 ln(p1 p2)) = p1 p2 (1 - ln(p1 p2))`. A witness
+/// that saw nothing unusual (`s2 == 0`) leaves the first test as it is.
+fn fisher2(s1: f64, s2: f64) -> f64 {
+    if s2 <= 0.0 {
+        return s1;
+    }
+    let s = s1.max(0.0) + s2;
+    s - (1.0 + s * std::f64::consts::LN_10).log10()
 }
 
 fn fam_index(f: Family) -> usize {
@@ -487,13 +571,23 @@ impl Detector {
                 let term = &mut self.st.terms[t];
                 term.rtt_ms = nq.rtt_ms;
                 term.loss_percent = nq.loss_percent;
+                let bad = degraded(nq.rtt_ms, nq.loss_percent, term.rtt_base, term.loss_base);
+                // A degraded sample barely moves the baseline, so a lasting degradation stays
+                // visible for hours instead of becoming the new normal within minutes.
+                let w = if bad { 0.005 } else { 0.05 };
                 let ewma = |base: &mut Option<f32>, x: Option<f32>| {
                     if let Some(x) = x {
-                        *base = Some(base.map_or(x, |b| 0.95 * b + 0.05 * x.min(4.0 * b + 1.0)));
+                        *base = Some(base.map_or(x, |b| (1.0 - w) * b + w * x.min(4.0 * b + 1.0)));
                     }
                 };
                 ewma(&mut term.rtt_base, nq.rtt_ms);
                 ewma(&mut term.loss_base, nq.loss_percent);
+                if term.nq.len() >= state::NQ_KEEP {
+                    term.nq.pop_front();
+                }
+                term.nq.push_back((record.time_unix_ms, bad));
+                let share = &mut self.st.nq_bad_share;
+                *share = 0.999 * *share + 0.001 * f64::from(u8::from(bad));
             }
             RecordBody::TxnOutcome(tx) if live => {
                 let c = taxonomy::classify(tx.scheme, &tx.code);
@@ -504,6 +598,26 @@ impl Detector {
                 };
                 let minute = record.time_unix_ms.div_euclid(MINUTE_MS);
                 self.st.count(ti, minute, fam);
+                // Runs of failures (no approval in between) per terminal and per store, by
+                // plane: a misconfigured terminal answers card payments with terminal-config
+                // codes and QR payments with merchant-config codes.
+                for k in [Dim::Terminal.index(), Dim::Store.index()] {
+                    let g = self.st.terms[t].groups[k] as usize;
+                    let run = &mut self.st.groups[g].run;
+                    if c.approved {
+                        *run = [0; NFAM];
+                    } else if let Some(f) = fam {
+                        for (i, r) in run.iter_mut().enumerate() {
+                            if Family::COUNTED[i].compatible(f) {
+                                *r = r.saturating_add(1);
+                            }
+                        }
+                    }
+                }
+                if c.approved {
+                    let term = &mut self.st.terms[t];
+                    term.last_approval = term.last_approval.max(record.time_unix_ms);
+                }
                 if let Some(f) = fam {
                     let term = &mut self.st.terms[t];
                     if term.recent.len() >= 8 {
@@ -678,8 +792,17 @@ impl Detector {
                     best = (sig[i], WINDOWS_MIN[i], sums[i].1[fi]);
                 }
             }
+            let grp = &self.st.groups[gi];
+            if fi == AVAILABILITY && grp.dimset <= 1 && best.2 >= 2 {
+                // A store's (or terminal's) own network samples are a second, independent
+                // witness of its timeouts.
+                let nq = self.nq_evidence(&grp.members, now);
+                best.0 = fisher2(best.0, nq);
+            }
             if best.0 >= need && best.2 >= 2 {
                 flagged.push((g, best.0, best.1));
+            } else if let Some(rs) = self.run_evidence(gi, fi) {
+                flagged.push((g, rs, ACTIVE_WINDOW_MIN));
             }
         }
         for &(g, _, _) in &flagged {
@@ -731,6 +854,67 @@ impl Detector {
             .map(|&(d, _)| (self.st.interner.cardinality(d).max(1) as f64).log10())
             .sum();
         self.cfg.min_significance + price
+    }
+
+    /// The run test of group `g` (a terminal, or a store) in family `fi`: `-log10` of the
+    /// chance that its last `k` payments all failed with codes of the family's plane (no
+    /// approval in between) at its baseline rate `p`, i.e. `k log10(1/p)`, if that beats
+    /// [`Self::run_threshold`]. Only families whose codes healthy terminals almost never answer
+    /// (merchant config, terminal config, terminal fault) and runs of at least two count.
+    fn run_evidence(&self, g: usize, fi: usize) -> Option<f64> {
+        let grp = &self.st.groups[g];
+        // Terminal runs for every decisive family; store runs for merchant config only (a
+        // branch's registration; a store's terminals do not break together otherwise).
+        let eligible = match grp.dimset {
+            0 => fi < AVAILABILITY,
+            1 => fi == fam_index(Family::MerchantConfig),
+            _ => false,
+        };
+        let k = grp.run[fi];
+        if !eligible || k < 2 {
+            return None;
+        }
+        // The null rate of the run's plane: every compatible family's baseline.
+        let fam = Family::COUNTED[fi];
+        let p: f64 = (0..NFAM)
+            .filter(|&f| Family::COUNTED[f].compatible(fam))
+            .map(|f| {
+                self.st
+                    .rate(g, f, self.cfg.prior_rates[f], self.cfg.prior_attempts)
+            })
+            .sum::<f64>()
+            .clamp(1e-12, 0.5);
+        let sig = f64::from(k) * -p.log10();
+        (sig >= self.run_threshold()).then_some(sig)
+    }
+
+    /// Significance a run must reach: a Bonferroni price over every chance a run had to start
+    /// in a fleet-day (terminals x payments per terminal per day, at least 50) for at most
+    /// [`DetectorConfig::run_false_per_day`] false incidents per fleet-day.
+    fn run_threshold(&self) -> f64 {
+        let n = self.st.terms.len().max(1) as f64;
+        // A count decayed with half-life H holds H / ln 2 worth of its rate.
+        let half_life_days = self.cfg.baseline_half_life_ms as f64 / 86_400_000.0;
+        let per_day =
+            (self.st.fleet_attempts * std::f64::consts::LN_2 / half_life_days / n).max(50.0);
+        (n * per_day / self.cfg.run_false_per_day.max(1e-9)).log10()
+    }
+
+    /// `-log10 p` of the degraded network samples of `members` (at most a store's worth are
+    /// looked at) in the 15 minutes before `now`, against the fleet's share of degraded samples.
+    fn nq_evidence(&self, members: &[u32], now: i64) -> f64 {
+        let q = self.st.nq_bad_share.max(self.cfg.min_nq_bad_share);
+        let since = now - ACTIVE_WINDOW_MIN * MINUTE_MS;
+        let (mut n, mut k) = (0u32, 0u32);
+        for &t in members.iter().take(64) {
+            for &(ts, bad) in &self.st.terms[t as usize].nq {
+                if ts > since && ts <= now {
+                    n += 1;
+                    k += u32::from(bad);
+                }
+            }
+        }
+        surprise(f64::from(k), f64::from(n) * q)
     }
 
     /// Whether every terminal of `members` lies in one open incident of a compatible family.
@@ -816,8 +1000,27 @@ impl Detector {
                 }
             }
         }
-        let s = surprise(obs as f64, exp);
-        (s >= self.threshold(&scope) && obs >= 2).then(|| Anomaly {
+        let mut s = surprise(obs as f64, exp);
+        let single = (scope.len() == 1).then(|| scope[0].0);
+        if fi == AVAILABILITY && matches!(single, Some(Dim::Terminal | Dim::Store)) && obs >= 2 {
+            s = fisher2(
+                s,
+                self.nq_evidence(&members, now_min * MINUTE_MS + MINUTE_MS - 1),
+            );
+        }
+        let mut pass = s >= self.threshold(&scope) && obs >= 2;
+        let group = match single {
+            Some(Dim::Terminal | Dim::Store) => {
+                let d = scope[0].0;
+                Some(self.st.terms[members[0] as usize].groups[d.index()] as usize)
+            }
+            _ => None,
+        };
+        if !pass && let Some(rs) = group.and_then(|g| self.run_evidence(g, fi)) {
+            s = s.max(rs);
+            pass = true;
+        }
+        pass.then(|| Anomaly {
             family: Family::COUNTED[fi],
             scope,
             members,
@@ -897,6 +1100,27 @@ impl Detector {
             }
         }
         out
+    }
+
+    /// The store group of terminal `t` if the store has other terminals and none of them has
+    /// been paid since the terminal's merchant-config failures began.
+    fn store_wide(&self, t: usize) -> Option<usize> {
+        let store = self.st.terms[t].groups[Dim::Store.index()] as usize;
+        let members = &self.st.groups[store].members;
+        if members.len() < 2 || members.len() > 64 {
+            return None;
+        }
+        // Since the first merchant-config failure of the terminal's current run.
+        let since = self.st.terms[t]
+            .recent
+            .iter()
+            .filter(|r| r.1 == Family::MerchantConfig && r.0 > self.st.terms[t].last_approval)
+            .map(|r| r.0)
+            .min()?;
+        let sibling_paid = members
+            .iter()
+            .any(|&s| s as usize != t && self.st.terms[s as usize].last_approval >= since);
+        (!sibling_paid).then_some(store)
     }
 
     /// The canonical scope of a terminal set: among equivalent terminal / store / merchant
@@ -981,6 +1205,13 @@ impl Detector {
                 .any(|r| r.1 == Family::TerminalConfig)
             {
                 a.family = Family::TerminalConfig;
+            } else if let Some(store) = self.store_wide(t) {
+                // "Merchant does not exist" on one terminal while no sibling of its store
+                // has been paid since: the store's registration (a branch without routing
+                // information), not this terminal. If a sibling is being paid, the terminal
+                // alone is bound wrong and stays a terminal-config incident.
+                a.scope = self.st.group_scope(store);
+                a.members = self.st.groups[store].members.clone();
             }
         }
         self.canonical(&mut a);
@@ -1038,6 +1269,7 @@ impl Detector {
                 o.members = a.members.clone();
                 o.last_active = now;
                 o.last_emit = now;
+                o.open_rate = a.rate();
                 self.events.push_back(IncidentEvent::Updated(o.inc.clone()));
                 return;
             }
@@ -1058,6 +1290,7 @@ impl Detector {
         let id = self.next_id;
         self.next_id += 1;
         let inc = self.build(now, &a, kind, id);
+        let open_rate = a.rate();
         self.events.push_back(IncidentEvent::Opened(inc.clone()));
         self.open.push(Open {
             inc,
@@ -1068,6 +1301,7 @@ impl Detector {
             last_attempt: now,
             last_emit: now,
             last_refresh: now,
+            open_rate,
         });
     }
 
@@ -1238,6 +1472,7 @@ impl Detector {
                     self.st.terms[t0].groups[o.scope_ids[0].0.index()] as usize
                 });
                 let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
+                let (mut att60, mut obs60, mut exp60) = (0u64, 0u64, 0.0);
                 let groups: Vec<usize> = match single {
                     Some(g) if self.st.groups[g].dimset < WINDOWED => vec![g],
                     _ => o
@@ -1247,12 +1482,17 @@ impl Detector {
                         .collect(),
                 };
                 for g in groups {
-                    let (a, f) = self.st.window(g, now_min, ACTIVE_WINDOW_MIN);
+                    let [(a, f), (a60, f60), _] =
+                        self.st.windows3(g, now_min, [ACTIVE_WINDOW_MIN, 60, 60]);
                     att += a;
+                    att60 += a60;
                     for &pf in &plane {
                         obs += f[pf];
+                        obs60 += f60[pf];
                         let (pr, pn) = (self.cfg.prior_rates[pf], self.cfg.prior_attempts);
-                        exp += a as f64 * self.st.rate(g, pf, pr, pn);
+                        let r = self.st.rate(g, pf, pr, pn);
+                        exp += a as f64 * r;
+                        exp60 += a60 as f64 * r;
                     }
                 }
                 let s = surprise(obs as f64, exp);
@@ -1276,6 +1516,12 @@ impl Detector {
                     }
                 } else if att == 0 && now - o.last_attempt < self.cfg.quiet_resolve_ms {
                     // No payments, no evidence either way: keep it open.
+                    o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
+                } else if att60 > 0
+                    && recovery_llr(obs60, att60, exp60, o.open_rate) > -RECOVERY_LOG10
+                {
+                    // Too few payments in the last hour to tell the incident's rate from
+                    // the baseline (a low-rate firmware defect at night): over is not shown.
                     o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
                 }
             }

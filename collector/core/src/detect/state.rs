@@ -108,6 +108,9 @@ pub(crate) struct Group {
     /// Until when (minute) a family's failures are excluded from the baseline: the group was
     /// anomalous, and an anomaly must not become the new normal.
     pub(crate) excluded_until: [i64; NFAM],
+    /// Per family: alertable failures of the family's plane since the group's last approval
+    /// (kept for terminal and store groups).
+    pub(crate) run: [u32; NFAM],
 }
 
 /// One terminal.
@@ -127,7 +130,15 @@ pub(crate) struct Term {
     pub(crate) loss_base: Option<f32>,
     /// Recent alertable failures: (time, family, scheme, code).
     pub(crate) recent: Vec<(i64, Family, storepulse_shared::Scheme, String)>,
+    /// Observation time of the terminal's last approved payment.
+    pub(crate) last_approval: i64,
+    /// Recent live network samples: (observation time, degraded against the terminal's own
+    /// baseline), oldest first, at most [`NQ_KEEP`].
+    pub(crate) nq: std::collections::VecDeque<(i64, bool)>,
 }
+
+/// Network samples kept per terminal.
+pub(crate) const NQ_KEEP: usize = 32;
 
 /// Interned label values per dimension.
 #[derive(Debug, Default)]
@@ -153,6 +164,8 @@ pub(crate) struct State {
     pub(crate) missed: f64,
     /// Until when (minute) a family's failures stay out of the fleet history.
     pub(crate) fleet_exclusions: [i64; NFAM],
+    /// Share of live network samples that are degraded, fleet-wide (moving average).
+    pub(crate) nq_bad_share: f64,
     half_life_min: f64,
 }
 
@@ -300,6 +313,7 @@ impl State {
             beats: 0.0,
             missed: 0.0,
             fleet_exclusions: [i64::MIN; NFAM],
+            nq_bad_share: 0.02,
             half_life_min: (half_life_ms as f64 / 60_000.0).max(1.0),
         }
     }
@@ -348,6 +362,7 @@ impl State {
             base_fails: [0.0; NFAM],
             base_minute: 0,
             excluded_until: [i64::MIN; NFAM],
+            run: [0; NFAM],
         });
         self.group_ids.insert((dimset, values), g);
         g
@@ -375,6 +390,8 @@ impl State {
                     rtt_base: None,
                     loss_base: None,
                     recent: Vec::new(),
+                    last_approval: i64::MIN,
+                    nq: std::collections::VecDeque::new(),
                 });
                 self.by_id.insert(id.terminal_id.clone(), ti);
                 ti

@@ -238,3 +238,175 @@ fn resolves_after_hold_time() {
     );
     assert!(matches!(d.events.last(), Some(IncidentEvent::Resolved(_))));
 }
+
+impl Driver {
+    /// One payment of terminal `ti` at `now` answered with ISO 8583 `code`, then ticks.
+    fn pay(&mut self, now: i64, ti: usize, code: &str) {
+        let tx = TxnOutcome {
+            scheme: Scheme::Iso8583,
+            code: code.to_owned(),
+            latency_ms: 800,
+            method: PayMethod::Card,
+            route: None,
+        };
+        self.send(now, ti, RecordBody::TxnOutcome(tx));
+        self.tick_to(now + 10_000);
+    }
+
+    fn tick_to(&mut self, now: i64) {
+        self.det.tick(now);
+        while let Some(e) = self.det.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// A network sample of terminal `ti` at `now`.
+    fn probe(&mut self, now: i64, ti: usize, rtt_ms: f32, loss_percent: f32) {
+        let nq = storepulse_shared::NetQuality {
+            rtt_ms: Some(rtt_ms),
+            jitter_ms: Some(rtt_ms / 10.0),
+            loss_percent: Some(loss_percent),
+            endpoints: Vec::new(),
+        };
+        self.send(now, ti, RecordBody::NetQuality(nq));
+    }
+}
+
+/// A quiet fleet: a day of three payments an hour per terminal. Returns the driver and the
+/// first minute after the day.
+fn quiet_day() -> (Driver, i64) {
+    let mut d = Driver::new(12);
+    d.run(0, 24 * 60, &|_| false, &|_| 0.05, &normal);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+    (d, 24 * 60)
+}
+
+impl Driver {
+    /// Minutes `from..to` of heartbeats only (the fleet stays visibly alive).
+    fn idle(&mut self, from: i64, to: i64) {
+        self.run(from, to, &|_| false, &|_| 0.0, &normal);
+    }
+
+    /// Heartbeats for minute `m`, and payments answered with `codes` (terminal, code) in it.
+    fn minute(&mut self, m: i64, codes: &[(usize, &str)]) {
+        for (k, &(ti, code)) in codes.iter().enumerate() {
+            self.pay(T0 + m * MIN + 30_000 + k as i64 * 1000, ti, code);
+        }
+        self.idle(m, m + 1);
+    }
+}
+
+#[test]
+fn two_terminal_config_codes_in_a_row_open_a_terminal_config_incident() {
+    let (mut d, m) = quiet_day();
+    // Terminal 5 (M1-S0-T1) was re-provisioned wrong: "transaction not permitted to terminal".
+    d.minute(m, &[(5, "58")]);
+    d.idle(m + 1, m + 20);
+    assert!(
+        d.events.is_empty(),
+        "one code is not evidence: {:?}",
+        d.opened()
+    );
+    d.minute(m + 20, &[(5, "58")]);
+    d.idle(m + 21, m + 22);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::TerminalConfig, "terminal=M1-S0-T1".to_owned())]
+    );
+}
+
+#[test]
+fn an_approval_between_two_config_codes_breaks_the_run() {
+    let (mut d, m) = quiet_day();
+    d.minute(m, &[(5, "58")]);
+    d.minute(m + 5, &[(5, "00")]);
+    d.minute(m + 20, &[(5, "58")]);
+    d.idle(m + 21, m + 25);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
+
+#[test]
+fn merchant_codes_on_one_terminal_of_an_unpaid_store_point_at_the_store() {
+    let (mut d, m) = quiet_day();
+    // M2-S0 (terminals 8 and 9): a branch whose registration lacks routing information.
+    d.minute(m, &[(8, "03")]);
+    d.minute(m + 3, &[(8, "03")]);
+    d.idle(m + 4, m + 6);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::MerchantConfig, "store=M2-S0".to_owned())]
+    );
+}
+
+#[test]
+fn merchant_codes_on_one_terminal_while_its_sibling_is_paid_point_at_the_terminal() {
+    let (mut d, m) = quiet_day();
+    d.minute(m, &[(8, "03")]);
+    d.minute(m + 1, &[(9, "00")]);
+    d.minute(m + 3, &[(8, "03")]);
+    d.idle(m + 4, m + 6);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::TerminalConfig, "terminal=M2-S0-T0".to_owned())]
+    );
+}
+
+/// Two timeouts at store M3-S1 (terminals 14 and 15), with or without its own network samples
+/// degraded in the minutes before.
+fn two_timeouts(degraded: bool) -> Driver {
+    let (mut d, m) = quiet_day();
+    // Twenty minutes of samples: the first ten learn the terminals' own baseline.
+    for k in 0..20 {
+        for ti in [14, 15] {
+            let (rtt, loss) = if degraded && k >= 10 {
+                (900.0, 30.0)
+            } else {
+                (40.0, 0.2)
+            };
+            d.probe(T0 + (m + k) * MIN + 5_000, ti, rtt, loss);
+        }
+        d.idle(m + k, m + k + 1);
+    }
+    d.minute(m + 20, &[(14, "68")]);
+    d.minute(m + 21, &[(15, "68")]);
+    d.idle(m + 22, m + 24);
+    d
+}
+
+#[test]
+fn degraded_network_samples_make_two_timeouts_a_store_network_incident() {
+    let d = two_timeouts(true);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::StoreNetwork, "store=M3-S1".to_owned())]
+    );
+    let inc = d.det.incidents().next().expect("open");
+    let (rtt, base) = inc.evidence.rtt_ms.expect("network evidence");
+    assert!(rtt > 2.0 * base, "rtt {rtt} vs baseline {base}");
+}
+
+#[test]
+fn two_timeouts_with_a_healthy_network_are_noise() {
+    let d = two_timeouts(false);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
+
+#[test]
+fn fisher_combination_is_a_p_value() {
+    // Two tests at p = 0.01 each: p1 p2 (1 - ln(p1 p2)) = 1e-4 * (1 + 9.21) = 1.02e-3.
+    let s = fisher2(2.0, 2.0);
+    assert!((s - 2.991).abs() < 0.01, "{s}");
+    assert_eq!(fisher2(7.0, 0.0), 7.0);
+}
+
+#[test]
+fn recovery_needs_evidence_not_just_quiet() {
+    // A 25 % defect: four payments, none failed, is not yet proof it is over ...
+    assert!(recovery_llr(0, 4, 0.0001, 0.25) > -RECOVERY_LOG10);
+    // ... forty are.
+    assert!(recovery_llr(0, 40, 0.001, 0.25) < -RECOVERY_LOG10);
+    // A terminal that failed everything: two approvals settle it.
+    assert!(recovery_llr(0, 2, 0.00001, 1.0) < -RECOVERY_LOG10);
+    // Still failing at the open rate: evidence for the incident.
+    assert!(recovery_llr(10, 40, 0.001, 0.25) > 0.0);
+}
