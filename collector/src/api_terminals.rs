@@ -417,14 +417,12 @@ pub(crate) async fn breakdown(
     let now = now_unix_ms();
     let to = q.to.unwrap_or(now).min(now + 1);
     let from = q.from.unwrap_or(to - DEFAULT_BREAKDOWN_RANGE_MS);
-    let result = {
-        let mut book = state
-            .incidents
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        book.rollup.evict(now);
-        book.rollup.breakdown(label, from, to, bucket, limit)
-    };
+    let result = state
+        .incidents
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .rollup
+        .breakdown_at(now, label, from, to, bucket, limit);
     let b = result.map_err(|e| match e {
         BreakdownError::TooOld => {
             ApiError::BadRequest(format!("{e}: `to` must be after {}", now - RETENTION_MS))

@@ -21,11 +21,12 @@
 //! failures / attempts.
 //!
 //! Memory: a cell is 20 bytes plus its hash map slot; only (bucket, value) pairs that saw an
-//! outcome exist. For 100,000 terminals in ~40,000 stores and ~15,000 merchants, the worst
-//! case (every store and merchant paying in every hour of the day) is ~1.3 million
-//! high-cardinality cells (~40 MB); the low-cardinality labels add ~144 buckets × their value
-//! counts (a few hundred cities at most). Class counts are kept only for failures, in a side
-//! map per bucket. Label values are interned once (bounded by the fleet's distinct values).
+//! outcome exist. Class counts are kept only for failures, in a side map per bucket. Label
+//! values are interned once (bounded by the fleet's distinct values). Measured worst case for
+//! 100,000 terminals in 40,000 stores, 14,286 merchants and 300 cities, every terminal paying
+//! every hour for 25 hours: 1.37 million cells, 63 MB of resident memory; counting took
+//! 1.6 µs per outcome, a 24 h store breakdown 28 ms, a 6 h city breakdown 0.1 ms (release
+//! build on two busy cores, a throwaway program, not a test).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -371,8 +372,13 @@ impl Rollup {
 
     /// Oldest time retained at the rollup's latest time, ms.
     pub fn retained_from(&self, label: RollupLabel) -> i64 {
+        self.retained_at(label, self.latest_ms)
+    }
+
+    /// Oldest time retained at `now_ms` (or at the latest time seen, if later), ms.
+    fn retained_at(&self, label: RollupLabel, now_ms: i64) -> i64 {
         let w = label.bucket_ms();
-        let oldest = self.latest_ms.saturating_sub(RETENTION_MS);
+        let oldest = self.latest_ms.max(now_ms).saturating_sub(RETENTION_MS);
         oldest - oldest.rem_euclid(w)
     }
 
@@ -447,9 +453,25 @@ impl Rollup {
     }
 
     /// Failures of `label`'s values over `[from_ms, to_ms)` in buckets of `bucket_ms` (the
-    /// label's base width if `None`): the top `limit` values by failures.
+    /// label's base width if `None`): the top `limit` values by failures. The retention is
+    /// counted back from the latest time seen.
     pub fn breakdown(
         &self,
+        label: RollupLabel,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Breakdown, BreakdownError> {
+        self.breakdown_at(self.latest_ms, label, from_ms, to_ms, bucket_ms, limit)
+    }
+
+    /// [`Rollup::breakdown`] with the retention counted back from `now_ms` if that is later
+    /// than the latest time seen (older buckets not yet evicted are left out). Needs no
+    /// `&mut`, so readers hold only a read lock.
+    pub fn breakdown_at(
+        &self,
+        now_ms: i64,
         label: RollupLabel,
         from_ms: i64,
         to_ms: i64,
@@ -464,7 +486,7 @@ impl Rollup {
         if w <= 0 || w % base != 0 || w > RETENTION_MS {
             return Err(BreakdownError::BadBucket(base));
         }
-        let retained_from = self.retained_from(label);
+        let retained_from = self.retained_at(label, now_ms);
         if to_ms <= retained_from {
             return Err(BreakdownError::TooOld);
         }
@@ -479,16 +501,23 @@ impl Rollup {
                 .iter()
                 .filter(move |b| b.start_ms >= from && b.start_ms < to_ms)
         };
-        // Totals first, then series only for the chosen values.
-        let mut totals: HashMap<u32, Cell> = HashMap::new();
+        // Totals first (value ids are dense: a vector), then series only for the chosen values.
+        let mut totals: Vec<Cell> = vec![Cell::default(); lr.names.len()];
         for b in in_range() {
             for (v, c) in &b.cells {
-                totals.entry(*v).or_default().add(c);
+                if let Some(t) = totals.get_mut(*v as usize) {
+                    t.add(c);
+                }
             }
         }
-        let total_values = totals.len();
         let name = |v: u32| lr.names.get(v as usize).map_or("", |s| &**s);
-        let mut chosen: Vec<(u32, Cell)> = totals.into_iter().collect();
+        let mut chosen: Vec<(u32, Cell)> = totals
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| c.attempts > 0)
+            .map(|(v, c)| (u32::try_from(v).unwrap_or(u32::MAX), c))
+            .collect();
+        let total_values = chosen.len();
         chosen.sort_by(|a, b| {
             b.1.failures
                 .cmp(&a.1.failures)
@@ -499,11 +528,13 @@ impl Rollup {
         if !label.high_cardinality() {
             chosen.sort_by(|a, b| name(a.0).cmp(name(b.0)));
         }
-        let index: HashMap<u32, usize> = chosen
-            .iter()
-            .enumerate()
-            .map(|(i, (v, _))| (*v, i))
-            .collect();
+        let mut index: Vec<Option<u32>> = vec![None; lr.names.len()];
+        for (i, (v, _)) in chosen.iter().enumerate() {
+            if let Some(slot) = index.get_mut(*v as usize) {
+                *slot = u32::try_from(i).ok();
+            }
+        }
+        let row_of = |v: u32| index.get(v as usize).copied().flatten().map(|i| i as usize);
         let mut rows: Vec<ValueRow> = chosen
             .iter()
             .map(|(v, c)| ValueRow {
@@ -517,14 +548,14 @@ impl Rollup {
         for b in in_range() {
             let col = usize::try_from((b.start_ms - from) / w).unwrap_or(0);
             for (v, c) in &b.cells {
-                if let Some(&i) = index.get(v)
+                if let Some(i) = row_of(*v)
                     && let Some(cell) = rows[i].series.get_mut(col)
                 {
                     cell.add(c);
                 }
             }
             for ((v, k), n) in &b.classes {
-                if let Some(&i) = index.get(v) {
+                if let Some(i) = row_of(*v) {
                     classes[i][usize::from(*k)] += n;
                 }
             }
