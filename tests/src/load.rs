@@ -170,9 +170,9 @@ pub fn net_quality() -> RecordBody {
 pub fn payment(i: u64) -> RecordBody {
     RecordBody::TxnOutcome(TxnOutcome {
         scheme: Scheme::Cup,
-        code: if i % 50 == 0 { "51" } else { "00" }.into(),
+        code: if i.is_multiple_of(50) { "51" } else { "00" }.into(),
         latency_ms: 300 + (i % 200) as u32,
-        method: if i % 3 == 0 {
+        method: if i.is_multiple_of(3) {
             PayMethod::Qr
         } else {
             PayMethod::Card

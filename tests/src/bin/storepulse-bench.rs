@@ -3,8 +3,13 @@
 //!
 //! - `ingest`: one process plays many agents over real QUIC + mTLS against a real collector and
 //!   reports records/s acknowledged (acks are sent only after the group commit is fsync'd).
-//! - `agent-footprint`: one real agent at default intervals for a while; reports its RSS, CPU
-//!   seconds per hour and the size of the stripped binary.
+//! - `agent-footprint`: one real agent at default intervals for a while, side by side with
+//!   Prometheus node_exporter (scraped every 15 s) in the same run; reports RSS, CPU seconds
+//!   per hour and binary size of both.
+//! - `storm`: N real agents started in one instant against a collector's admission control;
+//!   time until all are connected, Retry/queue/refusal counts, API latency during the storm.
+//! - `connections`: N raw agents held connected at default intervals; collector RSS and CPU.
+//! - `drain`: N agents with an outage's backlog reconnect with their backoff and drain.
 //!
 //! Run with release binaries: `cargo build --release --workspace --bins` then
 //! `STOREPULSE_BIN_DIR=target/release target/release/storepulse-bench ingest`.
@@ -22,6 +27,11 @@ use storepulse_shared::{
 };
 use storepulse_tests::quic::{RawConn, client_config, endpoint};
 use storepulse_tests::{Agent, AgentSpec, Collector, Pki, bin_dir, procstat};
+
+#[path = "../bench/proc.rs"]
+mod proc;
+#[path = "../bench/scale.rs"]
+mod scale;
 
 #[derive(Debug, Parser)]
 #[command(about = "storepulse benchmarks")]
@@ -60,11 +70,63 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         seconds: u64,
     },
-    /// RSS, CPU and binary size of one agent at default intervals.
+    /// RSS, CPU and binary size of one agent at default intervals, side by side with
+    /// Prometheus node_exporter scraped every 15 s.
     AgentFootprint {
         /// Seconds to observe.
         #[arg(long, default_value_t = 300)]
         seconds: u64,
+        /// The node_exporter binary (Debian package prometheus-node-exporter).
+        #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
+        node_exporter: std::path::PathBuf,
+    },
+    /// Reconnect storm: N real agents started in the same instant.
+    Storm {
+        /// Agents.
+        #[arg(long, default_value_t = 3000)]
+        agents: usize,
+        /// Switch admission control off (for comparison).
+        #[arg(long)]
+        budget_off: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        limit_secs: u64,
+    },
+    /// N raw agents held connected at default intervals.
+    Connections {
+        /// Agents.
+        #[arg(long, default_value_t = 100_000)]
+        agents: usize,
+        /// Client endpoints (UDP sockets).
+        #[arg(long, default_value_t = 64)]
+        endpoints: usize,
+        /// New agents started per second.
+        #[arg(long, default_value_t = 1000)]
+        ramp_per_sec: u64,
+        /// Seconds measured once all are connected (after one network-sample interval).
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Give up connecting after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        limit_secs: u64,
+    },
+    /// Backlog drain after an outage.
+    Drain {
+        /// Agents.
+        #[arg(long, default_value_t = 20_000)]
+        agents: usize,
+        /// Outage length, seconds (the backlog each agent holds).
+        #[arg(long, default_value_t = 3600)]
+        outage_secs: u64,
+        /// One payment outcome every this many seconds during the outage.
+        #[arg(long, default_value_t = 10)]
+        txn_every_secs: u64,
+        /// The agents' backoff cap, seconds (reached during a long outage).
+        #[arg(long, default_value_t = 60)]
+        backoff_max_secs: u64,
+        /// Client endpoints (UDP sockets).
+        #[arg(long, default_value_t = 32)]
+        endpoints: usize,
     },
 }
 
@@ -265,7 +327,53 @@ async fn ingest(
     Ok(())
 }
 
-async fn agent_footprint(seconds: u64) -> Result<()> {
+/// node_exporter on a loopback port, scraped like Prometheus would.
+struct NodeExporter {
+    child: std::process::Child,
+    url: String,
+}
+
+impl NodeExporter {
+    fn start(bin: &std::path::Path) -> Result<Self> {
+        let port = storepulse_tests::free_tcp_port();
+        let child = std::process::Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "start {} (apt-get install prometheus-node-exporter)",
+                    bin.display()
+                )
+            })?;
+        Ok(Self {
+            child,
+            url: format!("http://127.0.0.1:{port}/metrics"),
+        })
+    }
+
+    async fn scrape(&self, http: &reqwest::Client) -> Result<usize> {
+        Ok(http
+            .get(&self.url)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?
+            .len())
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn agent_footprint(seconds: u64, node_exporter: &std::path::Path) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let pki = Pki::init(&tmp.path().join("pki"))?;
     pki.issue("FOOT1")?;
@@ -276,22 +384,45 @@ async fn agent_footprint(seconds: u64) -> Result<()> {
     spec.net_probe_interval_secs = 60;
     let mut agent = Agent::start(&tmp.path().join("a"), spec).await?;
     let pid = agent.pid().context("agent pid")?;
+    let ne = NodeExporter::start(node_exporter)?;
+    let ne_pid = ne.child.id();
+    let http = reqwest::Client::new();
     tokio::time::sleep(Duration::from_secs(5)).await;
+    ne.scrape(&http)
+        .await
+        .context("node_exporter does not answer")?;
     let start = procstat::read(pid)?;
+    let ne_start = procstat::read(ne_pid)?;
     let t0 = Instant::now();
     let mut peak = start.rss_bytes;
+    let mut ne_peak = ne_start.rss_bytes;
     let mut n = 0u64;
-    // A busy shop: one payment every 10 s.
+    let mut scraped = 0usize;
+    // A busy shop: one payment every 10 s; node_exporter scraped every 15 s (a common
+    // Prometheus scrape_interval; Prometheus's own default is 60 s).
+    let mut next_post = tokio::time::Instant::now();
+    let mut next_scrape = tokio::time::Instant::now();
     while t0.elapsed() < Duration::from_secs(seconds) {
-        agent.post_markers([n]).await?;
-        n += 1;
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        if tokio::time::Instant::now() >= next_post {
+            agent.post_markers([n]).await?;
+            n += 1;
+            next_post += Duration::from_secs(10);
+        }
+        if tokio::time::Instant::now() >= next_scrape {
+            scraped = ne.scrape(&http).await?;
+            next_scrape += Duration::from_secs(15);
+        }
+        tokio::time::sleep_until(next_post.min(next_scrape)).await;
         peak = peak.max(procstat::read(pid)?.rss_bytes);
+        ne_peak = ne_peak.max(procstat::read(ne_pid)?.rss_bytes);
     }
     let end = procstat::read(pid)?;
+    let ne_end = procstat::read(ne_pid)?;
     let elapsed = t0.elapsed().as_secs_f64();
     agent.stop()?;
+    drop(ne);
     let size = std::fs::metadata(bin_dir().join("storepulse-agent"))?.len();
+    let ne_size = std::fs::metadata(node_exporter)?.len();
     println!(
         "agent footprint over {elapsed:.0} s at default intervals (30 s heartbeat, 60 s net probe, 1 payment / 10 s):"
     );
@@ -308,6 +439,28 @@ async fn agent_footprint(seconds: u64) -> Result<()> {
         "  binary ({}): {:.1} MiB",
         bin_dir().join("storepulse-agent").display(),
         size as f64 / (1 << 20) as f64
+    );
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let per_h = |a: f64, b: f64| (b - a) / elapsed * 3600.0;
+    println!(
+        "side by side over the same {elapsed:.0} s (node_exporter {} with its default collectors, scraped every 15 s, {scraped} bytes per scrape):",
+        node_exporter.display()
+    );
+    println!("  | | RSS end / peak | CPU s per hour | binary |");
+    println!("  |---|---|---|---|");
+    println!(
+        "  | storepulse-agent | {:.1} / {:.1} MiB | {:.2} | {:.1} MiB |",
+        mb(end.rss_bytes),
+        mb(peak),
+        per_h(start.cpu_secs, end.cpu_secs),
+        mb(size)
+    );
+    println!(
+        "  | prometheus-node-exporter | {:.1} / {:.1} MiB | {:.2} | {:.1} MiB |",
+        mb(ne_end.rss_bytes),
+        mb(ne_peak),
+        per_h(ne_start.cpu_secs, ne_end.cpu_secs),
+        mb(ne_size)
     );
     Ok(())
 }
@@ -406,7 +559,38 @@ async fn main() -> Result<()> {
             seconds,
             endpoints,
         } => ingest(agents, batch, in_flight, seconds, endpoints).await,
-        Cmd::AgentFootprint { seconds } => agent_footprint(seconds).await,
+        Cmd::AgentFootprint {
+            seconds,
+            node_exporter,
+        } => agent_footprint(seconds, &node_exporter).await,
+        Cmd::Storm {
+            agents,
+            budget_off,
+            limit_secs,
+        } => scale::storm(agents, budget_off, limit_secs).await,
+        Cmd::Connections {
+            agents,
+            endpoints,
+            ramp_per_sec,
+            seconds,
+            limit_secs,
+        } => scale::connections(agents, endpoints, ramp_per_sec, seconds, limit_secs).await,
+        Cmd::Drain {
+            agents,
+            outage_secs,
+            txn_every_secs,
+            backoff_max_secs,
+            endpoints,
+        } => {
+            scale::drain(
+                agents,
+                outage_secs,
+                txn_every_secs,
+                backoff_max_secs,
+                endpoints,
+            )
+            .await
+        }
         Cmd::LiveFleet { agents, seconds } => live_fleet(agents, seconds).await,
     }
 }
