@@ -58,3 +58,16 @@ fn low_volume_terminal_config_is_detected_before_the_call() {
 fn terminal_faults_are_detected_before_the_call() {
     check("terminal_fault.toml");
 }
+
+#[test]
+fn a_day_long_firmware_regression_is_one_incident() {
+    // 15 hours of a 25 % defect, through the night: one incident, not one per hour the
+    // baseline caught up with it (it used to reopen 32 times).
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/firmware_regression.toml");
+    let sc = Scenario::from_file(&path).expect("scenario loads");
+    let r = eval::run_scenario(&sc);
+    assert_eq!(r.truth_detected, r.truth, "missed {:?}", r.missed);
+    assert_eq!(r.before_call, r.truth, "late {:?}", r.detections);
+    assert_eq!(r.detected, 1, "incidents opened: {}", r.detected);
+}

@@ -874,11 +874,14 @@ impl Detector {
         if !eligible || k < 2 {
             return None;
         }
-        // The null rate of the run's plane: every compatible family's baseline.
         let fam = Family::COUNTED[fi];
-        let p: f64 = (0..NFAM)
+        let plane: Vec<usize> = (0..NFAM)
             .filter(|&f| Family::COUNTED[f].compatible(fam))
-            .map(|f| {
+            .collect();
+        // The null rate of the run's plane: every compatible family's baseline.
+        let p: f64 = plane
+            .iter()
+            .map(|&f| {
                 self.st
                     .rate(g, f, self.cfg.prior_rates[f], self.cfg.prior_attempts)
             })
@@ -1482,6 +1485,14 @@ impl Detector {
                         .collect(),
                 };
                 for g in groups {
+                    // An open incident must not become the new normal: its failures stay out
+                    // of the baselines of its groups for as long as it is open (and an hour
+                    // after), not only while the failure test keeps flagging it (a contained
+                    // group is not re-flagged, so its exclusion used to lapse after an hour).
+                    for &pf in &plane {
+                        let until = &mut self.st.groups[g].excluded_until[pf];
+                        *until = (*until).max(now_min + 60);
+                    }
                     let [(a, f), (a60, f60), _] =
                         self.st.windows3(g, now_min, [ACTIVE_WINDOW_MIN, 60, 60]);
                     att += a;

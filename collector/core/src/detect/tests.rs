@@ -410,3 +410,27 @@ fn recovery_needs_evidence_not_just_quiet() {
     // Still failing at the open rate: evidence for the incident.
     assert!(recovery_llr(10, 40, 0.001, 0.25) > 0.0);
 }
+
+#[test]
+fn a_long_partial_outage_stays_one_incident() {
+    // A quarter of ACQ-A's payments fail with "system malfunction" for six hours: one incident,
+    // not one per baseline catch-up (an open incident must not become the new normal).
+    let mut d = Driver::new(12);
+    d.run(0, 120, &|_| false, &|_| 0.3, &normal);
+    let acq_a = |ti: usize| (ti / 4).is_multiple_of(3);
+    d.run(120, 480, &|_| false, &|_| 0.3, &|ti, u| {
+        if acq_a(ti) && u > 0.75 {
+            "96"
+        } else {
+            normal(ti, u)
+        }
+    });
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::AcquirerOutage, "acquirer=ACQ-A".to_owned())]
+    );
+    assert!(
+        d.det.incidents().next().is_some(),
+        "resolved while still failing"
+    );
+}
