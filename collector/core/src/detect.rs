@@ -485,6 +485,11 @@ fn fisher2(s1: f64, s2: f64) -> f64 {
     s - (1.0 + s * std::f64::consts::LN_10).log10()
 }
 
+/// Indexes (in [`Family::COUNTED`]) of the families compatible with `fam`: its plane.
+fn plane_of(fam: Family) -> impl Iterator<Item = usize> {
+    (0..NFAM).filter(move |&f| Family::COUNTED[f].compatible(fam))
+}
+
 fn fam_index(f: Family) -> usize {
     Family::COUNTED.iter().position(|&c| c == f).unwrap_or(0)
 }
@@ -607,10 +612,8 @@ impl Detector {
                     if c.approved {
                         *run = [0; NFAM];
                     } else if let Some(f) = fam {
-                        for (i, r) in run.iter_mut().enumerate() {
-                            if Family::COUNTED[i].compatible(f) {
-                                *r = r.saturating_add(1);
-                            }
+                        for i in plane_of(f) {
+                            run[i] = run[i].saturating_add(1);
                         }
                     }
                 }
@@ -874,14 +877,9 @@ impl Detector {
         if !eligible || k < 2 {
             return None;
         }
-        let fam = Family::COUNTED[fi];
-        let plane: Vec<usize> = (0..NFAM)
-            .filter(|&f| Family::COUNTED[f].compatible(fam))
-            .collect();
         // The null rate of the run's plane: every compatible family's baseline.
-        let p: f64 = plane
-            .iter()
-            .map(|&f| {
+        let p: f64 = plane_of(Family::COUNTED[fi])
+            .map(|f| {
                 self.st
                     .rate(g, f, self.cfg.prior_rates[f], self.cfg.prior_attempts)
             })
@@ -1467,9 +1465,7 @@ impl Detector {
                 // Activity counts every family of the incident's plane: a misconfigured
                 // terminal answers card payments with terminal-config codes and QR payments
                 // with merchant-config codes.
-                let plane: Vec<usize> = (0..NFAM)
-                    .filter(|&f| Family::COUNTED[f].compatible(fam))
-                    .collect();
+                let plane: Vec<usize> = plane_of(fam).collect();
                 let single = (o.scope_ids.len() == 1).then(|| {
                     let t0 = o.members[0] as usize;
                     self.st.terms[t0].groups[o.scope_ids[0].0.index()] as usize
