@@ -102,6 +102,10 @@ pub struct DetectorConfig {
     pub run_false_per_day: f64,
     /// Floor of the fleet's share of degraded network samples (the null of the network test).
     pub min_nq_bad_share: f64,
+    /// `-log10 p` an availability anomaly of an acquirer or QR channel needs inside its
+    /// announced maintenance window (plus grace). The window names the scope in advance, so
+    /// the test is not one of many looked at and pays no search price.
+    pub announced_significance: f64,
 }
 
 /// What kind of incident: the 11 kinds of the scenario library, and `Unknown`.
@@ -360,6 +364,7 @@ impl Default for DetectorConfig {
             maintenance_grace_ms: 10 * MINUTE_MS,
             run_false_per_day: 0.01,
             min_nq_bad_share: 0.01,
+            announced_significance: 3.0,
         }
     }
 }
@@ -776,7 +781,7 @@ impl Detector {
                 continue;
             }
             let gi = g as usize;
-            let need = self.threshold(&self.st.group_scope(gi));
+            let need = self.need(fi, &self.st.group_scope(gi), now);
             if self.contained(fi, &self.st.groups[gi].members) {
                 continue;
             }
@@ -847,6 +852,30 @@ impl Detector {
             }
         }
         out
+    }
+
+    /// Whether `scope` is one acquirer or QR channel inside one of its announced maintenance
+    /// windows (with grace) at `now`.
+    fn announced(&self, scope: &[(Dim, u32)], now: i64) -> bool {
+        let [(d, v)] = scope else { return false };
+        self.windows.iter().any(|w| {
+            let same = matches!(w.scope.as_slice(), [(wd, wv)]
+                if wd == d && self.st.interner.lookup(*wd, wv) == Some(*v));
+            same && now >= w.start_ms - self.cfg.maintenance_grace_ms
+                && now <= w.end_ms + self.cfg.maintenance_grace_ms
+        })
+    }
+
+    /// The significance an anomaly of family `fi` on `scope` must reach at `now`: an
+    /// availability anomaly of an acquirer or channel inside its announced window is a
+    /// hypothesis named in advance and needs only
+    /// [`DetectorConfig::announced_significance`]; anything else [`Self::threshold`].
+    fn need(&self, fi: usize, scope: &[(Dim, u32)], now: i64) -> f64 {
+        if fi == AVAILABILITY && self.announced(scope, now) {
+            self.cfg.announced_significance
+        } else {
+            self.threshold(scope)
+        }
     }
 
     /// The significance a scope must reach: the base threshold plus the price of having
@@ -959,7 +988,8 @@ impl Detector {
             obs = obs.saturating_sub(f[fi]);
         }
         let rate = self.st.rate(g, fi, prior, prior_n);
-        surprise(obs as f64, att as f64 * rate) < self.threshold(&self.st.group_scope(g))
+        surprise(obs as f64, att as f64 * rate)
+            < self.need(fi, &self.st.group_scope(g), now_min * MINUTE_MS)
     }
 
     /// Exact counts of family `fi` over the terminals of `scope` in the last `w` minutes.
@@ -1009,7 +1039,7 @@ impl Detector {
                 self.nq_evidence(&members, now_min * MINUTE_MS + MINUTE_MS - 1),
             );
         }
-        let mut pass = s >= self.threshold(&scope) && obs >= 2;
+        let mut pass = s >= self.need(fi, &scope, now_min * MINUTE_MS) && obs >= 2;
         let group = match single {
             Some(Dim::Terminal | Dim::Store) => {
                 let d = scope[0].0;
@@ -1160,16 +1190,7 @@ impl Detector {
             Family::Silence | Family::Availability if regional => IncidentKind::RegionalOutage,
             Family::Availability if only(&[Store]) => IncidentKind::StoreNetwork,
             Family::Availability if channel => {
-                let in_window = self.windows.iter().any(|w| {
-                    let same = w.scope.len() == 1
-                        && a.scope.len() == 1
-                        && w.scope[0].0 == a.scope[0].0
-                        && self.st.interner.lookup(w.scope[0].0, &w.scope[0].1)
-                            == Some(a.scope[0].1);
-                    same && now >= w.start_ms - self.cfg.maintenance_grace_ms
-                        && now <= w.end_ms + self.cfg.maintenance_grace_ms
-                });
-                if in_window {
+                if self.announced(&a.scope, now) {
                     IncidentKind::AcquirerMaintenance
                 } else {
                     IncidentKind::AcquirerOutage

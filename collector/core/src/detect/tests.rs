@@ -434,3 +434,39 @@ fn a_long_partial_outage_stays_one_incident() {
         "resolved while still failing"
     );
 }
+
+/// Two timeouts a minute apart on two ACQ-A terminals of different merchants (terminals 0 and
+/// 12), with ACQ-A's maintenance announced for the hour around them or not.
+fn two_acquirer_timeouts(announced: bool) -> Driver {
+    let (mut d, m) = quiet_day();
+    if announced {
+        d.det.handle_announcement(
+            T0 + m * MIN,
+            MaintenanceWindow {
+                scope: vec![(Dim::Acquirer, "ACQ-A".to_owned())],
+                start_ms: T0 + m * MIN,
+                end_ms: T0 + (m + 60) * MIN,
+            },
+        );
+    }
+    d.idle(m, m + 10);
+    d.minute(m + 10, &[(0, "68")]);
+    d.minute(m + 11, &[(12, "68")]);
+    d.idle(m + 12, m + 14);
+    d
+}
+
+#[test]
+fn two_failures_inside_an_announced_window_are_the_maintenance() {
+    let d = two_acquirer_timeouts(true);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::AcquirerMaintenance, "acquirer=ACQ-A".to_owned())]
+    );
+}
+
+#[test]
+fn the_same_two_failures_without_a_window_are_noise() {
+    let d = two_acquirer_timeouts(false);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
