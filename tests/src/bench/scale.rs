@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use storepulse_agent_core::{Backoff, BackoffConfig};
@@ -142,6 +142,7 @@ pub(crate) async fn storm(n: usize, budget_off: bool, limit_secs: u64) -> Result
 #[derive(Debug, Default)]
 struct Counters {
     connected: AtomicU64,
+    lost: AtomicU64,
     failed_attempts: AtomicU64,
     goodbyes: AtomicU64,
     acked: AtomicU64,
@@ -166,20 +167,18 @@ fn now_ms() -> i64 {
 // One agent's whole context; a struct would only move the list.
 #[allow(clippy::too_many_arguments)]
 async fn connect_welcomed(
-    issuer: &FleetIssuer,
     ep: &quinn::Endpoint,
+    cfg: &quinn::ClientConfig,
     addr: SocketAddr,
     terminal: &str,
     epoch: u64,
-    transport: ClientTransport,
     rng: &mut SmallRng,
     backoff: &mut Backoff,
     counters: &Counters,
 ) -> Result<(LightConn, storepulse_shared::Welcome)> {
     loop {
-        let cfg = issuer.client_config(terminal, transport)?;
         let attempt = async {
-            let mut c = LightConn::connect(ep, cfg, addr, Duration::from_secs(10)).await?;
+            let mut c = LightConn::connect(ep, cfg.clone(), addr, Duration::from_secs(10)).await?;
             c.send(&Message::Hello(hello(terminal, "S1", epoch)?))
                 .await?;
             let first = tokio::time::timeout(Duration::from_secs(10), c.recv()).await??;
@@ -203,19 +202,13 @@ async fn connect_welcomed(
 
 /// One connected agent at default intervals: a heartbeat every `hb` and a network sample every
 /// `nq`, each its own small batch, acked before the next (as the agent's outbox does).
-async fn hold(
-    mut c: LightConn,
-    hb: Duration,
-    nq: Duration,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    rng: &mut SmallRng,
-) -> Result<()> {
+async fn hold(mut c: LightConn, hb: Duration, nq: Duration, rng: &mut SmallRng) -> Result<()> {
     let start = tokio::time::Instant::now();
     // Agents are not in phase: first heartbeat at a random point of the interval.
     let mut next_hb = start + hb.mul_f64(rng.random::<f64>());
     let mut next_nq = start + nq.mul_f64(rng.random::<f64>());
     let (mut batch_id, mut seq) = (1u64, 0u64);
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         let at = next_hb.min(next_nq);
         tokio::select! {
             () = tokio::time::sleep_until(at) => {}
@@ -240,84 +233,359 @@ async fn hold(
         batch_id += 1;
         seq += 1;
     }
-    c.conn.close(0u32.into(), b"done");
+}
+
+/// A light client config for one load-generating agent: its own certificate, no TLS session
+/// cache (rustls allocates a 256-entry cache per config otherwise, and the agents never
+/// resume), small flow-control windows (an agent sends one small batch at a time and receives
+/// only acks), no streams opened by the peer, no datagrams, no MTU probing. Keep-alive and idle
+/// timeout are the reference agent's.
+fn light_client_config(
+    issuer: &FleetIssuer,
+    roots: &Arc<rustls::RootCertStore>,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    transport: &Arc<quinn::TransportConfig>,
+    terminal: &str,
+) -> Result<quinn::ClientConfig> {
+    let (cert, key) = issuer.issue(terminal)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(vec![cert], key)?;
+    tls.alpn_protocols = vec![storepulse_shared::ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::disabled();
+    let mut cfg = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+    ));
+    cfg.transport_config(transport.clone());
+    Ok(cfg)
+}
+
+fn light_transport() -> Result<quinn::TransportConfig> {
+    let agent = ClientTransport::default();
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(agent.keep_alive)
+        .max_idle_timeout(Some(agent.idle_timeout.try_into()?))
+        .stream_receive_window(quinn::VarInt::from_u32(64 * 1024))
+        .receive_window(quinn::VarInt::from_u32(128 * 1024))
+        .send_window(128 * 1024)
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(0))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .datagram_receive_buffer_size(None)
+        .mtu_discovery_config(None);
+    Ok(t)
+}
+
+/// What a `connections-worker` child process reports on stdout, one line each.
+const READY: &str = "ready";
+const PROGRESS: &str = "progress";
+
+/// `connections-worker`: one slice of the `connections` load, run as a child process. Issues
+/// all its certificates first, prints `ready <seconds>`, waits for `go` on stdin, then starts
+/// its agents at `ramp_per_sec` and prints `progress <connected now> <failed attempts>
+/// <goodbyes> <connections lost>` every second. Exits when stdin closes.
+pub(crate) async fn connections_worker(
+    quic: SocketAddr,
+    pki: &std::path::Path,
+    first: usize,
+    count: usize,
+    endpoints: usize,
+    ramp_per_sec: f64,
+) -> Result<()> {
+    let issuer = FleetIssuer::load(pki)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut std::fs::read(pki.join("ca.pem"))?.as_slice()) {
+        roots.add(c?)?;
+    }
+    let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let transport = Arc::new(light_transport()?);
+    let t_prep = Instant::now();
+    let cfgs: Vec<quinn::ClientConfig> = (first..first + count)
+        .map(|i| light_client_config(&issuer, &roots, &provider, &transport, &terminal_id(i)))
+        .collect::<Result<_>>()?;
+    drop(issuer);
+    let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1))
+        .map(|_| storepulse_tests::quic::endpoint())
+        .collect::<Result<_>>()?;
+    println!("{READY} {:.1}", t_prep.elapsed().as_secs_f64());
+    // Wait for `go`; afterwards, the end of stdin (the parent exiting) ends this process.
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut go = Some(go_tx);
+        loop {
+            line.clear();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => std::process::exit(0),
+                Ok(_) => {
+                    if let Some(tx) = go.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    });
+    go_rx.await?;
+    let counters = Arc::new(Counters::default());
+    let reporter = {
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                println!(
+                    "{PROGRESS} {} {} {} {}",
+                    counters.connected.load(Ordering::Relaxed),
+                    counters.failed_attempts.load(Ordering::Relaxed),
+                    counters.goodbyes.load(Ordering::Relaxed),
+                    counters.lost.load(Ordering::Relaxed),
+                );
+            }
+        })
+    };
+    let gap = Duration::from_secs_f64(1.0 / ramp_per_sec.max(0.001));
+    let mut next = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, cfg) in cfgs.into_iter().enumerate() {
+        let i = first + k;
+        let counters = counters.clone();
+        let ep = eps[k % eps.len()].clone();
+        tasks.spawn(async move {
+            let terminal = terminal_id(i);
+            let mut rng = SmallRng::seed_from_u64(i as u64);
+            let mut backoff = Backoff::new(BackoffConfig {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            });
+            // Like an agent: reconnect (with backoff) whenever the connection is lost.
+            loop {
+                let (conn, w) = connect_welcomed(
+                    &ep,
+                    &cfg,
+                    quic,
+                    &terminal,
+                    i as u64,
+                    &mut rng,
+                    &mut backoff,
+                    &counters,
+                )
+                .await?;
+                counters.connected.fetch_add(1, Ordering::Relaxed);
+                let hb = Duration::from_secs(u64::from(w.heartbeat_interval_secs).max(1));
+                let nq = Duration::from_secs(u64::from(w.net_probe_interval_secs).max(1));
+                let r = hold(conn, hb, nq, &mut rng).await;
+                counters.connected.fetch_sub(1, Ordering::Relaxed);
+                counters.lost.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = r {
+                    eprintln!("{terminal}: connection lost: {e:#}");
+                }
+                tokio::time::sleep(backoff.after_failure(&mut rng, None)).await;
+            }
+            #[allow(unreachable_code)]
+            anyhow::Ok(())
+        });
+        next += gap;
+        tokio::time::sleep_until(next).await;
+    }
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Err(e)) = r {
+            eprintln!("agent failed: {e:#}");
+        }
+    }
+    reporter.abort();
     Ok(())
 }
 
-/// `connections`: N raw agents held connected at default intervals.
+fn terminal_id(i: usize) -> String {
+    format!("C{i:07}")
+}
+
+/// One `connections-worker` child and the latest progress it reported.
+struct Worker {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    ready: Arc<std::sync::Mutex<Option<f64>>>,
+    /// connected, failed attempts, goodbyes, lost.
+    progress: Arc<[AtomicU64; 4]>,
+}
+
+impl Worker {
+    fn spawn(
+        quic: SocketAddr,
+        pki: &std::path::Path,
+        first: usize,
+        count: usize,
+        endpoints: usize,
+        ramp_per_sec: f64,
+    ) -> Result<Self> {
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .arg("connections-worker")
+            .arg("--quic")
+            .arg(quic.to_string())
+            .arg("--pki")
+            .arg(pki)
+            .args(["--first", &first.to_string(), "--count", &count.to_string()])
+            .args(["--endpoints", &endpoints.to_string()])
+            .args(["--ramp-per-sec", &ramp_per_sec.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let stdin = child.stdin.take();
+        let ready = Arc::new(std::sync::Mutex::new(None));
+        let progress: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        {
+            let (ready, progress) = (ready.clone(), progress.clone());
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { return };
+                    let mut f = line.split_whitespace();
+                    match f.next() {
+                        Some(READY) => {
+                            let secs = f.next().and_then(|s| s.parse().ok()).unwrap_or(0.0);
+                            if let Ok(mut r) = ready.lock() {
+                                *r = Some(secs);
+                            }
+                        }
+                        Some(PROGRESS) => {
+                            for slot in progress.iter() {
+                                if let Some(v) = f.next().and_then(|s| s.parse().ok()) {
+                                    slot.store(v, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        _ => eprintln!("worker: {line}"),
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            child,
+            stdin,
+            ready,
+            progress,
+        })
+    }
+
+    fn ready(&self) -> Option<f64> {
+        self.ready.lock().ok().and_then(|r| *r)
+    }
+
+    fn go(&mut self) -> Result<()> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().context("stdin")?;
+        stdin.write_all(b"go\n")?;
+        stdin.flush()?;
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sum of one progress field over the workers.
+fn total(workers: &[Worker], field: usize) -> u64 {
+    workers
+        .iter()
+        .map(|w| w.progress[field].load(Ordering::Relaxed))
+        .sum()
+}
+
+/// RSS and CPU seconds of the load generator: this process and its workers.
+fn load_stat(workers: &[Worker]) -> Result<procstat::ProcStat> {
+    let mut s = procstat::read(std::process::id())?;
+    for w in workers {
+        let c = procstat::read(w.child.id())?;
+        s.rss_bytes += c.rss_bytes;
+        s.cpu_secs += c.cpu_secs;
+    }
+    Ok(s)
+}
+
+/// `connections`: N raw agents held connected at default intervals, from `procs` load
+/// generator processes (this one re-executed as `connections-worker` children).
 pub(crate) async fn connections(
     n: usize,
     endpoints: usize,
     ramp_per_sec: u64,
     seconds: u64,
     limit_secs: u64,
+    procs: usize,
 ) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let c = CollectorProc::start(&tmp.path().join("c"), "", "", "").await?;
-    let issuer = Arc::new(FleetIssuer::load(&c.pki)?);
     let welcome_hb = 30u64; // the collector's default [agents] intervals
     let welcome_nq = 60u64;
-    let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1))
-        .map(|_| storepulse_tests::quic::endpoint())
-        .collect::<Result<_>>()?;
-    let counters = Arc::new(Counters::default());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let me = std::process::id();
+    let procs = procs.clamp(1, n.max(1));
+    let mut workers = Vec::with_capacity(procs);
+    let per_proc_eps = (endpoints / procs).max(1);
+    for p in 0..procs {
+        let first = n * p / procs;
+        let count = n * (p + 1) / procs - first;
+        workers.push(Worker::spawn(
+            c.quic,
+            &c.pki,
+            first,
+            count,
+            per_proc_eps,
+            ramp_per_sec as f64 / procs as f64,
+        )?);
+    }
+    // Certificates are issued before the ramp, in every worker at once.
+    let t_prep = Instant::now();
+    while workers.iter().any(|w| w.ready().is_none()) {
+        for w in &mut workers {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                bail!("a load generator process exited before it was ready: {status}");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "  {n} certificates and client configs made in {:.1} s by {procs} processes",
+        t_prep.elapsed().as_secs_f64()
+    );
+    let rss_idle = procstat::read(c.pid())?.rss_bytes;
     let cpu0 = procstat::read(c.pid())?.cpu_secs;
     let t0 = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let gap = Duration::from_secs_f64(1.0 / ramp_per_sec.max(1) as f64);
-    let mut next = tokio::time::Instant::now();
-    for i in 0..n {
-        let (issuer, counters, stop) = (issuer.clone(), counters.clone(), stop.clone());
-        let ep = eps[i % eps.len()].clone();
-        let addr = c.quic;
-        tasks.spawn(async move {
-            let terminal = format!("C{i:07}");
-            let mut rng = SmallRng::seed_from_u64(i as u64);
-            let mut backoff = Backoff::new(BackoffConfig {
-                initial: Duration::from_secs(1),
-                max: Duration::from_secs(60),
-            });
-            let (conn, w) = connect_welcomed(
-                &issuer,
-                &ep,
-                addr,
-                &terminal,
-                i as u64,
-                ClientTransport::default(),
-                &mut rng,
-                &mut backoff,
-                &counters,
-            )
-            .await?;
-            counters.connected.fetch_add(1, Ordering::Relaxed);
-            let hb = Duration::from_secs(u64::from(w.heartbeat_interval_secs).max(1));
-            let nq = Duration::from_secs(u64::from(w.net_probe_interval_secs).max(1));
-            hold(conn, hb, nq, stop, &mut rng).await
-        });
-        next += gap;
-        tokio::time::sleep_until(next).await;
+    for w in &mut workers {
+        w.go()?;
     }
-    let ramped = t0.elapsed();
+    let ramp = Duration::from_secs_f64(n as f64 / ramp_per_sec.max(1) as f64);
     let mut last_print = Instant::now();
     let all_in = loop {
-        let k = counters.connected.load(Ordering::Relaxed) as usize;
+        let k = total(&workers, 0) as usize;
         if k >= n {
             break Some(t0.elapsed());
         }
         if t0.elapsed() > Duration::from_secs(limit_secs) {
             break None;
         }
-        if let Some(Ok(Err(e))) = tasks.try_join_next() {
-            eprintln!("agent failed: {e:#}");
+        for w in &mut workers {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                bail!("a load generator process exited early: {status}");
+            }
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             let s = procstat::read(c.pid())?;
+            let g = load_stat(&workers)?;
             eprintln!(
-                "  ... {k} connected after {:.0} s; collector RSS {:.0} MiB",
+                "  ... {k} connected after {:.0} s ({} failed attempts, {} lost); collector RSS {:.0} MiB, {:.2} cores so far; load generator RSS {:.0} MiB; load {}",
                 t0.elapsed().as_secs_f64(),
-                mib(s.rss_bytes)
+                total(&workers, 1),
+                total(&workers, 3),
+                mib(s.rss_bytes),
+                (s.cpu_secs - cpu0) / t0.elapsed().as_secs_f64(),
+                mib(g.rss_bytes),
+                loadavg()
             );
             last_print = Instant::now();
         }
@@ -325,57 +593,69 @@ pub(crate) async fn connections(
     };
     let connected_at = t0.elapsed();
     let cpu_connect = procstat::read(c.pid())?.cpu_secs - cpu0;
-    // Steady state: a full heartbeat period at least before measuring.
+    // Steady state: a full network-sample period at least before measuring.
     let settle = Duration::from_secs(welcome_nq.min(seconds));
     tokio::time::sleep(settle).await;
     let s0 = procstat::read(c.pid())?;
-    let g0 = procstat::read(me)?;
+    let g0 = load_stat(&workers)?;
+    let load0 = loadavg();
     let t1 = Instant::now();
     let mut peak = s0.rss_bytes;
+    let mut min_open = u64::MAX;
     while t1.elapsed() < Duration::from_secs(seconds) {
         tokio::time::sleep(Duration::from_secs(2)).await;
         peak = peak.max(procstat::read(c.pid())?.rss_bytes);
+        min_open = min_open.min(total(&workers, 0));
     }
     let s1 = procstat::read(c.pid())?;
-    let g1 = procstat::read(me)?;
+    let g1 = load_stat(&workers)?;
     let steady = t1.elapsed().as_secs_f64();
     let open = c.metric("storepulse_ingest_connections ").await?;
     let recs = c.metric("storepulse_ingest_records_total ").await?;
     println!(
-        "connections: {n} raw agents (own certificate and QUIC connection each, mutual TLS) over {} client endpoints, ramped at {ramp_per_sec}/s, collector defaults (heartbeat {welcome_hb} s, network sample {welcome_nq} s, keep-alive 15 s both ways)",
-        eps.len()
+        "connections: {n} raw agents (own certificate and QUIC connection each, mutual TLS) from {procs} load generator processes over {} client endpoints in all, ramped at {ramp_per_sec}/s, collector defaults (heartbeat {welcome_hb} s, network sample {welcome_nq} s, keep-alive 15 s both ways)",
+        per_proc_eps * procs
     );
     match all_in {
         Some(d) => println!(
-            "  all connected after {:.1} s (ramp took {:.1} s)",
+            "  all connected after {:.1} s (the ramp alone takes {:.1} s)",
             d.as_secs_f64(),
-            ramped.as_secs_f64()
+            ramp.as_secs_f64()
         ),
         None => println!(
             "  only {} of {n} connected after {limit_secs} s",
-            counters.connected.load(Ordering::Relaxed)
+            total(&workers, 0)
         ),
     }
     println!(
-        "  failed attempts {}, Goodbye received {}; collector CPU while connecting {:.2} cores",
-        counters.failed_attempts.load(Ordering::Relaxed),
-        counters.goodbyes.load(Ordering::Relaxed),
-        cpu_connect / connected_at.as_secs_f64()
+        "  failed attempts {}, Goodbye received {}, connections lost after the Welcome {}; collector CPU while connecting {:.2} cores; collector RSS before the ramp {:.0} MiB",
+        total(&workers, 1),
+        total(&workers, 2),
+        total(&workers, 3),
+        cpu_connect / connected_at.as_secs_f64(),
+        mib(rss_idle)
     );
     println!(
-        "  steady state over {steady:.0} s with {open} connections open: collector RSS {:.0} MiB (peak {:.0} MiB), CPU {:.3} cores; {recs} records stored in total",
+        "  steady state over {steady:.0} s with {open} connections open (fewest seen by the agents: {min_open}): collector RSS {:.0} MiB (peak {:.0} MiB), CPU {:.3} cores; {recs} records stored in total",
         mib(s1.rss_bytes),
         mib(peak),
         (s1.cpu_secs - s0.cpu_secs) / steady
     );
     println!(
-        "  load generator: RSS {:.0} MiB, CPU {:.3} cores",
+        "  load generator ({procs} processes): RSS {:.0} MiB, CPU {:.3} cores; load average {load0} before, {} after",
         mib(g1.rss_bytes),
-        (g1.cpu_secs - g0.cpu_secs) / steady
+        (g1.cpu_secs - g0.cpu_secs) / steady,
+        loadavg()
     );
-    stop.store(true, Ordering::Relaxed);
-    tasks.abort_all();
+    drop(workers);
     Ok(())
+}
+
+/// The 1, 5 and 15 minute load averages (the machine is shared).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// `drain`: N agents, each with `outage` of backlog, reconnect with their jittered backoff and

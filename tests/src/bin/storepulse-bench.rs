@@ -8,7 +8,8 @@
 //!   per hour and binary size of both.
 //! - `storm`: N real agents started in one instant against a collector's admission control;
 //!   time until all are connected, Retry/queue/refusal counts, API latency during the storm.
-//! - `connections`: N raw agents held connected at default intervals; collector RSS and CPU.
+//! - `connections`: N raw agents held connected at default intervals, from several load
+//!   generator processes (`--procs`); collector RSS and CPU.
 //! - `drain`: N agents with an outage's backlog reconnect with their backoff and drain.
 //!
 //! Run with release binaries: `cargo build --release --workspace --bins` then
@@ -100,8 +101,8 @@ enum Cmd {
         /// Client endpoints (UDP sockets).
         #[arg(long, default_value_t = 64)]
         endpoints: usize,
-        /// New agents started per second.
-        #[arg(long, default_value_t = 1000)]
+        /// New agents started per second (all processes together).
+        #[arg(long, default_value_t = 300)]
         ramp_per_sec: u64,
         /// Seconds measured once all are connected (after one network-sample interval).
         #[arg(long, default_value_t = 120)]
@@ -109,6 +110,32 @@ enum Cmd {
         /// Give up connecting after this many seconds.
         #[arg(long, default_value_t = 900)]
         limit_secs: u64,
+        /// Load generator processes (this binary re-executed as `connections-worker`), each
+        /// with its own slice of the agents and of the endpoints.
+        #[arg(long, default_value_t = 4)]
+        procs: usize,
+    },
+    /// One load generator process of `connections` (started by it; not for direct use).
+    #[command(hide = true)]
+    ConnectionsWorker {
+        /// The collector's QUIC address.
+        #[arg(long)]
+        quic: SocketAddr,
+        /// The fleet PKI directory.
+        #[arg(long)]
+        pki: std::path::PathBuf,
+        /// First agent index.
+        #[arg(long)]
+        first: usize,
+        /// Agents.
+        #[arg(long)]
+        count: usize,
+        /// Client endpoints (UDP sockets).
+        #[arg(long)]
+        endpoints: usize,
+        /// New agents started per second.
+        #[arg(long)]
+        ramp_per_sec: f64,
     },
     /// Backlog drain after an outage.
     Drain {
@@ -574,7 +601,16 @@ async fn main() -> Result<()> {
             ramp_per_sec,
             seconds,
             limit_secs,
-        } => scale::connections(agents, endpoints, ramp_per_sec, seconds, limit_secs).await,
+            procs,
+        } => scale::connections(agents, endpoints, ramp_per_sec, seconds, limit_secs, procs).await,
+        Cmd::ConnectionsWorker {
+            quic,
+            pki,
+            first,
+            count,
+            endpoints,
+            ramp_per_sec,
+        } => scale::connections_worker(quic, &pki, first, count, endpoints, ramp_per_sec).await,
         Cmd::Drain {
             agents,
             outage_secs,
