@@ -60,6 +60,10 @@ fn incident_json(inc: &Incident, state: &str) -> Value {
             "silent_terminals": e.silent_terminals,
             "rtt_ms": e.rtt_ms.map(|(now, base)| json!({"now": now, "baseline": base})),
             "loss_percent": e.loss_percent.map(|(now, base)| json!({"now": now, "baseline": base})),
+            "device": e.device.map(|d| json!({
+                "temperature_c": {"now": d.temperature_c, "baseline": d.temperature_baseline_c},
+                "cpu_percent": {"now": d.cpu_percent, "baseline": d.cpu_baseline_percent},
+            })),
             "top_codes": e.top_codes.iter().map(|c| json!({
                 "scheme": c.scheme.as_str(),
                 "code": c.code,

@@ -56,6 +56,8 @@ struct Adapter {
     /// Per ground-truth incident: `(start, end)`, and its first observable symptom.
     windows: Vec<(i64, i64)>,
     symptom: Vec<Option<i64>>,
+    /// Print every incident event on stderr (`STOREPULSE_EVAL_TRACE=1`).
+    trace: bool,
 }
 
 /// Scores of one scenario.
@@ -179,6 +181,17 @@ impl Adapter {
                 IncidentEvent::Opened(i) | IncidentEvent::Updated(i) => (i, false),
                 IncidentEvent::Resolved(i) => (i, true),
             };
+            if self.trace {
+                // STOREPULSE_EVAL_TRACE=1: every incident event on stderr, for debugging.
+                eprintln!(
+                    "{} {:>6} {} {} {}",
+                    t / 1000,
+                    inc.id,
+                    if resolved { "resolved" } else { "open/update" },
+                    inc.kind.as_str(),
+                    inc.scope_text()
+                );
+            }
             if resolved {
                 continue;
             }
@@ -233,6 +246,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
             .map(|i| (i.start_ms, i.end_ms))
             .collect(),
         symptom: vec![None; scenario.incidents.len()],
+        trace: std::env::var_os("STOREPULSE_EVAL_TRACE").is_some_and(|v| v == "1"),
     };
     let stats = storepulse_sim::run(scenario, &mut adapter);
     adapter.advance(scenario.end_ms());

@@ -60,6 +60,24 @@ fn terminal_faults_are_detected_before_the_call() {
 }
 
 #[test]
+fn a_hot_failing_terminal_is_one_incident_found_by_its_heartbeats() {
+    // M0001-S002-T1 runs hot and busy from 10:00 but takes its first payment after 11:00:
+    // its heartbeats show the fault an hour before a payment does (it was found at 11:11).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/scenarios/terminal_fault.toml");
+    let sc = Scenario::from_file(&path).expect("scenario loads");
+    let r = eval::run_scenario(&sc);
+    assert_eq!(r.truth_detected, r.truth, "missed {:?}", r.missed);
+    // Ground truth order: the hot terminal first, then the dead one.
+    assert!(
+        r.ttd_secs[0] <= 300.0,
+        "hot terminal found after {} s",
+        r.ttd_secs[0]
+    );
+    // Six hours hot: one incident each, no resolve-and-reopen.
+    assert_eq!(r.detected, 2, "incidents opened: {:?}", r.detections);
+}
+
+#[test]
 fn a_day_long_firmware_regression_is_one_incident() {
     // 15 hours of a 25 % defect, through the night: one incident, not one per hour the
     // baseline caught up with it (it used to reopen 32 times).

@@ -106,6 +106,13 @@ pub struct DetectorConfig {
     /// announced maintenance window (plus grace). The window names the scope in advance, so
     /// the test is not one of many looked at and pays no search price.
     pub announced_significance: f64,
+    /// A heartbeat is *distressed* when the device is both this many degrees Celsius above
+    /// its own baseline temperature and [`Self::busy_points`] above its own baseline CPU.
+    pub hot_degrees: f32,
+    /// CPU percentage points above the terminal's own baseline of a distressed heartbeat.
+    pub busy_points: f32,
+    /// Floor of the fleet's share of distressed heartbeats (the null of the device test).
+    pub min_hot_share: f64,
 }
 
 /// What kind of incident: the 11 kinds of the scenario library, and `Unknown`.
@@ -210,6 +217,22 @@ pub struct Evidence {
     pub rtt_ms: Option<(f32, f32)>,
     /// Mean loss in scope now and its baseline, percent.
     pub loss_percent: Option<(f32, f32)>,
+    /// A one-terminal terminal fault whose device is hot and busy: its latest reading
+    /// against its own baselines.
+    pub device: Option<DeviceReading>,
+}
+
+/// A terminal's latest device reading against its own baselines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceReading {
+    /// Temperature now, degrees Celsius.
+    pub temperature_c: f32,
+    /// The terminal's usual temperature, degrees Celsius.
+    pub temperature_baseline_c: f32,
+    /// CPU now, percent.
+    pub cpu_percent: f32,
+    /// The terminal's usual CPU, percent.
+    pub cpu_baseline_percent: f32,
 }
 
 /// An incident as the detector sees it now.
@@ -365,6 +388,9 @@ impl Default for DetectorConfig {
             run_false_per_day: 0.01,
             min_nq_bad_share: 0.01,
             announced_significance: 3.0,
+            hot_degrees: 12.0,
+            busy_points: 30.0,
+            min_hot_share: 1e-4,
         }
     }
 }
@@ -552,7 +578,10 @@ impl Detector {
         let term = &mut self.st.terms[t];
         term.last_arrival = term.last_arrival.max(now_ms);
         match &record.body {
-            RecordBody::Heartbeat(_) => {
+            RecordBody::Heartbeat(hb) => {
+                if live {
+                    self.device(t, record.time_unix_ms, hb);
+                }
                 // The interval is learned on the agent's own clock (observation times), so
                 // delivery bursts after a reconnect do not shorten it.
                 let default = self.cfg.heartbeat_interval_ms as f64;
@@ -659,6 +688,7 @@ impl Detector {
         for fi in 0..NFAM {
             anomalies.extend(self.failures(now_ms, fi));
         }
+        anomalies.extend(self.device_health(now_ms));
         let mut seen_pending = HashMap::new();
         for a in anomalies {
             self.apply(now_ms, a, &mut seen_pending);
@@ -675,6 +705,121 @@ impl Detector {
     /// The open incidents.
     pub fn incidents(&self) -> impl Iterator<Item = &Incident> {
         self.open.iter().map(|o| &o.inc)
+    }
+
+    /// Device health of terminal `t` from a live heartbeat observed at `time`: a beat both hot
+    /// and busy against the terminal's own baselines is distressed (a failing power module, a
+    /// stuck scanner driver spinning); the baselines learn from healthy beats and barely move
+    /// on distressed ones. Beats without a temperature, or before ten healthy ones were seen,
+    /// judge nothing.
+    fn device(&mut self, t: usize, time: i64, hb: &storepulse_shared::Heartbeat) {
+        let Some(temp) = hb.temperature_c.filter(|x| x.is_finite()) else {
+            return;
+        };
+        if !hb.cpu_percent.is_finite() {
+            return;
+        }
+        let (cpu, temp) = (hb.cpu_percent.clamp(0.0, 100.0), temp.clamp(-40.0, 120.0));
+        let (hot_degrees, busy_points) = (self.cfg.hot_degrees, self.cfg.busy_points);
+        let h = &mut self.st.terms[t].health;
+        let distressed = h.healthy_seen >= 10
+            && temp >= h.temp_base + hot_degrees
+            && cpu >= h.cpu_base + busy_points;
+        // A distressed beat moves the baselines with a half-life of about a day of beats, so
+        // a fault lasting hours stays visible instead of becoming the device's new normal.
+        let w = match (distressed, h.healthy_seen) {
+            (true, _) => 0.0005,
+            (false, 0) => 1.0,
+            (false, _) => 0.05,
+        };
+        h.temp_base += w * (temp - h.temp_base);
+        h.cpu_base += w * (cpu - h.cpu_base);
+        h.cpu = cpu;
+        h.temp = temp;
+        // Terminal count fits u32 (see State::hello).
+        let ti = t as u32;
+        if distressed {
+            if h.run == 0 {
+                h.since = time;
+            }
+            h.run += 1;
+            h.last = h.last.max(time);
+            self.st.hot.insert(ti);
+        } else {
+            h.healthy_seen = h.healthy_seen.saturating_add(1);
+            h.run = 0;
+            self.st.hot.remove(&ti);
+        }
+        let share = &mut self.st.hot_share;
+        *share = 0.999 * *share + 0.001 * f64::from(u8::from(distressed));
+    }
+
+    /// Whether terminal `t`'s device is distressed now: its current run of distressed
+    /// heartbeats is fresh (the last one within two and a half intervals).
+    fn device_hot(&self, t: usize, now: i64) -> bool {
+        let term = &self.st.terms[t];
+        let interval = if term.gaps_seen >= 3 {
+            term.hb_interval_ms
+        } else {
+            self.cfg.heartbeat_interval_ms as f64
+        }
+        .max(1000.0);
+        let h = &term.health;
+        h.run > 0 && ((now - h.last) as f64) <= 2.5 * interval + 10_000.0
+    }
+
+    /// Device-health anomalies: a terminal whose last `k` heartbeats were distressed has
+    /// `-log10 p = k log10(1/q)` at the fleet's distressed share `q` (floored at
+    /// [`DetectorConfig::min_hot_share`]), combined (Fisher) with its own terminal-fault
+    /// failures of the last hour. Like the run test it must beat a price for every chance in a
+    /// fleet-day (terminals x heartbeats per day) at [`DetectorConfig::run_false_per_day`]. A
+    /// hot, busy device is found before the payment it will fail. Many terminals hot at once
+    /// are a cohort (firmware, a heat wave), not one device each: the failure localiser judges
+    /// those.
+    fn device_health(&self, now: i64) -> Vec<Anomaly> {
+        let fi = fam_index(Family::TerminalFault);
+        let hot: Vec<usize> = self
+            .st
+            .hot
+            .iter()
+            .map(|&t| t as usize)
+            .filter(|&t| self.device_hot(t, now) && !self.contained(fi, &[t as u32]))
+            .collect();
+        if hot.is_empty() || hot.len() > 8 {
+            return Vec::new();
+        }
+        let q = self.st.hot_share.clamp(self.cfg.min_hot_share, 0.5);
+        let n = self.st.terms.len().max(1) as f64;
+        let beats_per_day = 86_400_000.0 / self.cfg.heartbeat_interval_ms.max(1000) as f64;
+        let need = (n * beats_per_day / self.cfg.run_false_per_day.max(1e-9)).log10();
+        let now_min = now.div_euclid(MINUTE_MS);
+        let (prior, prior_n) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
+        let mut out = Vec::new();
+        for t in hot {
+            let term = &self.st.terms[t];
+            let h = &term.health;
+            let g = term.groups[Dim::Terminal.index()] as usize;
+            let (att, fails) = self.st.window(g, now_min, 60);
+            let exp = att as f64 * self.st.rate(g, fi, prior, prior_n);
+            let device = f64::from(h.run) * -q.log10();
+            let sig = fisher2(device, surprise(fails[fi] as f64, exp));
+            if sig < need {
+                continue;
+            }
+            out.push(Anomaly {
+                family: Family::TerminalFault,
+                scope: vec![(Dim::Terminal, term.labels[Dim::Terminal.index()])],
+                members: vec![t as u32],
+                attempts: att,
+                observed: fails[fi] as f64,
+                expected: exp,
+                window_min: 60,
+                significance: sig,
+                silent: 0,
+                onset: h.since,
+            });
+        }
+        out
     }
 
     fn miss_evidence(&self) -> f64 {
@@ -1435,6 +1580,20 @@ impl Detector {
                 examples,
                 rtt_ms: (nq > 0.0).then(|| (rtt / nq, rtt_b / nq)),
                 loss_percent: (nq > 0.0).then(|| (loss / nq, loss_b / nq)),
+                device: match a.members.as_slice() {
+                    &[t] if a.family == Family::TerminalFault
+                        && self.st.terms[t as usize].health.run > 0 =>
+                    {
+                        let h = &self.st.terms[t as usize].health;
+                        Some(DeviceReading {
+                            temperature_c: h.temp,
+                            temperature_baseline_c: h.temp_base,
+                            cpu_percent: h.cpu,
+                            cpu_baseline_percent: h.cpu_base,
+                        })
+                    }
+                    _ => None,
+                },
             },
             started_ms: a.onset.min(now),
             opened_ms: now,
@@ -1525,7 +1684,14 @@ impl Detector {
                 }
                 let s = surprise(obs as f64, exp);
                 let (_, recent_fails) = (0, obs);
+                // A terminal fault stays active while its device is still hot and busy.
+                let hot = fam == Family::TerminalFault
+                    && o.members.len() == 1
+                    && self.device_hot(o.members[0] as usize, now);
                 let o = &mut self.open[i];
+                if hot {
+                    o.last_active = now;
+                }
                 o.last_refresh = now;
                 if att > 0 {
                     o.last_attempt = now;
@@ -1542,6 +1708,9 @@ impl Detector {
                         a.significance = s;
                         update = Some(a);
                     }
+                } else if hot || o.open_rate <= 0.0 {
+                    // Hot: kept active above. Opened by device health alone (no failures):
+                    // the device cooling down is the evidence that it is over.
                 } else if att == 0 && now - o.last_attempt < self.cfg.quiet_resolve_ms {
                     // No payments, no evidence either way: keep it open.
                     o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);

@@ -135,6 +135,24 @@ pub(crate) struct Term {
     /// Recent live network samples: (observation time, degraded against the terminal's own
     /// baseline), oldest first, at most [`NQ_KEEP`].
     pub(crate) nq: std::collections::VecDeque<(i64, bool)>,
+    /// Device health from live heartbeats: the terminal's own CPU and temperature baselines
+    /// (moving averages that distressed beats barely move), healthy beats seen, the latest
+    /// reading, and the current run of distressed beats (length, first and last observation
+    /// time).
+    pub(crate) health: Health,
+}
+
+/// A terminal's device-health bookkeeping (see [`Term::health`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Health {
+    pub(crate) cpu_base: f32,
+    pub(crate) temp_base: f32,
+    pub(crate) healthy_seen: u32,
+    pub(crate) cpu: f32,
+    pub(crate) temp: f32,
+    pub(crate) run: u32,
+    pub(crate) since: i64,
+    pub(crate) last: i64,
 }
 
 /// Network samples kept per terminal.
@@ -166,6 +184,10 @@ pub(crate) struct State {
     pub(crate) fleet_exclusions: [i64; NFAM],
     /// Share of live network samples that are degraded, fleet-wide (moving average).
     pub(crate) nq_bad_share: f64,
+    /// Share of live heartbeats that are distressed, fleet-wide (moving average).
+    pub(crate) hot_share: f64,
+    /// Terminals whose last live heartbeat was distressed.
+    pub(crate) hot: std::collections::BTreeSet<u32>,
     half_life_min: f64,
 }
 
@@ -314,6 +336,8 @@ impl State {
             missed: 0.0,
             fleet_exclusions: [i64::MIN; NFAM],
             nq_bad_share: 0.02,
+            hot_share: 0.001,
+            hot: std::collections::BTreeSet::new(),
             half_life_min: (half_life_ms as f64 / 60_000.0).max(1.0),
         }
     }
@@ -392,6 +416,7 @@ impl State {
                     recent: Vec::new(),
                     last_approval: i64::MIN,
                     nq: std::collections::VecDeque::new(),
+                    health: Health::default(),
                 });
                 self.by_id.insert(id.terminal_id.clone(), ti);
                 ti

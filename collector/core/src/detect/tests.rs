@@ -61,6 +61,8 @@ struct Driver {
     seq: u64,
     rng: Rng,
     events: Vec<IncidentEvent>,
+    /// CPU percent and temperature of terminal `ti`'s heartbeat in minute `m`.
+    device: fn(usize, i64) -> (f32, Option<f32>),
 }
 
 impl Driver {
@@ -76,6 +78,7 @@ impl Driver {
             seq: 0,
             rng: Rng(7),
             events: Vec::new(),
+            device: |_, _| (10.0, None),
         }
     }
 
@@ -106,13 +109,14 @@ impl Driver {
                 if silent(ti) {
                     continue;
                 }
+                let (cpu_percent, temperature_c) = (self.device)(ti, m);
                 let hb = Heartbeat {
-                    cpu_percent: 10.0,
+                    cpu_percent,
                     mem_used_bytes: 1,
                     mem_total_bytes: 2,
                     disk_free_bytes: 3,
                     uptime_secs: 4,
-                    temperature_c: None,
+                    temperature_c,
                     battery_percent: None,
                     spool_records: 0,
                 };
@@ -461,12 +465,100 @@ fn two_failures_inside_an_announced_window_are_the_maintenance() {
     let d = two_acquirer_timeouts(true);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::AcquirerMaintenance, "acquirer=ACQ-A".to_owned())]
+        vec![(
+            IncidentKind::AcquirerMaintenance,
+            "acquirer=ACQ-A".to_owned()
+        )]
     );
 }
 
 #[test]
 fn the_same_two_failures_without_a_window_are_noise() {
     let d = two_acquirer_timeouts(false);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
+
+/// The first minute terminal 5 (M1-S0-T1) runs hot in the device tests: a quiet day, then 15
+/// minutes of healthy readings to learn every terminal's own baseline.
+const HOT_FROM: i64 = 24 * 60 + 15;
+
+/// A quiet day with temperatures, then terminal 5 runs as `hot` says from [`HOT_FROM`] for 10
+/// minutes (no payments anywhere after the day), then cools down for 30.
+fn device_trouble(hot: fn(usize, i64) -> (f32, Option<f32>)) -> Driver {
+    let mut d = Driver::new(12);
+    d.device = |_, _| (12.0, Some(40.0));
+    d.run(0, 24 * 60, &|_| false, &|_| 0.05, &normal);
+    d.idle(24 * 60, HOT_FROM);
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+    d.device = hot;
+    d.idle(HOT_FROM, HOT_FROM + 10);
+    d.device = |_, _| (12.0, Some(40.0));
+    d.idle(HOT_FROM + 10, HOT_FROM + 40);
+    d
+}
+
+#[test]
+fn a_hot_busy_device_is_a_terminal_fault_before_any_payment_fails() {
+    let d = device_trouble(|ti, m| {
+        if ti == 5 && m >= HOT_FROM {
+            (75.0, Some(62.0))
+        } else {
+            (12.0, Some(40.0))
+        }
+    });
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::TerminalFault, "terminal=M1-S0-T1".to_owned())]
+    );
+    let (inc, resolved) = d.events.iter().fold((None, None), |(o, r), e| match e {
+        IncidentEvent::Opened(i) => (Some(i.clone()), r),
+        IncidentEvent::Resolved(i) => (o, i.resolved_ms),
+        _ => (o, r),
+    });
+    let inc = inc.expect("opened");
+    // The third hot beat is decisive at this fleet's size (48 terminals).
+    assert!(
+        inc.opened_ms <= T0 + (HOT_FROM + 4) * MIN,
+        "opened {} min after the first hot beat",
+        (inc.opened_ms - T0) / MIN - HOT_FROM
+    );
+    let dev = inc.evidence.device.expect("device reading");
+    assert!(
+        dev.temperature_c > dev.temperature_baseline_c + 15.0,
+        "{dev:?}"
+    );
+    assert!(inc.explanation_en.contains("hot"), "{}", inc.explanation_en);
+    assert!(
+        inc.explanation_zh.contains("温度"),
+        "{}",
+        inc.explanation_zh
+    );
+    // Cooled down at HOT_FROM + 10: resolved after the hold time, not before.
+    let resolved = resolved.expect("resolved after cooling down");
+    assert!(resolved >= T0 + (HOT_FROM + 10) * MIN, "{resolved}");
+}
+
+#[test]
+fn a_hot_device_that_is_not_busy_is_not_a_fault() {
+    let d = device_trouble(|ti, m| {
+        if ti == 5 && m >= HOT_FROM {
+            (14.0, Some(62.0))
+        } else {
+            (12.0, Some(40.0))
+        }
+    });
+    assert!(d.events.is_empty(), "{:?}", d.opened());
+}
+
+#[test]
+fn many_devices_hot_at_once_are_not_one_fault_each() {
+    // A heat wave (or a firmware cohort) is not 12 hardware faults.
+    let d = device_trouble(|ti, m| {
+        if ti < 12 && m >= HOT_FROM {
+            (75.0, Some(62.0))
+        } else {
+            (12.0, Some(40.0))
+        }
+    });
     assert!(d.events.is_empty(), "{:?}", d.opened());
 }

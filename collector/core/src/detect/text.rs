@@ -1,7 +1,7 @@
 //! What an incident says to people: one-sentence explanations and remediation hints per kind,
 //! in English and Chinese (hints digest `pos-faults.md`, "Remediation hints per diagnosis").
 
-use super::{Incident, IncidentKind};
+use super::{Evidence, Incident, IncidentKind};
 
 /// Remediation hints for a kind: `(english, chinese)` pairs, most useful first.
 pub(crate) fn remediation(kind: IncidentKind) -> &'static [(&'static str, &'static str)] {
@@ -167,6 +167,26 @@ pub(crate) fn explain(inc: &Incident) -> (String, String) {
             ),
             format!("终端 {scope_en} 失联（无心跳），同店其他终端正常：疑似设备故障。"),
         ),
+        IncidentKind::TerminalFault if e.device.is_some() && e.observed < 1.0 => {
+            let (den, dzh) = device_text(e);
+            (
+                format!(
+                    "Terminal {scope_en} runs hot and busy ({den}) before any payment failed: likely failing hardware."
+                ),
+                format!("终端 {scope_en} 温度和 CPU 异常（{dzh}），交易尚未失败：疑似硬件故障。"),
+            )
+        }
+        IncidentKind::TerminalFault if e.device.is_some() => {
+            let (den, dzh) = device_text(e);
+            (
+                format!(
+                    "Only terminal {scope_en} fails with terminal-fault codes: {fail_en}; it runs hot and busy ({den}); its neighbours are fine."
+                ),
+                format!(
+                    "仅终端 {scope_en} 返回终端故障类错误：{fail_zh}；设备温度和 CPU 异常（{dzh}）；同店其他终端正常。"
+                ),
+            )
+        }
         IncidentKind::TerminalFault => (
             format!(
                 "Only terminal {scope_en} fails with terminal-fault codes: {fail_en}; its neighbours are fine."
@@ -237,4 +257,21 @@ pub(crate) fn explain(inc: &Incident) -> (String, String) {
             format!("{scope_en} 出现未知原因的失败：{fail_zh}。"),
         ),
     }
+}
+
+/// The device reading of `e` in English and Chinese (empty without one).
+fn device_text(e: &Evidence) -> (String, String) {
+    let Some(d) = e.device else {
+        return (String::new(), String::new());
+    };
+    (
+        format!(
+            "{:.0} °C vs {:.0} °C usual, CPU {:.0}% vs {:.0}%",
+            d.temperature_c, d.temperature_baseline_c, d.cpu_percent, d.cpu_baseline_percent
+        ),
+        format!(
+            "{:.0} °C，平时 {:.0} °C；CPU {:.0}%，平时 {:.0}%",
+            d.temperature_c, d.temperature_baseline_c, d.cpu_percent, d.cpu_baseline_percent
+        ),
+    )
 }
