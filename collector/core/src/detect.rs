@@ -990,7 +990,7 @@ impl Detector {
             let mut cands = unexplained.clone();
             cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             if let Some(&(g, _, w)) = cands.first() {
-                let scope = self.st.group_scope(g as usize);
+                let scope = self.narrowed(now_min, fi, w, self.st.group_scope(g as usize));
                 if let Some(a) = self.measure(now_min, fi, scope, w) {
                     out.push(a);
                 }
@@ -1118,6 +1118,27 @@ impl Detector {
         let m = &self.st.groups[g].members;
         if self.contained(fi, m) {
             return true;
+        }
+        if Family::COUNTED[fi] == Family::MerchantConfig
+            && DIMSETS[self.st.groups[g].dimset] == [Dim::Merchant]
+        {
+            // Merchant-config incidents open on two or more of a merchant's stores (or
+            // terminals) that together hold most of its terminals are one registration
+            // problem: the merchant explains them more succinctly, so they are not an
+            // explanation of it (it widens them into one).
+            let fam = Family::COUNTED[fi];
+            let inside: Vec<&Open> = self
+                .open
+                .iter()
+                .filter(|o| o.family.compatible(fam) && subset(&o.members, m))
+                .collect();
+            let union: BTreeSet<u32> = inside
+                .iter()
+                .flat_map(|o| o.members.iter().copied())
+                .collect();
+            if inside.len() >= 2 && union.len() * 4 >= m.len() * 3 {
+                return false;
+            }
         }
         let covered = self.covered(fi);
         if !m.iter().any(|&t| covered[t as usize]) {
@@ -1269,6 +1290,7 @@ impl Detector {
                 scope.push((d, id));
             }
             scope.sort();
+            let scope = self.narrowed(now_min, fi, w, scope);
             if let Some(a) = self.measure(now_min, fi, scope, w)
                 && !out.iter().any(|o| subset(&a.members, &o.members))
             {
@@ -1276,6 +1298,41 @@ impl Detector {
             }
         }
         out
+    }
+
+    /// Occam's razor for a cause the localiser returned: when every terminal failing in it
+    /// (not already explained) lies in one narrower group the family can name — one merchant
+    /// for merchant config, one terminal for terminal config or fault — that group is the
+    /// scope. A fleet whose terminals share one QR channel must not get a channel-wide
+    /// incident for one merchant's registration.
+    fn narrowed(&self, now_min: i64, fi: usize, w: i64, scope: Vec<(Dim, u32)>) -> Vec<(Dim, u32)> {
+        let dim = match Family::COUNTED[fi] {
+            Family::MerchantConfig => Dim::Merchant,
+            Family::TerminalConfig | Family::TerminalFault => Dim::Terminal,
+            _ => return scope,
+        };
+        let members = self.st.members_of(&scope);
+        let covered = self.covered(fi);
+        let mut common: Option<u32> = None;
+        for &t in members.iter().filter(|&&t| !covered[t as usize]) {
+            let term = &self.st.terms[t as usize];
+            let (_, f) = self.st.window(term.groups[0] as usize, now_min, w);
+            if f[fi] == 0 {
+                continue;
+            }
+            let g = term.groups[dim.index()];
+            match common {
+                None => common = Some(g),
+                Some(c) if c == g => {}
+                Some(_) => return scope,
+            }
+        }
+        match common {
+            Some(g) if self.st.groups[g as usize].members.len() < members.len() => {
+                self.st.group_scope(g as usize)
+            }
+            _ => scope,
+        }
     }
 
     /// The store group of terminal `t` if the store has other terminals and none of them has

@@ -562,3 +562,44 @@ fn many_devices_hot_at_once_are_not_one_fault_each() {
     });
     assert!(d.events.is_empty(), "{:?}", d.opened());
 }
+
+#[test]
+fn an_intermittent_merchant_fault_is_not_a_terminal_config() {
+    // Merchant M2's registration fails 40 % of its payments on all four of its terminals
+    // (8..12): merchant-wide, even though one terminal may fail twice in a row first.
+    for seed in 1..=8u64 {
+        let (mut d, m) = quiet_day();
+        d.rng = Rng(seed);
+        d.run(
+            m,
+            m + 90,
+            &|_| false,
+            &|ti| if (8..12).contains(&ti) { 0.3 } else { 0.05 },
+            &|ti, u| {
+                if (8..12).contains(&ti) && u < 0.4 {
+                    "03"
+                } else {
+                    normal(ti, u)
+                }
+            },
+        );
+        let opened = d.opened();
+        assert!(
+            opened
+                .iter()
+                .all(|(k, _)| *k != IncidentKind::TerminalConfig),
+            "seed {seed}: {opened:?}"
+        );
+        // One incident, at the merchant (narrower ones opened first are widened into it).
+        let open: Vec<(IncidentKind, String)> = d
+            .det
+            .incidents()
+            .map(|i| (i.kind, i.scope_text()))
+            .collect();
+        assert_eq!(
+            open,
+            vec![(IncidentKind::MerchantConfig, "merchant=M2".to_owned())],
+            "seed {seed}: opened {opened:?}"
+        );
+    }
+}
