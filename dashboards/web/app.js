@@ -13,6 +13,7 @@ const I18N = {
     merchants_l: "merchants", since: "since", resolved_at: "resolved", remediation: "What to do", evidence: "Evidence",
     top_codes: "Top codes", examples: "Examples", timeline: "Timeline", observed: "observed", expected: "expected",
     failures: "failures", attempts: "attempts", significance: "significance",
+    device: "device", usual: "usual",
     search: "Terminal id contains…", state: "State", last_seen: "Last seen", records: "Records",
     back: "← back", label: "Label", value: "Value", silent: "silent terminals", live: "live", disconnected: "API unreachable",
     token_needed: "This collector requires an API token (read-only is enough to watch; admin to change silences and maintenance).",
@@ -47,6 +48,7 @@ const I18N = {
     merchants_l: "个商户", since: "开始于", resolved_at: "恢复于", remediation: "处置建议", evidence: "证据",
     top_codes: "主要响应码", examples: "示例", timeline: "时间线", observed: "实际", expected: "预期",
     failures: "失败", attempts: "交易", significance: "显著性",
+    device: "设备", usual: "平时",
     search: "终端编号包含…", state: "状态", last_seen: "最近上报", records: "记录数",
     back: "← 返回", label: "标签", value: "值", silent: "静默终端", live: "实时", disconnected: "无法连接接口",
     token_needed: "该采集端需要 API 令牌（查看只需只读令牌；修改静默和维护窗口需要管理员令牌）。",
@@ -314,7 +316,7 @@ async function incidentDetail(id) {
   const tl = (i.timeline || []).map((x) => `<tr><td>${fmtTime(x.at_unix_ms)}</td><td>${esc(x.event)}</td><td>${x.affected_terminals}</td><td>${esc(x.explanation[lang])}</td></tr>`).join("");
   return `<p><a href="#/">${t("back")}</a></p>${incidentCard(i)}
     <h2>${t("evidence")}</h2><div class="tile">${evidenceChart(e)}
-      <div class="meta">${t("attempts")}: ${e.attempts} · ${t("failures")}: ${e.failures.toFixed(0)} · ${t("expected")}: ${e.expected_failures.toFixed(1)} · ${t("significance")}: ${e.significance.toFixed(1)} · ${t("silent")}: ${e.silent_terminals}</div></div>
+      <div class="meta">${t("attempts")}: ${e.attempts} · ${t("failures")}: ${e.failures.toFixed(0)} · ${t("expected")}: ${e.expected_failures.toFixed(1)} · ${t("significance")}: ${e.significance.toFixed(1)} · ${t("silent")}: ${e.silent_terminals}${e.device ? ` · ${t("device")}: ${num(e.device.temperature_c.now, 0)} °C (${t("usual")} ${num(e.device.temperature_c.baseline, 0)}), CPU ${num(e.device.cpu_percent.now, 0)}% (${t("usual")} ${num(e.device.cpu_percent.baseline, 0)}%)` : ""}</div></div>
     <h2>${t("top_codes")}</h2><table><tr><th>scheme</th><th>code</th><th>class</th><th>n</th><th></th></tr>${codes}</table>
     <h2>${t("examples")}</h2><table>${ex}</table>
     <h2>${t("timeline")}</h2><table>${tl}</table>`;
