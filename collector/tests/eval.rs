@@ -89,3 +89,10 @@ fn a_day_long_firmware_regression_is_one_incident() {
     assert_eq!(r.before_call, r.truth, "late {:?}", r.detections);
     assert_eq!(r.detected, 1, "incidents opened: {}", r.detected);
 }
+
+#[test]
+fn three_fault_free_days_open_nothing() {
+    // Days two and three are tested against the hour-of-day payment volume learned from the
+    // days before them: ordinary variation must not look like payments that stopped.
+    check("control_three_days.toml");
+}

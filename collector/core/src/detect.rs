@@ -61,7 +61,7 @@ use storepulse_shared::{Identity, Record, RecordBody, Scheme, TerminalId};
 pub use state::{Dim, Family};
 
 use self::state::{DIMSETS, NFAM, State, WINDOWED};
-use self::stats::{surprise, xlnx};
+use self::stats::{deficit, surprise, xlnx};
 use crate::rca::{self, Cube, Direction, KpiKind, Params, RatioSample};
 
 /// Tunables of the detector. The defaults are the method's, not any scenario's.
@@ -320,6 +320,8 @@ pub struct Detector {
     /// Silence scopes seen at the previous tick (confirmation).
     pending: HashMap<Vec<(Dim, u32)>, i64>,
     last_tick: i64,
+    /// Minute of the last volume test.
+    last_volume_min: i64,
 }
 
 #[derive(Debug)]
@@ -366,6 +368,8 @@ impl Anomaly {
 const WINDOWS_MIN: [i64; 3] = [5, 15, 60];
 /// Window that judges whether an open failure incident is still active, minutes.
 const ACTIVE_WINDOW_MIN: i64 = 15;
+/// Minutes the volume test looks back.
+const VOLUME_WINDOW_MIN: i64 = 30;
 const MINUTE_MS: i64 = 60_000;
 
 impl Default for DetectorConfig {
@@ -559,6 +563,7 @@ impl Detector {
             tried: vec![HashMap::new(); NFAM],
             pending: HashMap::new(),
             last_tick: i64::MIN,
+            last_volume_min: i64::MIN,
         }
     }
 
@@ -689,6 +694,7 @@ impl Detector {
             anomalies.extend(self.failures(now_ms, fi));
         }
         anomalies.extend(self.device_health(now_ms));
+        anomalies.extend(self.volume(now_ms));
         let mut seen_pending = HashMap::new();
         for a in anomalies {
             self.apply(now_ms, a, &mut seen_pending);
@@ -817,6 +823,74 @@ impl Detector {
                 significance: sig,
                 silent: 0,
                 onset: h.since,
+            });
+        }
+        out
+    }
+
+    /// Payments at a group far below its usual volume at this hour: the last 30 minutes hold
+    /// at most a quarter of the attempts its learned hour-of-day profile expects (at least
+    /// 20), and the Poisson lower tail reaches the threshold of an `unknown` incident. Groups
+    /// of which more than 30 % of terminals are silent are left to silence; groups inside an
+    /// open incident are explained by it. Of overlapping groups the most significant is kept.
+    /// Tested once a minute.
+    fn volume(&mut self, now: i64) -> Vec<Anomaly> {
+        let now_min = now.div_euclid(MINUTE_MS);
+        if now_min == self.last_volume_min {
+            return Vec::new();
+        }
+        self.last_volume_min = now_min;
+        // The minute in progress is not complete.
+        let to = now_min - 1;
+        let mut found: Vec<(f64, usize, u64, f64)> = Vec::new();
+        for (g, grp) in self.st.groups.iter().enumerate() {
+            let Some(exp) = grp
+                .vol
+                .as_ref()
+                .and_then(|v| v.expected(to, VOLUME_WINDOW_MIN))
+            else {
+                continue;
+            };
+            if exp < 20.0 {
+                continue;
+            }
+            let (obs, _) = self.st.window(g, to, VOLUME_WINDOW_MIN);
+            if obs as f64 > 0.25 * exp {
+                continue;
+            }
+            let sig = deficit(obs, exp);
+            if sig < self.threshold(&self.st.group_scope(g)) + self.cfg.unknown_extra_significance {
+                continue;
+            }
+            found.push((sig, g, obs, exp));
+        }
+        found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut out: Vec<Anomaly> = Vec::new();
+        for (sig, g, obs, exp) in found {
+            let members = &self.st.groups[g].members;
+            let silent = members
+                .iter()
+                .filter(|&&t| self.missed(t as usize, now) >= 1)
+                .count();
+            if silent * 10 > members.len() * 3
+                || self.open.iter().any(|o| subset(members, &o.members))
+                || out
+                    .iter()
+                    .any(|a| members.iter().any(|t| a.members.binary_search(t).is_ok()))
+            {
+                continue;
+            }
+            out.push(Anomaly {
+                family: Family::Volume,
+                scope: self.st.group_scope(g),
+                members: members.clone(),
+                attempts: obs,
+                observed: obs as f64,
+                expected: exp,
+                window_min: VOLUME_WINDOW_MIN,
+                significance: sig,
+                silent: 0,
+                onset: (to - VOLUME_WINDOW_MIN) * MINUTE_MS,
             });
         }
         out
@@ -1545,6 +1619,10 @@ impl Detector {
             (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
         for &t in &a.members {
             let term = &self.st.terms[t as usize];
+            if a.family == Family::Volume {
+                affected.push(t);
+                continue;
+            }
             if a.family == Family::Silence {
                 if self.missed(t as usize, now) >= 1 {
                     affected.push(t);
@@ -1616,6 +1694,11 @@ impl Detector {
             }
         });
         let _ = now_min;
+        let remediation = if a.family == Family::Volume {
+            text::VOLUME_REMEDIATION
+        } else {
+            text::remediation(kind)
+        };
         let mut inc = Incident {
             id,
             kind,
@@ -1658,8 +1741,8 @@ impl Detector {
             resolved_ms: None,
             explanation_en: String::new(),
             explanation_zh: String::new(),
-            remediation_en: text::remediation(kind).iter().map(|r| r.0).collect(),
-            remediation_zh: text::remediation(kind).iter().map(|r| r.1).collect(),
+            remediation_en: remediation.iter().map(|r| r.0).collect(),
+            remediation_zh: remediation.iter().map(|r| r.1).collect(),
         };
         let (en, zh) = text::explain(&inc);
         inc.explanation_en = en;
@@ -1693,6 +1776,24 @@ impl Detector {
                         a.observed = silent as f64;
                         update = Some(a);
                     }
+                }
+            } else if fam == Family::Volume {
+                // Active while the scope's payments stay below half their usual volume.
+                let to = now.div_euclid(MINUTE_MS) - 1;
+                let g = o
+                    .scope_ids
+                    .first()
+                    .map(|&(d, _)| self.st.terms[o.members[0] as usize].groups[d.index()] as usize);
+                let low = g.is_some_and(|g| {
+                    let exp = self.st.groups[g]
+                        .vol
+                        .as_ref()
+                        .and_then(|v| v.expected(to, VOLUME_WINDOW_MIN));
+                    let (obs, _) = self.st.window(g, to, VOLUME_WINDOW_MIN);
+                    exp.is_some_and(|e| (obs as f64) < 0.5 * e)
+                });
+                if low {
+                    self.open[i].last_active = now;
                 }
             } else if let Some(fi) = Family::COUNTED.iter().position(|&f| f == fam) {
                 if now - o.last_refresh < 30_000 {

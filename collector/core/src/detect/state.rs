@@ -53,6 +53,9 @@ pub enum Family {
     Settlement,
     /// Not a payment signal: terminals stopped reporting.
     Silence,
+    /// Not a failure signal: payments stopped (far below the usual volume at this hour)
+    /// while the terminals still report.
+    Volume,
 }
 
 /// Families counted in windows (all but `Silence`).
@@ -111,6 +114,89 @@ pub(crate) struct Group {
     /// Per family: alertable failures of the family's plane since the group's last approval
     /// (kept for terminal and store groups).
     pub(crate) run: [u32; NFAM],
+    /// Payment volume by hour of day (windowed groups above the terminal).
+    pub(crate) vol: Option<Box<Volume>>,
+}
+
+/// A group's payment volume by hour of day (UTC hours; a fleet's daily cycle is the same in
+/// any zone), learned across days.
+#[derive(Debug, Clone)]
+pub(crate) struct Volume {
+    /// Attempts usually seen in each hour of the day (moving average over days).
+    pub(crate) per_hour: [f32; 24],
+    /// Complete hours learned per hour of the day.
+    pub(crate) days: [u16; 24],
+    /// The hour being counted (minutes since the epoch / 60), and whether the group joined
+    /// in the middle of it (a partial hour teaches nothing).
+    hour: i64,
+    partial: bool,
+    acc: u32,
+}
+
+impl Volume {
+    fn new() -> Self {
+        Self {
+            per_hour: [0.0; 24],
+            days: [0; 24],
+            hour: i64::MIN,
+            partial: true,
+            acc: 0,
+        }
+    }
+
+    /// Counts an attempt observed at `minute`; hours that ended meanwhile are learned (those
+    /// without attempts as zeros).
+    fn add(&mut self, minute: i64) {
+        let h = minute.div_euclid(60);
+        if self.hour == i64::MIN {
+            self.hour = h;
+        }
+        if h < self.hour {
+            return;
+        }
+        if h > self.hour {
+            let mut done = self.hour;
+            let mut count = self.acc;
+            // Only the last day of ended hours can matter.
+            if h - done > 24 {
+                done = h - 25;
+                count = 0;
+                self.partial = false;
+            }
+            while done < h {
+                if !self.partial {
+                    let slot = done.rem_euclid(24) as usize;
+                    let c = count as f32;
+                    self.per_hour[slot] = if self.days[slot] == 0 {
+                        c
+                    } else {
+                        0.7 * self.per_hour[slot] + 0.3 * c
+                    };
+                    self.days[slot] = self.days[slot].saturating_add(1);
+                }
+                self.partial = false;
+                count = 0;
+                done += 1;
+            }
+            self.hour = h;
+            self.acc = 0;
+        }
+        self.acc += 1;
+    }
+
+    /// Attempts usually seen in the minutes `(to - w, to]`, if every hour they touch has been
+    /// learned.
+    pub(crate) fn expected(&self, to: i64, w: i64) -> Option<f64> {
+        let mut e = 0.0;
+        for m in (to - w + 1)..=to {
+            let slot = m.div_euclid(60).rem_euclid(24) as usize;
+            if self.days[slot] == 0 {
+                return None;
+            }
+            e += f64::from(self.per_hour[slot]) / 60.0;
+        }
+        Some(e)
+    }
 }
 
 /// One terminal.
@@ -244,6 +330,7 @@ impl Family {
             Family::Availability => "availability",
             Family::Settlement => "settlement",
             Family::Silence => "silence",
+            Family::Volume => "volume",
         }
     }
 
@@ -264,6 +351,7 @@ impl Family {
             MerchantConfig | TerminalConfig => 1,
             TerminalFault => 2,
             Settlement => 3,
+            Volume => 4,
         };
         plane(self) == plane(other)
     }
@@ -387,6 +475,7 @@ impl State {
             base_minute: 0,
             excluded_until: [i64::MIN; NFAM],
             run: [0; NFAM],
+            vol: (dimset > 0 && dimset < WINDOWED).then(|| Box::new(Volume::new())),
         });
         self.group_ids.insert((dimset, values), g);
         g
@@ -468,6 +557,9 @@ impl State {
                 }
                 self.retire(g, b);
                 self.groups[g].ring[slot].reset(minute);
+            }
+            if let Some(v) = self.groups[g].vol.as_mut() {
+                v.add(minute);
             }
             let b = &mut self.groups[g].ring[slot];
             b.attempts += 1;

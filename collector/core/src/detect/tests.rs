@@ -603,3 +603,105 @@ fn an_intermittent_merchant_fault_is_not_a_terminal_config() {
         );
     }
 }
+
+/// Days of a daily cycle (half a payment a minute per terminal 08:00-22:00, almost none at
+/// night) over minutes `from..to`; terminals in `stopped` take no payment from `stop_at` on,
+/// and those in `dead` also stop reporting from then.
+fn cycle(d: &mut Driver, from: i64, to: i64, stop_at: i64, stopped: fn(usize) -> bool, dead: bool) {
+    let mut m = from;
+    while m < to {
+        let hour = (m / 60) % 24;
+        let busy = (8..22).contains(&hour);
+        let end = ((m / 60 + 1) * 60).min(to);
+        // Split the hour at the stop.
+        let end = if m < stop_at && stop_at < end {
+            stop_at
+        } else {
+            end
+        };
+        let after = m >= stop_at;
+        let rate = if busy { 0.5 } else { 0.01 };
+        d.run(
+            m,
+            end,
+            &|ti| after && dead && stopped(ti),
+            &|ti| if after && stopped(ti) { 0.0 } else { rate },
+            &normal,
+        );
+        m = end;
+    }
+}
+
+fn merchant_m4(ti: usize) -> bool {
+    (16..20).contains(&ti)
+}
+
+#[test]
+fn payments_that_stop_while_terminals_report_are_an_incident() {
+    let mut d = Driver::new(12);
+    let day = 24 * 60;
+    // Two normal days: the first teaches the hour-of-day volume, the second is tested.
+    cycle(&mut d, 0, 2 * day, i64::MAX, merchant_m4, false);
+    assert!(d.events.is_empty(), "normal days: {:?}", d.opened());
+    // Day three, 11:00: merchant M4's four terminals take no more payments, still online.
+    let stop = 2 * day + 11 * 60;
+    cycle(&mut d, 2 * day, stop + 60, stop, merchant_m4, false);
+    assert_eq!(
+        d.opened(),
+        vec![(IncidentKind::Unknown, "merchant=M4".to_owned())]
+    );
+    let inc = d.det.incidents().next().expect("open").clone();
+    assert_eq!(inc.evidence.family, Family::Volume);
+    assert!(
+        inc.opened_ms <= T0 + (stop + 30) * MIN,
+        "late: {}",
+        inc.opened_ms
+    );
+    let e = &inc.evidence;
+    assert!(
+        e.expected >= 20.0 && e.observed <= 0.25 * e.expected,
+        "{e:?}"
+    );
+    assert!(
+        inc.explanation_en.contains("stopped"),
+        "{}",
+        inc.explanation_en
+    );
+    assert!(
+        inc.explanation_zh.contains("交易量"),
+        "{}",
+        inc.explanation_zh
+    );
+    assert!(
+        inc.remediation_en[0].contains("POS app"),
+        "{:?}",
+        inc.remediation_en
+    );
+    // They take payments again: resolved.
+    cycle(&mut d, stop + 60, stop + 120, i64::MAX, merchant_m4, false);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(e, IncidentEvent::Resolved(i) if i.id == inc.id)),
+        "not resolved"
+    );
+}
+
+#[test]
+fn payments_that_stop_because_terminals_went_dark_are_silence_not_volume() {
+    let mut d = Driver::new(12);
+    let day = 24 * 60;
+    cycle(&mut d, 0, 2 * day, i64::MAX, merchant_m4, false);
+    let stop = 2 * day + 11 * 60;
+    cycle(&mut d, 2 * day, stop + 45, stop, merchant_m4, true);
+    let volume: Vec<_> = d
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            IncidentEvent::Opened(i) if i.evidence.family == Family::Volume => Some(i.scope_text()),
+            _ => None,
+        })
+        .collect();
+    assert!(volume.is_empty(), "{volume:?}");
+    assert!(!d.opened().is_empty(), "the silence is still an incident");
+}

@@ -1,7 +1,7 @@
 //! What an incident says to people: one-sentence explanations and remediation hints per kind,
 //! in English and Chinese (hints digest `pos-faults.md`, "Remediation hints per diagnosis").
 
-use super::{Evidence, Incident, IncidentKind};
+use super::{Evidence, Family, Incident, IncidentKind};
 
 /// Remediation hints for a kind: `(english, chinese)` pairs, most useful first.
 pub(crate) fn remediation(kind: IncidentKind) -> &'static [(&'static str, &'static str)] {
@@ -119,6 +119,23 @@ pub(crate) fn remediation(kind: IncidentKind) -> &'static [(&'static str, &'stat
         )],
     }
 }
+
+/// Remediation hints for payments that stopped while terminals report (an `unknown`
+/// incident of the volume family).
+pub(crate) const VOLUME_REMEDIATION: &[(&str, &str)] = &[
+    (
+        "Call a store in scope: is the POS app open and taking payments, or are customers paying another way?",
+        "联系范围内的门店：收银应用是否正常开启并可收款，顾客是否改用了其他支付方式？",
+    ),
+    (
+        "Check whether a POS app or configuration change was pushed to these terminals.",
+        "检查是否向这些终端推送了收银应用或参数变更。",
+    ),
+    (
+        "Ask the acquirer whether the merchant's transactions are being routed or blocked.",
+        "向收单机构确认该商户的交易是否被改路由或拦截。",
+    ),
+];
 
 /// One-sentence explanation of an incident, `(english, chinese)`.
 pub(crate) fn explain(inc: &Incident) -> (String, String) {
@@ -247,6 +264,20 @@ pub(crate) fn explain(inc: &Incident) -> (String, String) {
         IncidentKind::QrNotificationDelay => (
             format!("QR payments on {scope_en} are left without a final state: {fail_en}."),
             format!("{scope_en} 的扫码交易无最终状态（到账通知缺失）：{fail_zh}。"),
+        ),
+        IncidentKind::Unknown if e.family == Family::Volume => (
+            format!(
+                "Payments in {scope_en} stopped while its terminals still report: {:.0} in the last {} min against {:.0} usual at this hour.",
+                e.observed,
+                e.window_ms / 60_000,
+                e.expected
+            ),
+            format!(
+                "{scope_en} 的交易量骤降而终端仍在上报：最近 {} 分钟 {:.0} 笔，此时段平时约 {:.0} 笔。",
+                e.window_ms / 60_000,
+                e.observed,
+                e.expected
+            ),
         ),
         IncidentKind::Unknown if e.silent_terminals > 0 => (
             format!("Unexplained silence in {scope_en}: {silent_en}."),
