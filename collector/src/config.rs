@@ -94,6 +94,13 @@ pub struct QuicConfig {
     /// `Goodbye.retry_after_secs` for agents sent away because the collector is full.
     #[serde(default = "default_overload_retry_after_secs")]
     pub overload_retry_after_secs: u32,
+    /// Receive buffer of the QUIC UDP socket, bytes (SO_RCVBUF). Every agent's packets arrive
+    /// on this one socket; with the kernel default (about 208 KiB, some 90 datagrams) a
+    /// moment of CPU contention drops packets and, with tens of thousands of agents, turns
+    /// into failed handshakes and a retry storm. Linux caps it at `net.core.rmem_max`; the
+    /// collector logs the size it got.
+    #[serde(default = "default_socket_receive_buffer_bytes")]
+    pub socket_receive_buffer_bytes: usize,
 }
 
 /// `[tls]`: the fleet PKI files (as written by `storepulse-collector pki`).
@@ -299,6 +306,9 @@ fn default_handshake_queue_wait_ms() -> u64 {
 }
 fn default_max_connections() -> usize {
     200_000
+}
+fn default_socket_receive_buffer_bytes() -> usize {
+    8 << 20
 }
 fn default_overload_retry_after_secs() -> u32 {
     30
@@ -529,6 +539,7 @@ impl Default for QuicConfig {
             handshake_queue_wait_ms: default_handshake_queue_wait_ms(),
             max_connections: default_max_connections(),
             overload_retry_after_secs: default_overload_retry_after_secs(),
+            socket_receive_buffer_bytes: default_socket_receive_buffer_bytes(),
         }
     }
 }

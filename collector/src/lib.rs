@@ -81,7 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
 
     let server_config =
         tls::server_config(&config.tls, &config.quic).context("TLS configuration")?;
-    let endpoint = quinn::Endpoint::server(server_config, config.quic.listen)
+    let endpoint = server::bind_endpoint(server_config, &config.quic)
         .with_context(|| format!("binding QUIC on {}", config.quic.listen))?;
     let quic_addr = endpoint.local_addr()?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)

@@ -171,6 +171,37 @@ impl Shared {
     }
 }
 
+/// Binds the QUIC endpoint with the configured socket receive buffer.
+pub(crate) fn bind_endpoint(
+    server_config: quinn::ServerConfig,
+    quic: &QuicConfig,
+) -> std::io::Result<Endpoint> {
+    let socket = std::net::UdpSocket::bind(quic.listen)?;
+    let sock = socket2::SockRef::from(&socket);
+    if let Err(e) = sock.set_recv_buffer_size(quic.socket_receive_buffer_bytes) {
+        warn!(error = %e, "Could not set the QUIC socket's receive buffer");
+    }
+    // Linux reports twice the size asked for (bookkeeping included), capped by rmem_max.
+    let got = sock.recv_buffer_size().unwrap_or(0);
+    if got < quic.socket_receive_buffer_bytes {
+        warn!(
+            requested = quic.socket_receive_buffer_bytes,
+            got,
+            "The QUIC socket's receive buffer is smaller than configured; raise net.core.rmem_max"
+        );
+    } else {
+        info!(bytes = got, "QUIC socket receive buffer");
+    }
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server_config),
+        socket,
+        runtime,
+    )
+}
+
 /// Accepts connections until shutdown, then waits for connection tasks and closes the endpoint.
 pub(crate) async fn run_endpoint(
     endpoint: Endpoint,
