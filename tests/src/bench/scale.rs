@@ -157,6 +157,14 @@ fn record(seq: u64, time_unix_ms: i64, body: RecordBody) -> Record {
     }
 }
 
+/// A `Hello` with the agent's clock, as the real agent sends it (without it the collector
+/// takes every load agent for one whose clock is skewed by 56 years and corrects its records).
+fn hello_now(terminal: &str, epoch: u64) -> Result<storepulse_shared::Hello> {
+    let mut h = hello(terminal, "S1", epoch)?;
+    h.agent_time_unix_ms = now_ms();
+    Ok(h)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -179,8 +187,7 @@ async fn connect_welcomed(
     loop {
         let attempt = async {
             let mut c = LightConn::connect(ep, cfg.clone(), addr, Duration::from_secs(10)).await?;
-            c.send(&Message::Hello(hello(terminal, "S1", epoch)?))
-                .await?;
+            c.send(&Message::Hello(hello_now(terminal, epoch)?)).await?;
             let first = tokio::time::timeout(Duration::from_secs(10), c.recv()).await??;
             anyhow::Ok((c, first))
         };
@@ -306,7 +313,7 @@ pub(crate) async fn connections_worker(
         .collect::<Result<_>>()?;
     drop(issuer);
     let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1))
-        .map(|_| storepulse_tests::quic::endpoint())
+        .map(|_| big_buffer_endpoint())
         .collect::<Result<_>>()?;
     println!("{READY} {:.1}", t_prep.elapsed().as_secs_f64());
     // Wait for `go`; afterwards, the end of stdin (the parent exiting) ends this process.
@@ -397,6 +404,22 @@ pub(crate) async fn connections_worker(
     Ok(())
 }
 
+/// A client endpoint on loopback whose socket buffers hold bursts of a few thousand agents
+/// (the kernel default holds some 90 datagrams).
+fn big_buffer_endpoint() -> Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", 0))?;
+    let sock = socket2::SockRef::from(&socket);
+    sock.set_recv_buffer_size(4 << 20)?;
+    sock.set_send_buffer_size(4 << 20)?;
+    let runtime = quinn::default_runtime().context("no async runtime")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        runtime,
+    )?)
+}
+
 fn terminal_id(i: usize) -> String {
     format!("C{i:07}")
 }
@@ -418,8 +441,12 @@ impl Worker {
         count: usize,
         endpoints: usize,
         ramp_per_sec: f64,
+        nice: u8,
     ) -> Result<Self> {
-        let mut child = std::process::Command::new(std::env::current_exe()?)
+        // `nice` (coreutils) execs the worker: the child's pid is the worker's.
+        let mut child = std::process::Command::new("nice")
+            .args(["-n", &nice.to_string()])
+            .arg(std::env::current_exe()?)
             .arg("connections-worker")
             .arg("--quic")
             .arg(quic.to_string())
@@ -510,16 +537,27 @@ fn load_stat(workers: &[Worker]) -> Result<procstat::ProcStat> {
     Ok(s)
 }
 
+/// How the `connections` load is spread over processes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoadProcs {
+    /// Load generator processes.
+    pub(crate) procs: usize,
+    /// Their niceness.
+    pub(crate) nice: u8,
+}
+
 /// `connections`: N raw agents held connected at default intervals, from `procs` load
-/// generator processes (this one re-executed as `connections-worker` children).
+/// generator processes (this one re-executed as `connections-worker` children, each on one
+/// thread, niced so that the collector under test gets the CPU first).
 pub(crate) async fn connections(
     n: usize,
     endpoints: usize,
     ramp_per_sec: u64,
     seconds: u64,
     limit_secs: u64,
-    procs: usize,
+    load: LoadProcs,
 ) -> Result<()> {
+    let LoadProcs { procs, nice } = load;
     let tmp = tempfile::tempdir()?;
     let c = CollectorProc::start(&tmp.path().join("c"), "", "", "").await?;
     let welcome_hb = 30u64; // the collector's default [agents] intervals
@@ -537,6 +575,7 @@ pub(crate) async fn connections(
             count,
             per_proc_eps,
             ramp_per_sec as f64 / procs as f64,
+            nice,
         )?);
     }
     // Certificates are issued before the ramp, in every worker at once.
@@ -613,7 +652,7 @@ pub(crate) async fn connections(
     let open = c.metric("storepulse_ingest_connections ").await?;
     let recs = c.metric("storepulse_ingest_records_total ").await?;
     println!(
-        "connections: {n} raw agents (own certificate and QUIC connection each, mutual TLS) from {procs} load generator processes over {} client endpoints in all, ramped at {ramp_per_sec}/s, collector defaults (heartbeat {welcome_hb} s, network sample {welcome_nq} s, keep-alive 15 s both ways)",
+        "connections: {n} raw agents (own certificate and QUIC connection each, mutual TLS) from {procs} single-threaded load generator processes (nice {nice}) over {} client endpoints in all, ramped at {ramp_per_sec}/s, collector defaults (heartbeat {welcome_hb} s, network sample {welcome_nq} s, keep-alive 15 s both ways)",
         per_proc_eps * procs
     );
     match all_in {
@@ -713,7 +752,7 @@ pub(crate) async fn drain(
                 let attempt = async {
                     let mut c =
                         LightConn::connect(&ep, cfg.clone(), addr, Duration::from_secs(10)).await?;
-                    c.send(&Message::Hello(hello(&terminal, "S1", i as u64)?))
+                    c.send(&Message::Hello(hello_now(&terminal, i as u64)?))
                         .await?;
                     let first = tokio::time::timeout(Duration::from_secs(10), c.recv()).await??;
                     anyhow::Ok((c, first))

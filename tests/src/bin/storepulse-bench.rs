@@ -114,6 +114,10 @@ enum Cmd {
         /// with its own slice of the agents and of the endpoints.
         #[arg(long, default_value_t = 4)]
         procs: usize,
+        /// Niceness of the load generator processes: the collector under test, which shares
+        /// the machine's cores with them, gets the CPU first.
+        #[arg(long, default_value_t = 10)]
+        nice: u8,
     },
     /// One load generator process of `connections` (started by it; not for direct use).
     #[command(hide = true)]
@@ -576,9 +580,24 @@ async fn live_fleet(n: usize, seconds: u64) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    match Cli::parse().cmd {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // A load generator process of `connections` runs on one thread: several of them share the
+    // machine's cores with the collector under test.
+    let runtime = if matches!(cli.cmd, Cmd::ConnectionsWorker { .. }) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
         Cmd::Ingest {
             agents,
             batch,
@@ -602,7 +621,11 @@ async fn main() -> Result<()> {
             seconds,
             limit_secs,
             procs,
-        } => scale::connections(agents, endpoints, ramp_per_sec, seconds, limit_secs, procs).await,
+            nice,
+        } => {
+            let load = scale::LoadProcs { procs, nice };
+            scale::connections(agents, endpoints, ramp_per_sec, seconds, limit_secs, load).await
+        }
         Cmd::ConnectionsWorker {
             quic,
             pki,
