@@ -65,6 +65,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/terminals", get(crate::api_terminals::list))
         .route("/api/v1/terminals/{id}", get(crate::api_terminals::detail))
         .route("/api/v1/terminals/{id}/records", get(records))
@@ -76,6 +77,23 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
+}
+
+/// `GET /api/v1/whoami`: the calling token's name and role, so a client (the dashboard) can
+/// offer changes only to admins instead of learning it from a 403.
+async fn whoami(
+    caller: Option<axum::Extension<crate::auth::Caller>>,
+) -> axum::Json<serde_json::Value> {
+    let (name, role) = match caller {
+        Some(axum::Extension(c)) => (c.name, c.role),
+        // Unreachable behind the middleware; say the least.
+        None => ("unknown".to_owned(), crate::config::TokenRole::Read),
+    };
+    let role = match role {
+        crate::config::TokenRole::Read => "read",
+        crate::config::TokenRole::Admin => "admin",
+    };
+    axum::Json(serde_json::json!({ "token": name, "role": role, "can_change": role == "admin" }))
 }
 
 /// The OpenAPI 3.1 description of this API, compiled in.

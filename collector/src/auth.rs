@@ -82,9 +82,27 @@ impl Auth {
     }
 }
 
+/// Who made a request: the token's name and role (recorded by [`require`] for
+/// `GET /api/v1/whoami`).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's configured name (`anonymous` when the API has no tokens).
+    pub name: String,
+    /// What the token may do.
+    pub role: TokenRole,
+}
+
 /// The middleware.
-pub async fn require(State(auth): State<Auth>, req: Request, next: Next) -> Response {
-    if auth.tokens.is_empty() || auth.public(req.uri().path()) {
+pub async fn require(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
+    if auth.tokens.is_empty() {
+        // No tokens (a loopback-only API): everyone may do everything.
+        req.extensions_mut().insert(Caller {
+            name: "anonymous".to_owned(),
+            role: TokenRole::Admin,
+        });
+        return next.run(req).await;
+    }
+    if auth.public(req.uri().path()) {
         return next.run(req).await;
     }
     let presented = req
@@ -108,6 +126,10 @@ pub async fn require(State(auth): State<Auth>, req: Request, next: Next) -> Resp
         tracing::info!(token = name, method = %req.method(), path = req.uri().path(), "Change refused for a read-only token");
         return deny(StatusCode::FORBIDDEN, "this token may only read");
     }
+    req.extensions_mut().insert(Caller {
+        name: name.to_owned(),
+        role,
+    });
     next.run(req).await
 }
 

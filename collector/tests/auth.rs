@@ -181,3 +181,32 @@ fn an_open_api_off_loopback_is_refused() {
     let e = Config::from_toml(&short, Path::new("/tmp")).expect_err("short token");
     assert!(e.to_string().contains("16"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_tells_a_token_its_role() {
+    let (_tmp, c) = start().await;
+    let url = format!("http://{}/api/v1/whoami", c.http_addr());
+    let client = reqwest::Client::new();
+    for (token, name, role, can_change) in
+        [(READ, "wall", "read", false), (ADMIN, "ops", "admin", true)]
+    {
+        let v: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+            .error_for_status()
+            .expect("200")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(v["token"], name, "{v}");
+        assert_eq!(v["role"], role, "{v}");
+        assert_eq!(v["can_change"], can_change, "{v}");
+    }
+    assert_eq!(
+        call(&c, reqwest::Method::GET, "/api/v1/whoami", None, None).await,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -119,6 +119,9 @@ try {
   };
   await page.click('nav a[href="#/silences"]');
   await page.waitForSelector("#silence-form");
+  // The page knows the role up front (GET /api/v1/whoami), before anything is refused.
+  await page.waitForSelector("#role-note:not([hidden])", { timeout: 10_000 });
+  if (!/read-only token/i.test(await page.locator("#role-note").innerText())) throw new Error("read-only role not shown");
   await fillSilence();
   await page.waitForSelector("#silence-msg #forbidden", { timeout: 10_000 });
   if (!/admin token/.test(await page.locator("#forbidden").innerText())) throw new Error("403 message unclear");
@@ -135,8 +138,18 @@ try {
   await page.screenshot({ path: `${out}/10-silence-created.png`, fullPage: true });
   await created.first().locator("button.end").click();
   await page.waitForSelector("#no-silences", { timeout: 10_000 });
+  if (await page.locator("#role-note").isVisible()) throw new Error("admin still shown as read-only");
   await page.screenshot({ path: `${out}/11-silence-ended.png`, fullPage: true });
-  console.log(`ok: token prompt, ${kind} incident shown without reload, detail, language switch, heat table, terminal search and detail, silence refused/created/ended; screenshots in ${out}`);
+  // A maintenance window: announced, listed, ended.
+  await page.fill("#w-scope", "acquirer=ACQ-A");
+  await page.fill("#w-announcement", "browser test: acquirer upgrade");
+  await page.click("#w-create");
+  const win = page.locator("#windows-table tr[data-window]", { hasText: "browser test: acquirer upgrade" });
+  await win.first().waitFor({ timeout: 10_000 });
+  await page.screenshot({ path: `${out}/12-maintenance-created.png`, fullPage: true });
+  await win.first().locator("button.end").click();
+  await win.first().waitFor({ state: "detached", timeout: 10_000 });
+  console.log(`ok: token prompt, ${kind} incident shown without reload, detail, language switch, heat table, terminal search and detail, role shown, silence refused/created/ended, maintenance window created/ended; screenshots in ${out}`);
 } catch (e) {
   failed = e;
 } finally {

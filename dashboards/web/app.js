@@ -33,6 +33,7 @@ const I18N = {
     create: "Create", end: "End", none_silences: "No active silences.", none_windows: "No active maintenance windows.",
     starts: "Starts", ends: "Ends", created: "Created.", ended: "Ended.",
     forbidden: "This token may only read: creating or ending silences and maintenance windows needs an admin token.",
+    read_only_role: "Read-only token \u201c{name}\u201d: you can watch, but changes below need an admin token.",
     truncated: "History cut at the newest 20,000 records.",
     kind: { terminal_fault: "Terminal fault", terminal_config: "Terminal configuration", store_network: "Store network",
       store_offline: "Store offline", merchant_config: "Merchant configuration", firmware_regression: "Firmware regression",
@@ -68,6 +69,7 @@ const I18N = {
     create: "创建", end: "结束", none_silences: "当前没有生效的静默。", none_windows: "当前没有维护窗口。",
     starts: "开始", ends: "结束", created: "已创建。", ended: "已结束。",
     forbidden: "该令牌只读：创建或结束静默和维护窗口需要管理员令牌。",
+    read_only_role: "当前为只读令牌\u201c{name}\u201d：可以查看，以下更改需要管理员令牌。",
     truncated: "历史仅包含最新的 20,000 条记录。",
     kind: { terminal_fault: "终端故障", terminal_config: "终端配置错误", store_network: "门店网络",
       store_offline: "门店离线", merchant_config: "商户配置错误", firmware_regression: "固件版本缺陷",
@@ -428,7 +430,7 @@ const durationSelect = (id) => `<select id="${id}">${DURATIONS.map(([n, ms]) => 
 const splitList = (s) => s.split(",").map((x) => x.trim()).filter(Boolean);
 
 function silencesSkeleton() {
-  return `<h2>${t("silences")}</h2><div id="silences-list"></div>
+  return `<div id="role-note" class="empty" hidden></div><h2>${t("silences")}</h2><div id="silences-list"></div>
     <form id="silence-form" class="tile form"><b>${t("new_silence")}</b>
       <label>${t("matchers")} <input type="text" id="s-matchers" placeholder="${t("matchers_hint")}" required></label>
       <label>${t("duration")} ${durationSelect("s-duration")}</label>
@@ -446,10 +448,15 @@ function silencesSkeleton() {
 async function loadSilences() {
   const sl = $("silences-list"), wl = $("windows-list");
   if (!sl) return;
-  let s, w;
+  let s, w, me;
   try {
-    [s, w] = await Promise.all([getJson("/api/v1/alerts/silences"), getJson("/api/v1/alerts/maintenance")]);
+    [s, w, me] = await Promise.all([getJson("/api/v1/alerts/silences"), getJson("/api/v1/alerts/maintenance"), getJson("/api/v1/whoami")]);
   } catch (e) { handleError(e, sl); return; }
+  const note = $("role-note");
+  if (note) {
+    note.hidden = me.can_change;
+    note.textContent = me.can_change ? "" : t("read_only_role").replace("{name}", me.token);
+  }
   const iso = (x) => fmtTime(Date.parse(x));
   sl.innerHTML = s.silences.length ? `<table id="silences-table"><tr><th>${t("matchers")}</th><th>${t("starts")}</th><th>${t("ends")}</th><th>${t("author")}</th><th>${t("comment")}</th><th></th></tr>
     ${s.silences.map((x) => `<tr data-silence="${esc(x.id)}"><td><code>${esc(x.matchers.join(", "))}</code></td><td>${iso(x.starts_at)}</td><td>${iso(x.ends_at)}</td>

@@ -120,6 +120,7 @@ tokens = [
         "9-silence-forbidden.png",
         "10-silence-created.png",
         "11-silence-ended.png",
+        "12-maintenance-created.png",
     ] {
         let meta =
             std::fs::metadata(out.join(shot)).with_context(|| format!("screenshot {shot}"))?;
