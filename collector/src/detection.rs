@@ -401,82 +401,111 @@ pub(crate) async fn run(
         fleet.insert(id.terminal_id.clone(), id);
     }
     info!(terminals = fleet.len(), "Detection started");
-    let mut bridge = AlertBridge::default();
-    // Maintenance windows announced through the alerts API/config also inform detection, so
-    // failures inside them are classified as maintenance.
-    let mut announced: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut counts: HashMap<&'static str, u64> = HashMap::new();
+    let mut lp = Loop {
+        detector,
+        fleet,
+        bridge: AlertBridge::default(),
+        announced: std::collections::HashSet::new(),
+        counts: HashMap::new(),
+    };
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             msg = rx.recv() => match msg {
                 Some(DetectInput::Hello(at, identity)) => {
-                    detector.handle_hello(at, &identity);
-                    fleet.insert(identity.terminal_id.clone(), *identity);
+                    lp.detector.handle_hello(at, &identity);
+                    lp.fleet.insert(identity.terminal_id.clone(), *identity);
                 }
                 Some(DetectInput::Records(at, terminal, records)) => {
-                    book.write().unwrap_or_else(PoisonError::into_inner).count_outcomes(at, &records);
-                    book.write().unwrap_or_else(PoisonError::into_inner).rollup.record(at, fleet.get(&terminal), &records);
+                    {
+                        let mut book = book.write().unwrap_or_else(PoisonError::into_inner);
+                        book.count_outcomes(at, &records);
+                        book.rollup.record(at, lp.fleet.get(&terminal), &records);
+                    }
                     metrics.detection_records.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     for r in &records {
-                        detector.handle_record(at, &terminal, r);
+                        lp.detector.handle_record(at, &terminal, r);
+                    }
+                    // A run of decisive failures that just became significant is judged now,
+                    // not at the next tick.
+                    if lp.detector.wants_tick() {
+                        lp.tick(now_unix_ms(), &book, &metrics, &alerts);
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => {
-                let now = now_unix_ms();
-                for w in alerts.windows() {
-                    if announced.insert(w.id.clone()) {
-                        let scope: Vec<(Dim, String)> = w
-                            .scope
-                            .iter()
-                            .filter_map(|(k, v)| Some((Dim::parse(k)?, v.clone())))
-                            .collect();
-                        detector.handle_announcement(
-                            now,
-                            storepulse_collector_core::detect::MaintenanceWindow {
-                                scope,
-                                start_ms: w.starts_at_ms,
-                                end_ms: w.ends_at_ms,
-                            },
-                        );
-                    }
-                }
-                detector.tick(now);
-                metrics.detection_ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut book = book.write().unwrap_or_else(PoisonError::into_inner);
-                while let Some(event) = detector.poll_event() {
-                    let (what, inc) = match &event {
-                        IncidentEvent::Opened(i) => ("opened", i),
-                        IncidentEvent::Updated(i) => ("updated", i),
-                        IncidentEvent::Resolved(i) => ("resolved", i),
-                    };
-                    *counts.entry(what).or_default() += 1;
-                    if what == "opened" {
-                        metrics.incidents_opened.add(inc.kind.as_str(), 1);
-                    }
-                    if what == "updated" {
-                        debug!(id = inc.id, kind = inc.kind.as_str(), scope = %inc.scope_text(), "Incident updated");
-                    } else {
-                        info!(id = inc.id, kind = inc.kind.as_str(), scope = %inc.scope_text(), affected = inc.affected_terminals, "Incident {what}");
-                    }
-                    let explained = explained_by(inc, detector.incidents(), &fleet);
-                    if let Some(snap) = bridge.on_event(now, &event, explained) {
-                        alerts.handle_incident(snap);
-                    }
-                    book.apply(now, event);
-                }
-                for snap in bridge.tick(now) {
-                    alerts.handle_incident(snap);
-                }
-                metrics.set_open_incidents(detector.incidents().map(|i| i.kind.as_str()));
-            }
+            _ = tick.tick() => lp.tick(now_unix_ms(), &book, &metrics, &alerts),
         }
     }
+    let counts = lp.counts;
     debug!(?counts, "Detection stopped");
+}
+
+/// The detection task's state between inputs.
+struct Loop {
+    detector: Detector,
+    fleet: HashMap<TerminalId, Identity>,
+    bridge: AlertBridge,
+    // Maintenance windows announced through the alerts API/config also inform detection, so
+    // failures inside them are classified as maintenance.
+    announced: std::collections::HashSet<String>,
+    counts: HashMap<&'static str, u64>,
+}
+
+impl Loop {
+    /// One detection tick at `now`: announcements, detection, incident events to the book and
+    /// to alerting.
+    fn tick(&mut self, now: i64, book: &RwLock<IncidentBook>, metrics: &Metrics, alerts: &Alerts) {
+        for w in alerts.windows() {
+            if self.announced.insert(w.id.clone()) {
+                let scope: Vec<(Dim, String)> = w
+                    .scope
+                    .iter()
+                    .filter_map(|(k, v)| Some((Dim::parse(k)?, v.clone())))
+                    .collect();
+                self.detector.handle_announcement(
+                    now,
+                    storepulse_collector_core::detect::MaintenanceWindow {
+                        scope,
+                        start_ms: w.starts_at_ms,
+                        end_ms: w.ends_at_ms,
+                    },
+                );
+            }
+        }
+        self.detector.tick(now);
+        metrics
+            .detection_ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut book = book.write().unwrap_or_else(PoisonError::into_inner);
+        while let Some(event) = self.detector.poll_event() {
+            let (what, inc) = match &event {
+                IncidentEvent::Opened(i) => ("opened", i),
+                IncidentEvent::Updated(i) => ("updated", i),
+                IncidentEvent::Resolved(i) => ("resolved", i),
+            };
+            *self.counts.entry(what).or_default() += 1;
+            if what == "opened" {
+                metrics.incidents_opened.add(inc.kind.as_str(), 1);
+            }
+            if what == "updated" {
+                debug!(id = inc.id, kind = inc.kind.as_str(), scope = %inc.scope_text(), "Incident updated");
+            } else {
+                info!(id = inc.id, kind = inc.kind.as_str(), scope = %inc.scope_text(), affected = inc.affected_terminals, "Incident {what}");
+            }
+            let explained = explained_by(inc, self.detector.incidents(), &self.fleet);
+            if let Some(snap) = self.bridge.on_event(now, &event, explained) {
+                alerts.handle_incident(snap);
+            }
+            book.apply(now, event);
+        }
+        for snap in self.bridge.tick(now) {
+            alerts.handle_incident(snap);
+        }
+        metrics.set_open_incidents(self.detector.incidents().map(|i| i.kind.as_str()));
+    }
 }
 
 /// What the writer uses to feed detection without ever blocking a commit.

@@ -145,6 +145,11 @@ impl Sink for Adapter {
     fn record(&mut self, arrival_ms: i64, terminal: &TerminalId, _epoch: u64, record: &Record) {
         self.advance(arrival_ms);
         self.det.handle_record(arrival_ms, terminal, record);
+        // As the live collector does: a run that just became decisive is judged at once.
+        if self.det.wants_tick() {
+            self.det.tick(arrival_ms);
+            self.drain(arrival_ms);
+        }
     }
 
     fn announcement(&mut self, now_ms: i64, a: &Announcement) {

@@ -322,6 +322,8 @@ pub struct Detector {
     last_tick: i64,
     /// Minute of the last volume test.
     last_volume_min: i64,
+    /// A record just made a run decisive: tick now instead of at the next interval.
+    urgent: bool,
 }
 
 #[derive(Debug)]
@@ -564,6 +566,7 @@ impl Detector {
             pending: HashMap::new(),
             last_tick: i64::MIN,
             last_volume_min: i64::MIN,
+            urgent: false,
         }
     }
 
@@ -660,6 +663,23 @@ impl Detector {
                     let term = &mut self.st.terms[t];
                     term.last_approval = term.last_approval.max(record.time_unix_ms);
                 }
+                if let Some(f) = fam
+                    && !self.urgent
+                    && now_ms.saturating_sub(self.last_tick) >= 1_000
+                {
+                    // A run that just became decisive should not wait for the next tick: the
+                    // merchant who saw it fail twice may be dialling already. (At most one
+                    // early tick a second: a flood of failures must not become a flood of
+                    // ticks.)
+                    for k in [Dim::Terminal.index(), Dim::Store.index()] {
+                        let g = self.st.terms[t].groups[k] as usize;
+                        if plane_of(f).any(|i| self.run_evidence(g, i).is_some())
+                            && !self.contained(fam_index(f), &self.st.groups[g].members)
+                        {
+                            self.urgent = true;
+                        }
+                    }
+                }
                 if let Some(f) = fam {
                     let term = &mut self.st.terms[t];
                     if term.recent.len() >= 8 {
@@ -683,8 +703,16 @@ impl Detector {
         self.windows.push(window);
     }
 
-    /// Closes windows, runs detection and the incident lifecycle. Call every few seconds.
+    /// Whether a record just made a run of decisive failures significant: call
+    /// [`Self::tick`] now rather than at the next interval (cheap to ask after every batch).
+    pub fn wants_tick(&self) -> bool {
+        self.urgent
+    }
+
+    /// Closes windows, runs detection and the incident lifecycle. Call every few seconds, and
+    /// whenever [`Self::wants_tick`] says so.
     pub fn tick(&mut self, now_ms: i64) {
+        self.urgent = false;
         if now_ms < self.last_tick {
             return;
         }

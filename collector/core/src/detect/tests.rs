@@ -705,3 +705,34 @@ fn payments_that_stop_because_terminals_went_dark_are_silence_not_volume() {
     assert!(volume.is_empty(), "{volume:?}");
     assert!(!d.opened().is_empty(), "the silence is still an incident");
 }
+
+#[test]
+fn a_decisive_run_asks_for_a_tick_at_once() {
+    let (mut d, m) = quiet_day();
+    let t0 = T0 + m * MIN + 30_000;
+    let declined = || {
+        RecordBody::TxnOutcome(TxnOutcome {
+            scheme: Scheme::Iso8583,
+            code: "58".to_owned(),
+            latency_ms: 800,
+            method: PayMethod::Card,
+            route: None,
+        })
+    };
+    d.send(t0, 5, declined());
+    assert!(!d.det.wants_tick(), "one code is not a run");
+    d.send(t0 + 60_000, 5, declined());
+    assert!(d.det.wants_tick(), "the second code in a row is decisive");
+    d.det.tick(t0 + 60_000);
+    assert!(!d.det.wants_tick());
+    let mut opened = Vec::new();
+    while let Some(e) = d.det.poll_event() {
+        if let IncidentEvent::Opened(i) = e {
+            opened.push((i.kind, i.scope_text()));
+        }
+    }
+    assert_eq!(
+        opened,
+        vec![(IncidentKind::TerminalConfig, "terminal=M1-S0-T1".to_owned())]
+    );
+}
