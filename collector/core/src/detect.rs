@@ -402,6 +402,22 @@ impl Default for DetectorConfig {
 }
 
 impl IncidentKind {
+    /// Every kind, `Unknown` last.
+    pub const ALL: [IncidentKind; 12] = [
+        Self::TerminalFault,
+        Self::TerminalConfig,
+        Self::StoreNetwork,
+        Self::StoreOffline,
+        Self::MerchantConfig,
+        Self::FirmwareRegression,
+        Self::CarrierOutage,
+        Self::RegionalOutage,
+        Self::AcquirerOutage,
+        Self::AcquirerMaintenance,
+        Self::QrNotificationDelay,
+        Self::Unknown,
+    ];
+
     /// The kind's name as used by the scenario library and the API.
     pub fn as_str(self) -> &'static str {
         match self {
