@@ -30,6 +30,19 @@
 //!   network samples: the share of samples degraded against the terminal's baseline (loss 5
 //!   points up, RTT 2.5x), tested against the fleet's share. Two timeouts with a collapsed
 //!   link are a store-network incident; two timeouts on a healthy link are noise.
+//! * **Device health.** Each terminal learns its own CPU and temperature from healthy
+//!   heartbeats; a beat both [`DetectorConfig::hot_degrees`] hotter and
+//!   [`DetectorConfig::busy_points`] busier is distressed. A run of distressed beats is priced
+//!   like a payment run (per heartbeat in a fleet-day) and Fisher-combined with the terminal's
+//!   terminal-fault codes: a failing device is found before the payment it will fail. Many
+//!   terminals hot at once are left to the failure localiser (a cohort, not a device each).
+//! * **Volume.** Every group above the terminal learns its payments per hour of day across
+//!   days; a group whose last 30 minutes hold at most a quarter of what its profile expects is
+//!   tested with the Poisson lower tail ("payments stopped while the terminals report", an
+//!   `unknown` incident), unless its terminals are silent or an open incident explains it.
+//! * **Announced windows.** Inside an announced maintenance window the acquirer's (or
+//!   channel's) availability test is a hypothesis named in advance and needs only
+//!   [`DetectorConfig::announced_significance`], without the search price.
 //! * **Localisation.** Flags not explained by an open incident start [`crate::rca::localize`]
 //!   on a ratio cube (leaves = terminals with attempts in the window, failures / attempts
 //!   against each terminal's baseline); every cause it returns is re-tested exactly before it
