@@ -820,15 +820,20 @@ impl Detector {
     /// Whether terminal `t`'s device is distressed now: its current run of distressed
     /// heartbeats is fresh (the last one within two and a half intervals).
     fn device_hot(&self, t: usize, now: i64) -> bool {
+        let h = &self.st.terms[t].health;
+        h.run > 0 && ((now - h.last) as f64) <= 2.5 * self.hb_interval(t) + 10_000.0
+    }
+
+    /// Terminal `t`'s heartbeat interval, milliseconds: learned once three gaps were seen,
+    /// the configured default before.
+    fn hb_interval(&self, t: usize) -> f64 {
         let term = &self.st.terms[t];
-        let interval = if term.gaps_seen >= 3 {
+        if term.gaps_seen >= 3 {
             term.hb_interval_ms
         } else {
             self.cfg.heartbeat_interval_ms as f64
         }
-        .max(1000.0);
-        let h = &term.health;
-        h.run > 0 && ((now - h.last) as f64) <= 2.5 * interval + 10_000.0
+        .max(1000.0)
     }
 
     /// Device-health anomalies: a terminal whose last `k` heartbeats were distressed has
@@ -963,12 +968,7 @@ impl Detector {
     /// Heartbeats missed by terminal `t` at `now`.
     fn missed(&self, t: usize, now: i64) -> i64 {
         let term = &self.st.terms[t];
-        let interval = if term.gaps_seen >= 3 {
-            term.hb_interval_ms
-        } else {
-            self.cfg.heartbeat_interval_ms as f64
-        }
-        .max(1000.0);
+        let interval = self.hb_interval(t);
         let slack = (0.1 * interval).max(5000.0);
         let gap = (now - term.last_arrival) as f64;
         if gap > 24.0 * 3_600_000.0 {
