@@ -245,9 +245,18 @@ async fn a_storm_over_a_small_handshake_budget_gets_everyone_in() -> Result<()> 
     );
     assert!(retried > 0, "a storm over the budget gets QUIC Retry");
     assert!(queued > 0, "validated connections wait for a slot");
+    // Every refusal is either seen by a client (a failed attempt, after which it backs off and
+    // comes back: all N got in above) or answers a retransmitted Initial of an attempt that
+    // was sent a Retry meanwhile (that client has moved on to the Retry's address validation
+    // and ignores the refusal). Refusals seen by nobody beyond that would be agents dropped
+    // without a word. (An equality with failed attempts alone was flaky under load.)
     assert!(
-        u64::from(failed) >= refused,
-        "every refusal is seen by a client, which backs off and comes back"
+        refused <= u64::from(failed) + retried,
+        "refused {refused} > failed {failed} + retried {retried}: refusals no client saw"
+    );
+    assert!(
+        refused == 0 || failed > 0,
+        "refusals happened but no client saw one"
     );
     s.leave.send(N)?;
     for t in s.tasks {
