@@ -280,7 +280,7 @@ pub fn hello(terminal: &str) -> Result<Hello> {
             firmware: label("2.3.1"),
             app_version: label("5.0.2"),
         },
-        agent_time_unix_ms: 0,
+        agent_time_unix_ms: crate::load::now_ms(),
     })
 }
 

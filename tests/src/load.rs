@@ -133,8 +133,16 @@ pub fn hello(terminal: &str, store: &str, spool_epoch: u64) -> Result<Hello> {
             firmware: label("2.3.1"),
             app_version: label("5.0.2"),
         },
-        agent_time_unix_ms: 0,
+        agent_time_unix_ms: now_ms(),
     })
+}
+
+/// The machine's clock, Unix ms: what a real agent puts in its `Hello` (a 0 would make the
+/// collector see a clock 56 years slow and correct every record).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The record bodies a real agent sends: heartbeat, network quality, a payment outcome.

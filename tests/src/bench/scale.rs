@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use storepulse_agent_core::{Backoff, BackoffConfig};
 use storepulse_shared::{Batch, Message, Record, RecordBody, Seq};
 use storepulse_tests::load::{
-    ClientTransport, FleetIssuer, LightConn, heartbeat, hello, net_quality, payment,
+    ClientTransport, FleetIssuer, LightConn, heartbeat, hello, net_quality, now_ms, payment,
 };
 use storepulse_tests::procstat;
 
@@ -157,20 +157,6 @@ fn record(seq: u64, time_unix_ms: i64, body: RecordBody) -> Record {
     }
 }
 
-/// A `Hello` with the agent's clock, as the real agent sends it (without it the collector
-/// takes every load agent for one whose clock is skewed by 56 years and corrects its records).
-fn hello_now(terminal: &str, epoch: u64) -> Result<storepulse_shared::Hello> {
-    let mut h = hello(terminal, "S1", epoch)?;
-    h.agent_time_unix_ms = now_ms();
-    Ok(h)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Connects until welcomed, with the agent's jittered backoff and retry hints.
 // One agent's whole context; a struct would only move the list.
 #[allow(clippy::too_many_arguments)]
@@ -187,7 +173,8 @@ async fn connect_welcomed(
     loop {
         let attempt = async {
             let mut c = LightConn::connect(ep, cfg.clone(), addr, Duration::from_secs(10)).await?;
-            c.send(&Message::Hello(hello_now(terminal, epoch)?)).await?;
+            c.send(&Message::Hello(hello(terminal, "S1", epoch)?))
+                .await?;
             let first = tokio::time::timeout(Duration::from_secs(10), c.recv()).await??;
             anyhow::Ok((c, first))
         };
@@ -752,7 +739,7 @@ pub(crate) async fn drain(
                 let attempt = async {
                     let mut c =
                         LightConn::connect(&ep, cfg.clone(), addr, Duration::from_secs(10)).await?;
-                    c.send(&Message::Hello(hello_now(&terminal, i as u64)?))
+                    c.send(&Message::Hello(hello(&terminal, "S1", i as u64)?))
                         .await?;
                     let first = tokio::time::timeout(Duration::from_secs(10), c.recv()).await??;
                     anyhow::Ok((c, first))

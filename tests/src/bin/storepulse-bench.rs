@@ -184,7 +184,7 @@ fn hello(terminal: &str) -> Result<Hello> {
             firmware: label("2.3.1"),
             app_version: label("5.0.2"),
         },
-        agent_time_unix_ms: 0,
+        agent_time_unix_ms: storepulse_tests::load::now_ms(),
     })
 }
 
