@@ -119,6 +119,39 @@ impl Garbage {
         })
     }
 
+    /// Runs `count` garbage connections, the kinds dealt out in [`KINDS`] order, at most
+    /// `concurrency` at a time, and counts their outcomes per kind (refusal texts cut to
+    /// `keep_chars`: the reason class is what matters).
+    pub async fn run(
+        self: &Arc<Self>,
+        count: usize,
+        concurrency: usize,
+        keep_chars: usize,
+    ) -> Result<std::collections::BTreeMap<(Kind, Outcome), usize>> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let mut tasks = Vec::new();
+        for i in 0..count {
+            let kind = KINDS[i % KINDS.len()];
+            let g = self.clone();
+            let permit = permits.clone().acquire_owned().await?;
+            tasks.push(tokio::spawn(async move {
+                let out = g.one(kind, i).await;
+                drop(permit);
+                (kind, out)
+            }));
+        }
+        let mut outcomes = std::collections::BTreeMap::new();
+        for t in tasks {
+            let (kind, out) = t.await?;
+            let out = match out {
+                Outcome::Refused(s) => Outcome::Refused(s.chars().take(keep_chars).collect()),
+                o => o,
+            };
+            *outcomes.entry((kind, out)).or_default() += 1;
+        }
+        Ok(outcomes)
+    }
+
     /// Runs garbage connection number `i` of `kind` to its end.
     pub async fn one(&self, kind: Kind, i: usize) -> Outcome {
         let ep = &self.endpoints[i % self.endpoints.len()];

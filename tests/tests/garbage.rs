@@ -5,7 +5,6 @@
 //! honest agent can still connect afterwards. The throughput and latency figures under 10,000
 //! garbage connections are measured by the `garbage-bench` binary (BENCHMARKS.md).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use storepulse_tests::garbage::{
     Creds, Garbage, HonestLoad, KINDS, Kind, Outcome, honest_agent, metric, summarize,
 };
 use storepulse_tests::quic::{client_config, endpoint};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 const PER_KIND: usize = 150;
 const CONCURRENCY: usize = 64;
@@ -93,29 +92,12 @@ async fn garbage_is_refused_and_honest_agents_keep_acking() {
         rogue: terminal_files(&rogue_dir, "ROGUE"),
     };
     let garbage = Arc::new(Garbage::new(&creds, addr, 4, Duration::from_secs(8)).expect("garbage"));
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let garbage_start = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..PER_KIND * KINDS.len() {
-        let kind = KINDS[i % KINDS.len()];
-        let g = garbage.clone();
-        let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        tasks.push(tokio::spawn(async move {
-            let out = g.one(kind, i).await;
-            drop(permit);
-            (kind, out)
-        }));
-    }
-    let mut outcomes: BTreeMap<(Kind, Outcome), usize> = BTreeMap::new();
-    for t in tasks {
-        let (kind, out) = t.await.expect("garbage task");
-        // Keep the text of QUIC/TLS refusals short: the reason class is what matters.
-        let out = match out {
-            Outcome::Refused(s) => Outcome::Refused(s.chars().take(40).collect()),
-            o => o,
-        };
-        *outcomes.entry((kind, out)).or_default() += 1;
-    }
+    // Refusal texts cut to 40 characters: the reason class is what matters.
+    let outcomes = garbage
+        .run(PER_KIND * KINDS.len(), CONCURRENCY, 40)
+        .await
+        .expect("garbage tasks");
     let garbage_end = Instant::now();
     let after = scrape(http).await;
     stop_tx.send(true).expect("stop");

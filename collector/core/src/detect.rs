@@ -1667,7 +1667,6 @@ impl Detector {
             .filter(|(d, _)| *d != Dim::Link)
             .map(|&(d, v)| (d, self.st.interner.value(d, v).to_owned()))
             .collect();
-        let now_min = now.div_euclid(MINUTE_MS);
         let since = now - a.window_min.max(ACTIVE_WINDOW_MIN) * MINUTE_MS;
         let mut affected: Vec<u32> = Vec::new();
         let mut codes: HashMap<(Scheme, String), u32> = HashMap::new();
@@ -1750,7 +1749,6 @@ impl Detector {
                     .fleet_rate(fi, self.cfg.prior_rates[fi], self.cfg.prior_attempts)
             }
         });
-        let _ = now_min;
         let remediation = if a.family == Family::Volume {
             text::VOLUME_REMEDIATION
         } else {
@@ -1898,7 +1896,6 @@ impl Detector {
                     }
                 }
                 let s = surprise(obs as f64, exp);
-                let (_, recent_fails) = (0, obs);
                 // A terminal fault stays active while its device is still hot and busy.
                 let hot = fam == Family::TerminalFault
                     && o.members.len() == 1
@@ -1917,7 +1914,7 @@ impl Detector {
                     if now - o.last_emit >= 5 * MINUTE_MS {
                         let mut a = self.anomaly_of(i);
                         a.attempts = att;
-                        a.observed = recent_fails as f64;
+                        a.observed = obs as f64;
                         a.expected = exp;
                         a.window_min = ACTIVE_WINDOW_MIN;
                         a.significance = s;

@@ -733,38 +733,17 @@ pub(crate) async fn drain(
                 backoff.after_failure(&mut rng, None);
             }
             tokio::time::sleep(backoff.after_failure(&mut rng, None)).await;
-            let mut conn = None;
-            let mut w = None;
-            while conn.is_none() {
-                let attempt = async {
-                    let mut c =
-                        LightConn::connect(&ep, cfg.clone(), addr, Duration::from_secs(10)).await?;
-                    c.send(&Message::Hello(hello(&terminal, "S1", i as u64)?))
-                        .await?;
-                    let first = tokio::time::timeout(Duration::from_secs(10), c.recv()).await??;
-                    anyhow::Ok((c, first))
-                };
-                let hint = match attempt.await {
-                    Ok((c, Message::Welcome(wel))) => {
-                        conn = Some(c);
-                        w = Some(wel);
-                        continue;
-                    }
-                    Ok((_, Message::Goodbye(g))) => {
-                        counters.goodbyes.fetch_add(1, Ordering::Relaxed);
-                        Some(Duration::from_secs(g.retry_after_secs.into()))
-                    }
-                    Ok((_, other)) => bail!("unexpected {other:?}"),
-                    Err(_) => {
-                        counters.failed_attempts.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
-                };
-                tokio::time::sleep(backoff.after_failure(&mut rng, hint)).await;
-            }
-            let (Some(mut c), Some(w)) = (conn, w) else {
-                bail!("no connection")
-            };
+            let (mut c, w) = connect_welcomed(
+                &ep,
+                &cfg,
+                addr,
+                &terminal,
+                i as u64,
+                &mut rng,
+                &mut backoff,
+                &counters,
+            )
+            .await?;
             counters.connected.fetch_add(1, Ordering::Relaxed);
             // The backlog: what the agent observed during the outage, in seq order.
             let start_ms = back_at - outage_secs as i64 * 1000;

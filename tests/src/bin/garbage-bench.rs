@@ -11,18 +11,17 @@
 //! `cargo build --release --workspace --bins` then
 //! `STOREPULSE_BIN_DIR=target/release target/release/garbage-bench`.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use storepulse_tests::garbage::{
-    Creds, Garbage, HonestLoad, KINDS, Kind, Outcome, Summary, honest_agent, metric, summarize,
+    Creds, Garbage, HonestLoad, Summary, honest_agent, metric, summarize,
 };
 use storepulse_tests::quic::{client_config, endpoint};
 use storepulse_tests::{Collector, Pki, procstat};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -255,27 +254,7 @@ async fn child(cli: &Cli, args: &[String]) -> Result<()> {
         cli.endpoints,
         Duration::from_secs(20),
     )?);
-    let permits = Arc::new(Semaphore::new(cli.concurrency.max(1)));
-    let mut tasks = Vec::new();
-    for i in 0..cli.garbage {
-        let kind = KINDS[i % KINDS.len()];
-        let g = garbage.clone();
-        let permit = permits.clone().acquire_owned().await?;
-        tasks.push(tokio::spawn(async move {
-            let out = g.one(kind, i).await;
-            drop(permit);
-            (kind, out)
-        }));
-    }
-    let mut outcomes: BTreeMap<(Kind, Outcome), usize> = BTreeMap::new();
-    for t in tasks {
-        let (kind, out) = t.await?;
-        let out = match out {
-            Outcome::Refused(s) => Outcome::Refused(s.chars().take(48).collect()),
-            o => o,
-        };
-        *outcomes.entry((kind, out)).or_default() += 1;
-    }
+    let outcomes = garbage.run(cli.garbage, cli.concurrency, 48).await?;
     for ((kind, out), n) in &outcomes {
         println!("    {kind:?}: {out:?} x {n}");
     }

@@ -27,6 +27,17 @@ fn label(s: &str) -> Label {
     Label::new(s).expect("valid label")
 }
 
+/// A card payment answered with ISO 8583 `code`.
+fn card(code: &str) -> RecordBody {
+    RecordBody::TxnOutcome(TxnOutcome {
+        scheme: Scheme::Iso8583,
+        code: code.to_owned(),
+        latency_ms: 800,
+        method: PayMethod::Card,
+        route: None,
+    })
+}
+
 /// Merchants `M{m}` with two stores of two terminals each; merchants alternate regions.
 fn fleet(merchants: usize) -> Vec<Identity> {
     let mut out = Vec::new();
@@ -127,14 +138,7 @@ impl Driver {
                 );
                 if self.rng.unit() < pay(ti) {
                     let u = self.rng.unit();
-                    let tx = TxnOutcome {
-                        scheme: Scheme::Iso8583,
-                        code: code(ti, u).to_owned(),
-                        latency_ms: 800,
-                        method: PayMethod::Card,
-                        route: None,
-                    };
-                    self.send(now + 20_000, ti, RecordBody::TxnOutcome(tx));
+                    self.send(now + 20_000, ti, card(code(ti, u)));
                 }
             }
             for k in 0..6 {
@@ -246,14 +250,7 @@ fn resolves_after_hold_time() {
 impl Driver {
     /// One payment of terminal `ti` at `now` answered with ISO 8583 `code`, then ticks.
     fn pay(&mut self, now: i64, ti: usize, code: &str) {
-        let tx = TxnOutcome {
-            scheme: Scheme::Iso8583,
-            code: code.to_owned(),
-            latency_ms: 800,
-            method: PayMethod::Card,
-            route: None,
-        };
-        self.send(now, ti, RecordBody::TxnOutcome(tx));
+        self.send(now, ti, card(code));
         self.tick_to(now + 10_000);
     }
 
@@ -710,18 +707,9 @@ fn payments_that_stop_because_terminals_went_dark_are_silence_not_volume() {
 fn a_decisive_run_asks_for_a_tick_at_once() {
     let (mut d, m) = quiet_day();
     let t0 = T0 + m * MIN + 30_000;
-    let declined = || {
-        RecordBody::TxnOutcome(TxnOutcome {
-            scheme: Scheme::Iso8583,
-            code: "58".to_owned(),
-            latency_ms: 800,
-            method: PayMethod::Card,
-            route: None,
-        })
-    };
-    d.send(t0, 5, declined());
+    d.send(t0, 5, card("58"));
     assert!(!d.det.wants_tick(), "one code is not a run");
-    d.send(t0 + 60_000, 5, declined());
+    d.send(t0 + 60_000, 5, card("58"));
     assert!(d.det.wants_tick(), "the second code in a row is decisive");
     d.det.tick(t0 + 60_000);
     assert!(!d.det.wants_tick());
