@@ -1,7 +1,7 @@
 //! Bookkeeping under detection: interned labels, terminals, label groups with per-minute
 //! windows of attempts and failures, and the baselines those windows roll into.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use storepulse_shared::{Identity, LinkType, TerminalId};
 
@@ -102,8 +102,11 @@ pub(crate) struct Group {
     pub(crate) values: [u32; 3],
     /// Terminal indexes, ascending.
     pub(crate) members: Vec<u32>,
-    /// Per-minute counts (windowed dimsets only).
-    pub(crate) ring: Vec<Bucket>,
+    /// Per-minute counts (windowed dimsets only): the minutes with attempts, oldest first,
+    /// all within [`RING`] minutes of the newest. Sparse because most groups are small: a
+    /// terminal or a one-terminal store pays a few hundred times a day, so most of its minutes
+    /// are empty, and a dense ring cost 2 KiB per group whatever the traffic.
+    pub(crate) ring: VecDeque<Bucket>,
     /// Decayed history: attempts and failures per family.
     pub(crate) base_attempts: f64,
     pub(crate) base_fails: [f64; NFAM],
@@ -401,11 +404,11 @@ impl Interner {
 }
 
 impl Bucket {
-    fn reset(&mut self, minute: i64) {
-        *self = Bucket {
+    fn at(minute: i64) -> Self {
+        Bucket {
             minute,
             ..Bucket::default()
-        };
+        }
     }
 }
 
@@ -465,11 +468,7 @@ impl State {
             dimset,
             values,
             members: Vec::new(),
-            ring: if dimset < WINDOWED {
-                vec![Bucket::default(); RING]
-            } else {
-                Vec::new()
-            },
+            ring: VecDeque::new(),
             base_attempts: 0.0,
             base_fails: [0.0; NFAM],
             base_minute: 0,
@@ -548,23 +547,37 @@ impl State {
         let fi = fam.and_then(|f| Family::COUNTED.iter().position(|&c| c == f));
         for k in 0..WINDOWED {
             let g = self.terms[ti as usize].groups[k] as usize;
-            let slot = minute.rem_euclid(RING as i64) as usize;
-            let b = self.groups[g].ring[slot];
-            if b.minute != minute {
-                if b.minute > minute {
-                    // Older than the ring holds: history only.
-                    continue;
+            let ring = &mut self.groups[g].ring;
+            let newest = ring.back().map_or(i64::MIN, |b| b.minute);
+            if minute <= newest.saturating_sub(RING as i64) {
+                // Older than the ring holds.
+                continue;
+            }
+            // Records arrive nearly in order: the minute is the last one or close to it.
+            let at = ring.iter().rposition(|b| b.minute <= minute);
+            let i = match at {
+                Some(i) if ring[i].minute == minute => i,
+                _ => {
+                    let i = at.map_or(0, |i| i + 1);
+                    ring.insert(i, Bucket::at(minute));
+                    i
                 }
-                self.retire(g, b);
-                self.groups[g].ring[slot].reset(minute);
-            }
-            if let Some(v) = self.groups[g].vol.as_mut() {
-                v.add(minute);
-            }
-            let b = &mut self.groups[g].ring[slot];
+            };
+            let b = &mut ring[i];
             b.attempts += 1;
             if let Some(fi) = fi {
                 b.fails[fi] += 1;
+            }
+            // Minutes that fell out of the ring roll into the baseline.
+            let cut = newest.max(minute).saturating_sub(RING as i64);
+            while let Some(&b) = self.groups[g].ring.front()
+                && b.minute <= cut
+            {
+                self.groups[g].ring.pop_front();
+                self.retire(g, b);
+            }
+            if let Some(v) = self.groups[g].vol.as_mut() {
+                v.add(minute);
             }
         }
         // Fleet history counts every attempt once, as it arrives.
@@ -616,7 +629,7 @@ impl State {
         let mut att = 0u64;
         let mut fails = [0u64; NFAM];
         for b in &self.groups[g].ring {
-            if b.minute > now_min - w && b.minute <= now_min && b.attempts > 0 {
+            if b.minute > now_min - w && b.minute <= now_min {
                 att += u64::from(b.attempts);
                 for (f, x) in fails.iter_mut().zip(b.fails) {
                     *f += u64::from(x);
@@ -631,7 +644,7 @@ impl State {
     pub(crate) fn windows3(&self, g: usize, now_min: i64, ws: [i64; 3]) -> [(u64, [u64; NFAM]); 3] {
         let mut out = [(0u64, [0u64; NFAM]); 3];
         for b in &self.groups[g].ring {
-            if b.attempts == 0 || b.minute > now_min {
+            if b.minute > now_min {
                 continue;
             }
             for (i, &w) in ws.iter().enumerate() {
