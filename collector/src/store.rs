@@ -578,15 +578,27 @@ fn probe_space(dir: &Path) -> std::io::Result<()> {
     result
 }
 
+/// The store's memory is bounded, whatever the write rate: each keyspace keeps at most this
+/// much of written-but-unflushed data in its memtable (fjall's default is 64 MiB per keyspace,
+/// which a 100,000-terminal fleet fills in minutes and the allocator then rarely returns), and
+/// the block cache is fjall's default 32 MiB. The memtable size is recorded when a keyspace is
+/// created: stores created before 2026-11-30 keep 64 MiB.
+const RECORDS_MEMTABLE_BYTES: u64 = 16 << 20;
+/// Memtable of the smaller keyspaces (terminal registry, alerts).
+const SMALL_MEMTABLE_BYTES: u64 = 4 << 20;
+/// Block cache shared by all keyspaces.
+const CACHE_BYTES: u64 = 32 << 20;
+
 impl FjallHandles {
     fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder(path).open()?;
-        let records = db.keyspace("records", KeyspaceCreateOptions::default)?;
-        let terminals = db.keyspace("terminals", KeyspaceCreateOptions::default)?;
+        let db = Database::builder(path).cache_size(CACHE_BYTES).open()?;
+        let memtable = |bytes| move || KeyspaceCreateOptions::default().max_memtable_size(bytes);
+        let records = db.keyspace("records", memtable(RECORDS_MEMTABLE_BYTES))?;
+        let terminals = db.keyspace("terminals", memtable(SMALL_MEMTABLE_BYTES))?;
         let alerts = [
-            db.keyspace("alerts_outbox", KeyspaceCreateOptions::default)?,
-            db.keyspace("alerts_history", KeyspaceCreateOptions::default)?,
-            db.keyspace("alerts_state", KeyspaceCreateOptions::default)?,
+            db.keyspace("alerts_outbox", memtable(SMALL_MEMTABLE_BYTES))?,
+            db.keyspace("alerts_history", memtable(SMALL_MEMTABLE_BYTES))?,
+            db.keyspace("alerts_state", memtable(SMALL_MEMTABLE_BYTES))?,
         ];
         Ok(Self {
             db,
