@@ -100,7 +100,10 @@ pub(crate) fn server_config(
         .map_err(|_| TlsError::IdleTimeout)?;
     transport
         .max_idle_timeout(Some(idle))
-        .keep_alive_interval(Some(Duration::from_secs(quic.keep_alive_interval_secs)))
+        .keep_alive_interval(
+            (quic.keep_alive_interval_secs > 0)
+                .then(|| Duration::from_secs(quic.keep_alive_interval_secs)),
+        )
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into());
     let mut server =

@@ -639,7 +639,7 @@ pub(crate) async fn connections(
     let open = c.metric("storepulse_ingest_connections ").await?;
     let recs = c.metric("storepulse_ingest_records_total ").await?;
     println!(
-        "connections: {n} raw agents (own certificate and QUIC connection each, mutual TLS) from {procs} single-threaded load generator processes (nice {nice}) over {} client endpoints in all, ramped at {ramp_per_sec}/s, collector defaults (heartbeat {welcome_hb} s, network sample {welcome_nq} s, keep-alive 15 s both ways)",
+        "connections: {n} raw agents (own certificate and QUIC connection each, mutual TLS) from {procs} single-threaded load generator processes (nice {nice}) over {} client endpoints in all, ramped at {ramp_per_sec}/s, collector defaults (heartbeat {welcome_hb} s, network sample {welcome_nq} s, agents' keep-alive 15 s, none from the collector)",
         per_proc_eps * procs
     );
     match all_in {
