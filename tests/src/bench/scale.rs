@@ -524,13 +524,16 @@ fn load_stat(workers: &[Worker]) -> Result<procstat::ProcStat> {
     Ok(s)
 }
 
-/// How the `connections` load is spread over processes.
-#[derive(Debug, Clone, Copy)]
+/// How the `connections` load is spread over processes, and the collector's settings.
+#[derive(Debug, Clone)]
 pub(crate) struct LoadProcs {
     /// Load generator processes.
     pub(crate) procs: usize,
     /// Their niceness.
     pub(crate) nice: u8,
+    /// Lines added to the collector's `[quic]` and `[ingest]` sections (empty: defaults).
+    pub(crate) quic_extra: String,
+    pub(crate) ingest_extra: String,
 }
 
 /// `connections`: N raw agents held connected at default intervals, from `procs` load
@@ -544,9 +547,19 @@ pub(crate) async fn connections(
     limit_secs: u64,
     load: LoadProcs,
 ) -> Result<()> {
-    let LoadProcs { procs, nice } = load;
+    let LoadProcs {
+        procs,
+        nice,
+        quic_extra,
+        ingest_extra,
+    } = load;
     let tmp = tempfile::tempdir()?;
-    let c = CollectorProc::start(&tmp.path().join("c"), "", "", "").await?;
+    let c = CollectorProc::start(&tmp.path().join("c"), &quic_extra, &ingest_extra, "").await?;
+    if !quic_extra.is_empty() || !ingest_extra.is_empty() {
+        println!(
+            "collector settings changed from the defaults: [quic] {quic_extra:?} [ingest] {ingest_extra:?}"
+        );
+    }
     let welcome_hb = 30u64; // the collector's default [agents] intervals
     let welcome_nq = 60u64;
     let procs = procs.clamp(1, n.max(1));

@@ -118,6 +118,13 @@ enum Cmd {
         /// the machine's cores with them, gets the CPU first.
         #[arg(long, default_value_t = 10)]
         nice: u8,
+        /// TOML lines added to the collector's `[quic]` section (to measure a setting other
+        /// than the default), e.g. `keep_alive_interval_secs = 15`.
+        #[arg(long, default_value = "")]
+        collector_quic: String,
+        /// TOML lines added to the collector's `[ingest]` section.
+        #[arg(long, default_value = "")]
+        collector_ingest: String,
     },
     /// One load generator process of `connections` (started by it; not for direct use).
     #[command(hide = true)]
@@ -622,8 +629,15 @@ async fn run(cli: Cli) -> Result<()> {
             limit_secs,
             procs,
             nice,
+            collector_quic,
+            collector_ingest,
         } => {
-            let load = scale::LoadProcs { procs, nice };
+            let load = scale::LoadProcs {
+                procs,
+                nice,
+                quic_extra: collector_quic,
+                ingest_extra: collector_ingest,
+            };
             scale::connections(agents, endpoints, ramp_per_sec, seconds, limit_secs, load).await
         }
         Cmd::ConnectionsWorker {
