@@ -579,8 +579,9 @@ fn probe_space(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The store's memory is bounded, whatever the write rate: each keyspace keeps at most this
-/// much of written-but-unflushed data in its memtable (fjall's default is 64 MiB per keyspace,
-/// which a 100,000-terminal fleet fills in minutes and the allocator then rarely returns), and
+/// much of written-but-unflushed data in its memtable (fjall's default is 64 MiB per keyspace:
+/// at 20,000 agents the collector's RSS grew by about 250 MB in the five minutes after they
+/// connected while the records memtable filled), and
 /// the block cache is fjall's default 32 MiB. The memtable size is recorded when a keyspace is
 /// created: stores created before 2026-11-30 keep 64 MiB.
 const RECORDS_MEMTABLE_BYTES: u64 = 16 << 20;
