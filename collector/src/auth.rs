@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::config::{ConfigError, HttpConfig, TokenRole};
+use crate::config::{HttpSettings, TokenRole};
 
 /// The resolved token table.
 #[derive(Clone)]
@@ -47,18 +47,18 @@ fn deny(status: StatusCode, message: &str) -> Response {
 }
 
 impl Auth {
-    /// Resolves the configured tokens (from the file or the environment).
-    pub fn from_config(http: &HttpConfig) -> Result<Self, ConfigError> {
+    /// The token table of `[http]`.
+    pub fn new(http: &HttpSettings) -> Self {
         let tokens = http
             .tokens
             .iter()
-            .map(|t| Ok((t.name.clone(), t.role, t.value()?.into_bytes())))
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-        Ok(Self {
+            .map(|t| (t.name.clone(), t.role, t.value.expose().as_bytes().to_vec()))
+            .collect();
+        Self {
             tokens: Arc::new(tokens),
             public_healthz: http.public_healthz,
             public_metrics: http.public_metrics,
-        })
+        }
     }
 
     fn role(&self, presented: &[u8]) -> Option<(&str, TokenRole)> {

@@ -1,11 +1,25 @@
-//! Collector configuration: strict TOML (`deny_unknown_fields`), units in field names, defaults
-//! from named functions. `collector.example.toml` documents every field and is tested to parse.
+//! Collector configuration: the file (`config/file.rs`, strict TOML with units in field names)
+//! is read, checked and turned once into the typed [`Config`] below, whose values are in the
+//! units and types the rest of the collector uses (durations, the cores' settings). Nothing
+//! else converts config values. `collector.example.toml` documents every field and is tested
+//! to parse.
+
+mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use storepulse_collector_core::detect::DetectorConfig;
+use storepulse_collector_core::ratelimit::RateLimitConfig;
+use storepulse_collector_core::{ClockPolicy, Thresholds};
+use storepulse_shared::{PROTOCOL_VERSION, Welcome};
+
+use self::file::{
+    RawAgents, RawConfig, RawDetect, RawFleet, RawHttp, RawIngest, RawQuic, RawTls, RawToken,
+};
+use crate::notify::config::{AlertSettings, AlertsConfig, Secret};
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -31,85 +45,63 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// The whole collector configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The parsed, checked collector configuration.
+#[derive(Debug, Clone)]
 pub struct Config {
     /// QUIC listener for agents.
-    #[serde(default)]
-    pub quic: QuicConfig,
+    pub quic: QuicSettings,
     /// Certificates and keys.
     pub tls: TlsConfig,
     /// The record store.
     pub store: StoreConfig,
-    /// HTTP API listener.
-    #[serde(default)]
-    pub http: HttpConfig,
+    /// HTTP API listener and tokens.
+    pub http: HttpSettings,
     /// Terminal liveness thresholds.
-    #[serde(default)]
-    pub fleet: FleetConfig,
-    /// Ingest limits and group commit tuning.
-    #[serde(default)]
-    pub ingest: IngestConfig,
+    pub fleet: Thresholds,
+    /// Ingest limits and group commit.
+    pub ingest: IngestSettings,
     /// Settings sent to agents in `Welcome`.
-    #[serde(default)]
-    pub agents: AgentsConfig,
-    /// Alert notifications (`[alerts]`, see `crate::notify::config`).
-    #[serde(default)]
-    pub alerts: crate::notify::config::AlertsConfig,
+    pub agents: AgentSettings,
+    /// Detection thresholds (`[detect]`); see [`Config::detector`].
+    pub detect: DetectSettings,
+    /// Alert notifications (`[alerts]`), secrets resolved.
+    pub alerts: AlertSettings,
 }
 
-/// `[quic]`: the agent-facing QUIC endpoint.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuicConfig {
+/// `[quic]`, resolved.
+#[derive(Debug, Clone)]
+pub struct QuicSettings {
     /// UDP address to listen on.
-    #[serde(default = "default_quic_listen")]
     pub listen: SocketAddr,
-    /// A connection without any packet for this long is closed, seconds.
-    #[serde(default = "default_idle_timeout_secs")]
-    pub idle_timeout_secs: u64,
-    /// Interval of QUIC keep-alive pings sent by the collector, seconds; 0 (the default): the
-    /// collector sends none. Agents send their own (PROTOCOL.md recommends every 15 s), which
-    /// both keeps the connection from idling out and refreshes the NAT bindings on the agent's
-    /// side, which only outbound packets do; pings from the collector as well would double the
-    /// packets of an idle fleet (at 100,000 agents, 6,700 more pings and as many ACKs a second).
-    #[serde(default = "default_keep_alive_interval_secs")]
-    pub keep_alive_interval_secs: u64,
-    /// Admission control: most TLS handshakes in progress at once. Connections beyond it get a
-    /// QUIC Retry (address validation) or wait in the handshake queue.
-    #[serde(default = "default_max_handshakes_in_progress")]
-    pub max_handshakes_in_progress: usize,
-    /// Admission control: most handshakes started per second (0: no rate limit).
-    #[serde(default = "default_max_handshakes_per_sec")]
-    pub max_handshakes_per_sec: u64,
-    /// Admission control: connections waiting for a handshake slot; beyond it they are refused
-    /// (the agent backs off with jitter and tries again).
-    #[serde(default = "default_handshake_queue_len")]
-    pub handshake_queue_len: usize,
-    /// Admission control: longest a connection waits in the handshake queue before it is
-    /// refused, milliseconds (keep it well below the agents' 10 s handshake timeout).
-    #[serde(default = "default_handshake_queue_wait_ms")]
-    pub handshake_queue_wait_ms: u64,
-    /// Most agent connections open at once. An agent beyond it is sent a `Goodbye`
-    /// (Overloaded, `retry_after_secs`) and closed with OVERLOADED.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// `Goodbye.retry_after_secs` for agents sent away because the collector is full.
-    #[serde(default = "default_overload_retry_after_secs")]
-    pub overload_retry_after_secs: u32,
-    /// Receive buffer of the QUIC UDP socket, bytes (SO_RCVBUF). Every agent's packets arrive
-    /// on this one socket; with the kernel default (about 208 KiB, some 90 datagrams) a
-    /// moment of CPU contention drops packets and, with tens of thousands of agents, turns
-    /// into failed handshakes and a retry storm. Linux caps it at `net.core.rmem_max`; the
-    /// collector logs the size it got.
-    #[serde(default = "default_socket_receive_buffer_bytes")]
+    /// A connection without any packet for this long is closed.
+    pub idle_timeout: Duration,
+    /// QUIC keep-alive pings sent by the collector, if any (agents send their own).
+    pub keep_alive: Option<Duration>,
+    /// Receive buffer of the UDP socket asked for, bytes.
     pub socket_receive_buffer_bytes: usize,
+    /// Admission control.
+    pub admission: Admission,
 }
 
-/// `[tls]`: the fleet PKI files (as written by `storepulse-collector pki`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Admission control for reconnect storms (from `[quic]`; `server.rs` says how it works).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Most TLS handshakes in progress at once (at least 1).
+    pub max_handshakes_in_progress: usize,
+    /// Most handshakes started per second (0: no limit).
+    pub max_handshakes_per_sec: u64,
+    /// Connections waiting for a handshake slot.
+    pub handshake_queue_len: usize,
+    /// Longest wait in that queue.
+    pub handshake_queue_wait: Duration,
+    /// Most agent connections open at once (at least 1).
+    pub max_connections: usize,
+    /// `Goodbye.retry_after_secs` for agents sent away because the collector is full (> 0).
+    pub overload_retry_after_secs: u32,
+}
+
+/// `[tls]`, paths resolved: the fleet PKI files (as written by `storepulse-collector pki`).
+#[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// Fleet CA certificate (PEM); client certificates must chain to it.
     pub ca_cert: PathBuf,
@@ -118,54 +110,40 @@ pub struct TlsConfig {
     /// Collector private key (PEM).
     pub key: PathBuf,
     /// CRL (PEM) listing revoked client certificates; optional.
-    #[serde(default)]
     pub crl: Option<PathBuf>,
-    /// How often the CRL file's modification time is checked for a reload, seconds.
-    #[serde(default = "default_crl_poll_interval_secs")]
-    pub crl_poll_interval_secs: u64,
+    /// How often the CRL file is checked for a reload.
+    pub crl_poll_interval: Duration,
 }
 
-/// `[store]`: where records live.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[store]`, path resolved.
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
     /// Directory of the fjall database.
     pub path: PathBuf,
 }
 
-/// `[http]`: the HTTP API.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
+/// `[http]`, tokens resolved.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
     /// TCP address to listen on.
-    #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
-    /// API tokens (`Authorization: Bearer <token>`). Empty: no authentication, which is only
-    /// allowed when `listen` is a loopback address.
-    #[serde(default)]
-    pub tokens: Vec<TokenConfig>,
+    /// API tokens; empty: no authentication (only on a loopback `listen`).
+    pub tokens: Vec<ApiToken>,
     /// Serve `/healthz` without a token.
-    #[serde(default = "default_true")]
     pub public_healthz: bool,
-    /// Serve `/metrics` without a token (otherwise Prometheus needs a read token).
-    #[serde(default)]
+    /// Serve `/metrics` without a token.
     pub public_metrics: bool,
 }
 
-/// One API token.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
+/// One API token, its value read from the file or the environment.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
     /// Who holds it (shown in logs, never the token).
     pub name: String,
-    /// `read` (GET only) or `admin` (may also create and end silences and windows).
+    /// What it may do.
     pub role: TokenRole,
-    /// The token itself (at least 16 characters). Prefer `token_env`.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Name of an environment variable holding the token.
-    #[serde(default)]
-    pub token_env: Option<String>,
+    /// The token (at least 16 characters).
+    pub value: Secret,
 }
 
 /// What a token may do.
@@ -178,216 +156,90 @@ pub enum TokenRole {
     Admin,
 }
 
-impl TokenConfig {
-    /// The token value, from the file or the environment.
-    pub fn value(&self) -> Result<String, ConfigError> {
-        let v = match (&self.token, &self.token_env) {
-            (Some(t), None) => t.clone(),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "http.tokens {:?}: environment variable {var} is not set",
-                    self.name
-                ))
-            })?,
-            _ => {
-                return Err(ConfigError::Invalid(format!(
-                    "http.tokens {:?}: set exactly one of token and token_env",
-                    self.name
-                )));
-            }
-        };
-        if v.chars().count() < 16 {
-            return Err(ConfigError::Invalid(format!(
-                "http.tokens {:?}: the token must be at least 16 characters",
-                self.name
-            )));
-        }
-        Ok(v)
-    }
-}
-
-/// `[fleet]`: liveness thresholds.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FleetConfig {
-    /// Silence after which a terminal is stale, seconds.
-    #[serde(default = "default_stale_after_secs")]
-    pub stale_after_secs: u64,
-    /// Silence after which a terminal is offline, seconds.
-    #[serde(default = "default_offline_after_secs")]
-    pub offline_after_secs: u64,
-}
-
-/// `[ingest]`: limits and group commit.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
+/// `[ingest]`, in the units ingest uses.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
     /// Largest frame payload accepted, bytes.
-    #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: u32,
-    /// Most records accepted in one batch (a hard limit; agents are asked for
-    /// `agents.max_batch_records`).
-    #[serde(default = "default_ingest_max_batch_records")]
-    pub max_batch_records: u32,
-    /// Longest the writer waits to gather more batches into one commit, milliseconds. Every
-    /// commit is an fsync: at 20,000 idle agents 10 ms took a fifth off the collector's CPU
-    /// against 2 ms (BENCHMARKS.md), and adds at most 10 ms to an acknowledgement.
-    #[serde(default = "default_group_commit_max_delay_ms")]
-    pub group_commit_max_delay_ms: u64,
-    /// Most records written in one commit.
-    #[serde(default = "default_group_commit_max_records")]
-    pub group_commit_max_records: usize,
-    /// Time allowed between handshake and `Hello`, seconds.
-    #[serde(default = "default_hello_timeout_secs")]
-    pub hello_timeout_secs: u64,
-    /// Batches queued for the writer from all connections before senders wait (backpressure).
-    #[serde(default = "default_writer_queue_batches")]
+    /// Most records accepted in one batch.
+    pub max_batch_records: usize,
+    /// Time allowed between handshake and `Hello`.
+    pub hello_timeout: Duration,
+    /// Batches queued for the writer from all connections before senders wait.
     pub writer_queue_batches: usize,
     /// Batches one connection may have waiting for their Ack before it stops reading.
-    #[serde(default = "default_max_inflight_batches")]
     pub max_inflight_batches: usize,
-    /// Per-connection rate limit, records per second (0: unlimited). Above it the collector
-    /// stops reading from the connection for a while (QUIC flow control pushes back).
-    #[serde(default = "default_rate_limit_records_per_sec")]
-    pub rate_limit_records_per_sec: u64,
-    /// Per-connection rate limit, frame bytes per second (0: unlimited).
-    #[serde(default = "default_rate_limit_bytes_per_sec")]
-    pub rate_limit_bytes_per_sec: u64,
-    /// Seconds of the rate a connection may send at once.
-    #[serde(default = "default_rate_limit_burst_secs")]
-    pub rate_limit_burst_secs: u64,
-    /// An agent over its rate limit at every batch for this long is sent a `Goodbye`
-    /// (RateLimited, `retry_after_secs`) and closed with RATE_LIMITED, seconds (0: never).
-    #[serde(default = "default_rate_limit_disconnect_after_secs")]
-    pub rate_limit_disconnect_after_secs: u64,
-    /// An agent clock off by more than this at its `Hello` is flagged as skewed and its
-    /// record times are corrected by the measured offset, seconds.
-    #[serde(default = "default_clock_skew_threshold_secs")]
-    pub clock_skew_threshold_secs: u64,
-    /// A record time (after any correction) older than this before its receipt is clamped to
-    /// it, seconds; one later than the receipt by more than the skew threshold is clamped to
-    /// the receipt.
-    #[serde(default = "default_max_record_age_secs")]
-    pub max_record_age_secs: u64,
+    /// Group commit.
+    pub group_commit: GroupCommit,
+    /// Per-connection rate limit.
+    pub rate_limit: RateLimitConfig,
 }
 
-/// `[agents]`: settings sent to every agent in `Welcome`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentsConfig {
-    /// Heartbeat interval, seconds.
-    #[serde(default = "default_heartbeat_interval_secs")]
+/// How the writer groups batches into one durable commit, and checks their times.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupCommit {
+    /// Most records in one commit.
+    pub max_records: usize,
+    /// Longest wait for more work after the first job of a group.
+    pub max_delay: Duration,
+    /// How record times are checked and corrected against the collector's clock.
+    pub clock: ClockPolicy,
+}
+
+/// `[agents]`: what every agent is told in `Welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentSettings {
+    /// Heartbeat interval, seconds. The one source of the interval: agents are told it and
+    /// the detector assumes it (see [`Config::detector`]).
     pub heartbeat_interval_secs: u32,
     /// Network probe interval, seconds.
-    #[serde(default = "default_net_probe_interval_secs")]
     pub net_probe_interval_secs: u32,
     /// Records per batch agents should send.
-    #[serde(default = "default_agents_max_batch_records")]
     pub max_batch_records: u32,
     /// Backlog replay rate, records per second.
-    #[serde(default = "default_backlog_records_per_sec")]
     pub backlog_records_per_sec: u32,
 }
 
-fn default_quic_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 4433))
+/// `[detect]`: the detection thresholds an operator may tune, in the detection core's units
+/// (the fields of [`DetectorConfig`] of the same names; defaults are its defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectSettings {
+    /// `-log10 p` a failure count must reach to be an anomaly.
+    pub min_significance: f64,
+    /// `-log10 p` that keeps an open failure incident active.
+    pub stay_open_significance: f64,
+    /// `-log10 p` inside an announced maintenance window.
+    pub announced_significance: f64,
+    /// False single-terminal incidents per fleet-day the run and device tests may raise.
+    pub run_false_per_day: f64,
+    /// How long an incident's signal must be gone before it resolves, milliseconds.
+    pub resolve_hold_ms: i64,
+    /// A failure incident whose scope sees no payments for this long resolves, milliseconds.
+    pub quiet_resolve_ms: i64,
+    /// A record observed this much earlier than it arrives is backlog, milliseconds.
+    pub backlog_lag_ms: i64,
+    /// Grace around an announced maintenance window, milliseconds.
+    pub maintenance_grace_ms: i64,
+    /// Half-life of baselines, milliseconds.
+    pub baseline_half_life_ms: i64,
+    /// Degrees Celsius above its own baseline of a distressed device.
+    pub hot_degrees: f32,
+    /// CPU percentage points above its own baseline of a distressed device.
+    pub busy_points: f32,
 }
-fn default_idle_timeout_secs() -> u64 {
-    60
+
+/// Seconds as (saturated) milliseconds.
+fn ms(secs: u64) -> i64 {
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
-fn default_keep_alive_interval_secs() -> u64 {
-    0
-}
-fn default_max_handshakes_in_progress() -> usize {
-    64
-}
-fn default_max_handshakes_per_sec() -> u64 {
-    1000
-}
-fn default_handshake_queue_len() -> usize {
-    4096
-}
-fn default_handshake_queue_wait_ms() -> u64 {
-    4000
-}
-fn default_max_connections() -> usize {
-    200_000
-}
-fn default_socket_receive_buffer_bytes() -> usize {
-    8 << 20
-}
-fn default_overload_retry_after_secs() -> u32 {
-    30
-}
-fn default_rate_limit_records_per_sec() -> u64 {
-    10_000
-}
-fn default_rate_limit_bytes_per_sec() -> u64 {
-    4 << 20
-}
-fn default_rate_limit_burst_secs() -> u64 {
-    2
-}
-fn default_rate_limit_disconnect_after_secs() -> u64 {
-    300
-}
-fn default_clock_skew_threshold_secs() -> u64 {
-    120
-}
-fn default_max_record_age_secs() -> u64 {
-    7 * 24 * 3600
-}
-fn default_crl_poll_interval_secs() -> u64 {
-    5
-}
-fn default_true() -> bool {
-    true
-}
-fn default_http_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-fn default_stale_after_secs() -> u64 {
-    90
-}
-fn default_offline_after_secs() -> u64 {
-    300
-}
-fn default_max_frame_bytes() -> u32 {
-    storepulse_shared::MAX_FRAME_BYTES_DEFAULT
-}
-fn default_ingest_max_batch_records() -> u32 {
-    1024
-}
-fn default_group_commit_max_delay_ms() -> u64 {
-    10
-}
-fn default_group_commit_max_records() -> usize {
-    20_000
-}
-fn default_hello_timeout_secs() -> u64 {
-    10
-}
-fn default_writer_queue_batches() -> usize {
-    1024
-}
-fn default_max_inflight_batches() -> usize {
-    32
-}
-fn default_heartbeat_interval_secs() -> u32 {
-    30
-}
-fn default_net_probe_interval_secs() -> u32 {
-    60
-}
-fn default_agents_max_batch_records() -> u32 {
-    256
-}
-fn default_backlog_records_per_sec() -> u32 {
-    500
+
+fn invalid(m: &str) -> ConfigError {
+    ConfigError::Invalid(m.to_owned())
 }
 
 impl Config {
-    /// Reads, parses and checks a config file; relative paths resolve against its directory.
+    /// Reads, parses and checks a config file; relative paths resolve against its directory,
+    /// secrets named by `*_env` fields are read from the environment.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -403,200 +255,96 @@ impl Config {
         })
     }
 
-    /// Parses and checks config text; relative paths resolve against `base_dir`.
+    /// Parses and checks config text; relative paths resolve against `base_dir`, secrets
+    /// named by `*_env` fields come from the process environment.
     pub fn from_toml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        Self::from_toml_with_env(text, base_dir, &|var| std::env::var(var).ok())
+    }
+
+    /// As [`Self::from_toml`], looking environment variables up with `env`.
+    pub fn from_toml_with_env(
+        text: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: PathBuf::from("<text>"),
             source: Box::new(source),
         })?;
-        config.resolve_paths(base_dir);
-        config.check()?;
-        Ok(config)
+        let resolve = |p: PathBuf| if p.is_relative() { base_dir.join(p) } else { p };
+        let http = raw.http.settings(env)?;
+        let fleet = raw.fleet.thresholds()?;
+        let ingest = raw.ingest.settings()?;
+        let agents = raw.agents.settings(&raw.ingest)?;
+        if raw.ingest.rate_limit_records_per_sec != 0
+            && raw.ingest.rate_limit_records_per_sec < u64::from(raw.agents.backlog_records_per_sec)
+        {
+            return Err(invalid(
+                "ingest.rate_limit_records_per_sec must be 0 or at least agents.backlog_records_per_sec",
+            ));
+        }
+        Ok(Self {
+            quic: raw.quic.settings()?,
+            tls: raw.tls.settings(resolve)?,
+            store: StoreConfig {
+                path: resolve(raw.store.path),
+            },
+            http,
+            fleet,
+            ingest,
+            agents,
+            detect: raw.detect.settings()?,
+            alerts: raw.alerts.settings(env)?,
+        })
     }
 
     /// A config with every default, for the given PKI files and store (tests and the demo).
     pub fn with_defaults(tls: TlsConfig, store_path: PathBuf) -> Self {
         Self {
-            quic: QuicConfig::default(),
+            quic: QuicSettings::default(),
             tls,
             store: StoreConfig { path: store_path },
-            http: HttpConfig::default(),
-            fleet: FleetConfig::default(),
-            ingest: IngestConfig::default(),
-            agents: AgentsConfig::default(),
-            alerts: crate::notify::config::AlertsConfig::default(),
+            http: HttpSettings::default(),
+            fleet: RawFleet::default().thresholds_unchecked(),
+            ingest: RawIngest::default().settings_unchecked(),
+            agents: RawAgents::default().settings_unchecked(),
+            detect: DetectSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 
-    fn resolve_paths(&mut self, base: &Path) {
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        resolve(&mut self.tls.ca_cert);
-        resolve(&mut self.tls.cert);
-        resolve(&mut self.tls.key);
-        if let Some(crl) = &mut self.tls.crl {
-            resolve(crl);
-        }
-        resolve(&mut self.store.path);
-    }
-
-    /// Checks ranges and cross-field consistency.
-    pub fn check(&self) -> Result<(), ConfigError> {
-        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if self.http.tokens.is_empty() && !self.http.listen.ip().is_loopback() {
-            return bad(
-                "http.tokens must be set when http.listen is not a loopback address (the API would be open)",
-            );
-        }
-        for t in &self.http.tokens {
-            t.value()?;
-        }
-        if self.fleet.stale_after_secs == 0
-            || self.fleet.offline_after_secs <= self.fleet.stale_after_secs
-        {
-            return bad("fleet.offline_after_secs must be greater than fleet.stale_after_secs > 0");
-        }
-        if self.ingest.max_frame_bytes < 1024 {
-            return bad("ingest.max_frame_bytes must be at least 1024");
-        }
-        if self.ingest.max_batch_records == 0 || self.ingest.group_commit_max_records == 0 {
-            return bad("ingest.max_batch_records and ingest.group_commit_max_records must be > 0");
-        }
-        if self.ingest.writer_queue_batches == 0 || self.ingest.max_inflight_batches == 0 {
-            return bad("ingest.writer_queue_batches and ingest.max_inflight_batches must be > 0");
-        }
-        if self.ingest.hello_timeout_secs == 0 {
-            return bad("ingest.hello_timeout_secs must be > 0");
-        }
-        if self.agents.max_batch_records == 0
-            || self.agents.max_batch_records > self.ingest.max_batch_records
-        {
-            return bad("agents.max_batch_records must be between 1 and ingest.max_batch_records");
-        }
-        if self.agents.heartbeat_interval_secs == 0 || self.agents.net_probe_interval_secs == 0 {
-            return bad("agents intervals must be > 0");
-        }
-        if self.quic.idle_timeout_secs == 0
-            || self.quic.keep_alive_interval_secs >= self.quic.idle_timeout_secs
-        {
-            return bad("quic.keep_alive_interval_secs must be below quic.idle_timeout_secs > 0");
-        }
-        if self.quic.max_handshakes_in_progress == 0 || self.quic.max_connections == 0 {
-            return bad("quic.max_handshakes_in_progress and quic.max_connections must be > 0");
-        }
-        if self.quic.overload_retry_after_secs == 0 {
-            return bad("quic.overload_retry_after_secs must be > 0 (agents need a retry hint)");
-        }
-        if self.ingest.rate_limit_records_per_sec != 0
-            && self.ingest.rate_limit_records_per_sec
-                < u64::from(self.agents.backlog_records_per_sec)
-        {
-            return bad(
-                "ingest.rate_limit_records_per_sec must be 0 or at least agents.backlog_records_per_sec",
-            );
-        }
-        if self.tls.crl_poll_interval_secs == 0 {
-            return bad("tls.crl_poll_interval_secs must be > 0");
-        }
-        self.alerts.check()?;
-        Ok(())
-    }
-}
-
-impl FleetConfig {
-    /// The thresholds in the core's units.
-    pub fn thresholds(&self) -> storepulse_collector_core::Thresholds {
-        let ms = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
-        storepulse_collector_core::Thresholds {
-            stale_after_ms: ms(self.stale_after_secs),
-            offline_after_ms: ms(self.offline_after_secs),
+    /// The detector's settings: `[detect]`, and the heartbeat interval agents are told in
+    /// `Welcome` as the one it assumes until it has learned a terminal's own.
+    pub fn detector(&self) -> DetectorConfig {
+        let d = &self.detect;
+        DetectorConfig {
+            heartbeat_interval_ms: i64::from(self.agents.heartbeat_interval_secs) * 1000,
+            min_significance: d.min_significance,
+            stay_open_significance: d.stay_open_significance,
+            announced_significance: d.announced_significance,
+            run_false_per_day: d.run_false_per_day,
+            resolve_hold_ms: d.resolve_hold_ms,
+            quiet_resolve_ms: d.quiet_resolve_ms,
+            backlog_lag_ms: d.backlog_lag_ms,
+            maintenance_grace_ms: d.maintenance_grace_ms,
+            baseline_half_life_ms: d.baseline_half_life_ms,
+            hot_degrees: d.hot_degrees,
+            busy_points: d.busy_points,
+            ..DetectorConfig::default()
         }
     }
 }
 
-impl IngestConfig {
-    /// Group commit delay as a duration.
-    pub fn group_commit_max_delay(&self) -> Duration {
-        Duration::from_millis(self.group_commit_max_delay_ms)
-    }
-
-    /// How record times are checked against the collector's clock.
-    pub fn clock_policy(&self) -> storepulse_collector_core::ClockPolicy {
-        let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        storepulse_collector_core::ClockPolicy {
-            skew_threshold_ms: ms(self.clock_skew_threshold_secs),
-            max_record_age_ms: ms(self.max_record_age_secs),
-        }
-    }
-}
-
-impl Default for QuicConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_quic_listen(),
-            idle_timeout_secs: default_idle_timeout_secs(),
-            keep_alive_interval_secs: default_keep_alive_interval_secs(),
-            max_handshakes_in_progress: default_max_handshakes_in_progress(),
-            max_handshakes_per_sec: default_max_handshakes_per_sec(),
-            handshake_queue_len: default_handshake_queue_len(),
-            handshake_queue_wait_ms: default_handshake_queue_wait_ms(),
-            max_connections: default_max_connections(),
-            overload_retry_after_secs: default_overload_retry_after_secs(),
-            socket_receive_buffer_bytes: default_socket_receive_buffer_bytes(),
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_http_listen(),
-            tokens: Vec::new(),
-            public_healthz: true,
-            public_metrics: false,
-        }
-    }
-}
-
-impl Default for FleetConfig {
-    fn default() -> Self {
-        Self {
-            stale_after_secs: default_stale_after_secs(),
-            offline_after_secs: default_offline_after_secs(),
-        }
-    }
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: default_max_frame_bytes(),
-            max_batch_records: default_ingest_max_batch_records(),
-            group_commit_max_delay_ms: default_group_commit_max_delay_ms(),
-            group_commit_max_records: default_group_commit_max_records(),
-            hello_timeout_secs: default_hello_timeout_secs(),
-            writer_queue_batches: default_writer_queue_batches(),
-            max_inflight_batches: default_max_inflight_batches(),
-            rate_limit_records_per_sec: default_rate_limit_records_per_sec(),
-            rate_limit_bytes_per_sec: default_rate_limit_bytes_per_sec(),
-            rate_limit_burst_secs: default_rate_limit_burst_secs(),
-            rate_limit_disconnect_after_secs: default_rate_limit_disconnect_after_secs(),
-            clock_skew_threshold_secs: default_clock_skew_threshold_secs(),
-            max_record_age_secs: default_max_record_age_secs(),
-        }
-    }
-}
-
-impl Default for AgentsConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_secs: default_heartbeat_interval_secs(),
-            net_probe_interval_secs: default_net_probe_interval_secs(),
-            max_batch_records: default_agents_max_batch_records(),
-            backlog_records_per_sec: default_backlog_records_per_sec(),
+impl AgentSettings {
+    /// The `Welcome` every agent gets (the collector's clock is stamped when it is sent).
+    pub fn welcome(&self) -> Welcome {
+        Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            collector_time_unix_ms: 0,
+            heartbeat_interval_secs: self.heartbeat_interval_secs,
+            net_probe_interval_secs: self.net_probe_interval_secs,
+            max_batch_records: self.max_batch_records,
+            backlog_records_per_sec: self.backlog_records_per_sec,
         }
     }
 }
@@ -609,53 +357,296 @@ impl TlsConfig {
             cert: dir.join("collector.pem"),
             key: dir.join("collector.key"),
             crl: Some(dir.join("crl.pem")),
-            crl_poll_interval_secs: default_crl_poll_interval_secs(),
+            crl_poll_interval: Duration::from_secs(file::default_crl_poll_interval_secs()),
+        }
+    }
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        RawQuic::default().settings_unchecked()
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let raw = RawHttp::default();
+        Self {
+            listen: raw.listen,
+            tokens: Vec::new(),
+            public_healthz: raw.public_healthz,
+            public_metrics: raw.public_metrics,
+        }
+    }
+}
+
+impl Default for DetectSettings {
+    fn default() -> Self {
+        RawDetect::default().settings_unchecked()
+    }
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        // The default section has no receivers, routes, matchers or times: nothing in it can
+        // fail to resolve (`defaults_are_valid` checks it).
+        #[allow(clippy::expect_used)]
+        AlertsConfig::default()
+            .settings(&|_| None)
+            .expect("the default [alerts] section is valid")
+    }
+}
+
+impl RawQuic {
+    fn settings(self) -> Result<QuicSettings, ConfigError> {
+        if self.idle_timeout_secs == 0 || self.keep_alive_interval_secs >= self.idle_timeout_secs {
+            return Err(invalid(
+                "quic.keep_alive_interval_secs must be below quic.idle_timeout_secs > 0",
+            ));
+        }
+        if self.max_handshakes_in_progress == 0 || self.max_connections == 0 {
+            return Err(invalid(
+                "quic.max_handshakes_in_progress and quic.max_connections must be > 0",
+            ));
+        }
+        if self.overload_retry_after_secs == 0 {
+            return Err(invalid(
+                "quic.overload_retry_after_secs must be > 0 (agents need a retry hint)",
+            ));
+        }
+        Ok(self.settings_unchecked())
+    }
+
+    fn settings_unchecked(self) -> QuicSettings {
+        QuicSettings {
+            listen: self.listen,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            keep_alive: (self.keep_alive_interval_secs > 0)
+                .then(|| Duration::from_secs(self.keep_alive_interval_secs)),
+            socket_receive_buffer_bytes: self.socket_receive_buffer_bytes,
+            admission: Admission {
+                max_handshakes_in_progress: self.max_handshakes_in_progress.max(1),
+                max_handshakes_per_sec: self.max_handshakes_per_sec,
+                handshake_queue_len: self.handshake_queue_len,
+                handshake_queue_wait: Duration::from_millis(self.handshake_queue_wait_ms),
+                max_connections: self.max_connections,
+                overload_retry_after_secs: self.overload_retry_after_secs.max(1),
+            },
+        }
+    }
+}
+
+impl RawTls {
+    fn settings(self, resolve: impl Fn(PathBuf) -> PathBuf) -> Result<TlsConfig, ConfigError> {
+        if self.crl_poll_interval_secs == 0 {
+            return Err(invalid("tls.crl_poll_interval_secs must be > 0"));
+        }
+        Ok(TlsConfig {
+            ca_cert: resolve(self.ca_cert),
+            cert: resolve(self.cert),
+            key: resolve(self.key),
+            crl: self.crl.map(&resolve),
+            crl_poll_interval: Duration::from_secs(self.crl_poll_interval_secs),
+        })
+    }
+}
+
+impl RawHttp {
+    fn settings(self, env: &dyn Fn(&str) -> Option<String>) -> Result<HttpSettings, ConfigError> {
+        if self.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "http.tokens must be set when http.listen is not a loopback address (the API would be open)",
+            ));
+        }
+        let tokens = self
+            .tokens
+            .into_iter()
+            .map(|t| t.resolve(env))
+            .collect::<Result<_, _>>()?;
+        Ok(HttpSettings {
+            listen: self.listen,
+            tokens,
+            public_healthz: self.public_healthz,
+            public_metrics: self.public_metrics,
+        })
+    }
+}
+
+impl RawToken {
+    /// The token value, from the file or the environment.
+    fn resolve(self, env: &dyn Fn(&str) -> Option<String>) -> Result<ApiToken, ConfigError> {
+        let value = match (self.token, &self.token_env) {
+            (Some(t), None) => t,
+            (None, Some(var)) => env(var).map(Secret::new).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "http.tokens {:?}: environment variable {var} is not set",
+                    self.name
+                ))
+            })?,
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "http.tokens {:?}: set exactly one of token and token_env",
+                    self.name
+                )));
+            }
+        };
+        if value.expose().chars().count() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "http.tokens {:?}: the token must be at least 16 characters",
+                self.name
+            )));
+        }
+        Ok(ApiToken {
+            name: self.name,
+            role: self.role,
+            value,
+        })
+    }
+}
+
+impl RawFleet {
+    fn thresholds(self) -> Result<Thresholds, ConfigError> {
+        if self.stale_after_secs == 0 || self.offline_after_secs <= self.stale_after_secs {
+            return Err(invalid(
+                "fleet.offline_after_secs must be greater than fleet.stale_after_secs > 0",
+            ));
+        }
+        Ok(self.thresholds_unchecked())
+    }
+
+    fn thresholds_unchecked(self) -> Thresholds {
+        Thresholds {
+            stale_after_ms: ms(self.stale_after_secs),
+            offline_after_ms: ms(self.offline_after_secs),
+        }
+    }
+}
+
+impl RawIngest {
+    fn settings(&self) -> Result<IngestSettings, ConfigError> {
+        if self.max_frame_bytes < 1024 {
+            return Err(invalid("ingest.max_frame_bytes must be at least 1024"));
+        }
+        if self.max_batch_records == 0 || self.group_commit_max_records == 0 {
+            return Err(invalid(
+                "ingest.max_batch_records and ingest.group_commit_max_records must be > 0",
+            ));
+        }
+        if self.writer_queue_batches == 0 || self.max_inflight_batches == 0 {
+            return Err(invalid(
+                "ingest.writer_queue_batches and ingest.max_inflight_batches must be > 0",
+            ));
+        }
+        if self.hello_timeout_secs == 0 {
+            return Err(invalid("ingest.hello_timeout_secs must be > 0"));
+        }
+        Ok(self.settings_unchecked())
+    }
+
+    fn settings_unchecked(&self) -> IngestSettings {
+        IngestSettings {
+            max_frame_bytes: self.max_frame_bytes,
+            max_batch_records: usize::try_from(self.max_batch_records).unwrap_or(usize::MAX),
+            hello_timeout: Duration::from_secs(self.hello_timeout_secs),
+            writer_queue_batches: self.writer_queue_batches,
+            max_inflight_batches: self.max_inflight_batches,
+            group_commit: GroupCommit {
+                max_records: self.group_commit_max_records,
+                max_delay: Duration::from_millis(self.group_commit_max_delay_ms),
+                clock: ClockPolicy {
+                    skew_threshold_ms: ms(self.clock_skew_threshold_secs),
+                    max_record_age_ms: ms(self.max_record_age_secs),
+                },
+            },
+            rate_limit: RateLimitConfig {
+                records_per_sec: self.rate_limit_records_per_sec,
+                bytes_per_sec: self.rate_limit_bytes_per_sec,
+                burst_secs: self.rate_limit_burst_secs,
+                disconnect_after: Duration::from_secs(self.rate_limit_disconnect_after_secs),
+            },
+        }
+    }
+}
+
+impl RawAgents {
+    fn settings(&self, ingest: &RawIngest) -> Result<AgentSettings, ConfigError> {
+        if self.max_batch_records == 0 || self.max_batch_records > ingest.max_batch_records {
+            return Err(invalid(
+                "agents.max_batch_records must be between 1 and ingest.max_batch_records",
+            ));
+        }
+        if self.heartbeat_interval_secs == 0 || self.net_probe_interval_secs == 0 {
+            return Err(invalid("agents intervals must be > 0"));
+        }
+        Ok(self.settings_unchecked())
+    }
+
+    fn settings_unchecked(&self) -> AgentSettings {
+        AgentSettings {
+            heartbeat_interval_secs: self.heartbeat_interval_secs,
+            net_probe_interval_secs: self.net_probe_interval_secs,
+            max_batch_records: self.max_batch_records,
+            backlog_records_per_sec: self.backlog_records_per_sec,
+        }
+    }
+}
+
+impl RawDetect {
+    fn settings(self) -> Result<DetectSettings, ConfigError> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.min_significance)
+            || !positive(self.stay_open_significance)
+            || !positive(self.announced_maintenance_significance)
+        {
+            return Err(invalid(
+                "detect: min_significance, stay_open_significance and announced_maintenance_significance must be finite and > 0",
+            ));
+        }
+        if self.stay_open_significance > self.min_significance {
+            return Err(invalid(
+                "detect.stay_open_significance must not exceed detect.min_significance",
+            ));
+        }
+        if !positive(self.false_incidents_per_fleet_day) {
+            return Err(invalid(
+                "detect.false_incidents_per_fleet_day must be finite and > 0",
+            ));
+        }
+        if self.resolve_hold_secs == 0
+            || self.quiet_resolve_secs == 0
+            || self.backlog_lag_secs == 0
+            || self.baseline_half_life_hours == 0
+        {
+            return Err(invalid(
+                "detect: resolve_hold_secs, quiet_resolve_secs, backlog_lag_secs and baseline_half_life_hours must be > 0",
+            ));
+        }
+        if !positive(f64::from(self.device_hot_degrees_c))
+            || !positive(f64::from(self.device_busy_cpu_points))
+        {
+            return Err(invalid(
+                "detect: device_hot_degrees_c and device_busy_cpu_points must be finite and > 0",
+            ));
+        }
+        Ok(self.settings_unchecked())
+    }
+
+    fn settings_unchecked(self) -> DetectSettings {
+        DetectSettings {
+            min_significance: self.min_significance,
+            stay_open_significance: self.stay_open_significance,
+            announced_significance: self.announced_maintenance_significance,
+            run_false_per_day: self.false_incidents_per_fleet_day,
+            resolve_hold_ms: ms(self.resolve_hold_secs),
+            quiet_resolve_ms: ms(self.quiet_resolve_secs),
+            backlog_lag_ms: ms(self.backlog_lag_secs),
+            maintenance_grace_ms: ms(self.maintenance_grace_secs),
+            baseline_half_life_ms: ms(self.baseline_half_life_hours.saturating_mul(3600)),
+            hot_degrees: self.device_hot_degrees_c,
+            busy_points: self.device_busy_cpu_points,
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn example_config_parses() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let c = Config::load(&dir.join("collector.example.toml")).expect("example parses");
-        assert!(
-            c.tls.ca_cert.starts_with(dir),
-            "relative paths resolve against the file"
-        );
-        assert_eq!(c.agents.heartbeat_interval_secs, 30);
-        assert_eq!(c.ingest.group_commit_max_delay_ms, 10);
-    }
-
-    #[test]
-    fn minimal_config_gets_defaults() {
-        let text = "[tls]\nca_cert='/p/ca.pem'\ncert='c.pem'\nkey='c.key'\n[store]\npath='data'\n";
-        let c = Config::from_toml(text, Path::new("/etc/sp")).expect("parses");
-        assert_eq!(c.quic.listen, default_quic_listen());
-        assert_eq!(c.http.listen, default_http_listen());
-        assert_eq!(c.tls.ca_cert, PathBuf::from("/p/ca.pem"));
-        assert_eq!(c.tls.cert, PathBuf::from("/etc/sp/c.pem"));
-        assert_eq!(c.store.path, PathBuf::from("/etc/sp/data"));
-        assert_eq!(c.tls.crl, None);
-        assert_eq!(c.fleet.thresholds().stale_after_ms, 90_000);
-        assert_eq!(c.ingest.max_frame_bytes, 1 << 20);
-    }
-
-    #[test]
-    fn unknown_fields_and_bad_values_are_refused() {
-        let base = "[tls]\nca_cert='a'\ncert='b'\nkey='c'\n[store]\npath='d'\n";
-        let unknown = format!("{base}[quic]\nlisten_addr='0.0.0.0:1'\n");
-        assert!(matches!(
-            Config::from_toml(&unknown, Path::new(".")),
-            Err(ConfigError::Parse { .. })
-        ));
-        let inverted = format!("{base}[fleet]\nstale_after_secs=300\noffline_after_secs=90\n");
-        assert!(matches!(
-            Config::from_toml(&inverted, Path::new(".")),
-            Err(ConfigError::Invalid(_))
-        ));
-    }
-}
+mod tests;

@@ -386,6 +386,7 @@ impl AlertBridge {
 /// Runs the detector until shutdown, recording incidents in `book` and handing each change to
 /// the alert notifier.
 pub(crate) async fn run(
+    config: DetectorConfig,
     mut rx: mpsc::Receiver<DetectInput>,
     known: Vec<Identity>,
     book: Arc<RwLock<IncidentBook>>,
@@ -393,7 +394,7 @@ pub(crate) async fn run(
     alerts: Alerts,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut detector = Detector::new(DetectorConfig::default());
+    let mut detector = Detector::new(config);
     let now = now_unix_ms();
     let mut fleet: HashMap<TerminalId, Identity> = HashMap::with_capacity(known.len());
     for id in known {

@@ -240,8 +240,14 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
             }
         }
     }
+    // The detector assumes the heartbeat interval the fleet was told, as the live one assumes
+    // `[agents] heartbeat_interval_secs`: here the scenario's.
+    let config = DetectorConfig {
+        heartbeat_interval_ms: i64::from(scenario.heartbeat_interval_secs) * 1000,
+        ..DetectorConfig::default()
+    };
     let mut adapter = Adapter {
-        det: Detector::new(DetectorConfig::default()),
+        det: Detector::new(config),
         next_tick: scenario.start_ms,
         detected: BTreeMap::new(),
         in_scope,

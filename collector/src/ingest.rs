@@ -16,6 +16,7 @@ use storepulse_shared::{Batch, Hello, Record, Seq, TerminalId};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
+use crate::config::GroupCommit;
 use crate::detection::{DetectFeed, DetectInput};
 use crate::metrics::Metrics;
 use crate::store::{RecordKey, Store, StoredRecord, WriteSet};
@@ -54,17 +55,6 @@ pub(crate) enum Job {
     },
 }
 
-/// Group commit limits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct GroupLimits {
-    /// Most records in one commit.
-    pub(crate) max_records: usize,
-    /// Longest wait for more work after the first job of a group.
-    pub(crate) max_delay: Duration,
-    /// How record times are checked and corrected against the collector's clock.
-    pub(crate) clock: ClockPolicy,
-}
-
 impl Job {
     fn records(&self) -> usize {
         match self {
@@ -79,7 +69,7 @@ pub(crate) async fn run_writer(
     mut rx: mpsc::Receiver<Job>,
     store: Store,
     fleet: Arc<RwLock<Fleet>>,
-    limits: GroupLimits,
+    limits: GroupCommit,
     feed: Option<DetectFeed>,
     metrics: Arc<Metrics>,
 ) {

@@ -39,7 +39,6 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use crate::config::Config;
-use crate::ingest::GroupLimits;
 use crate::store::Store;
 pub use crate::tls::TlsError;
 
@@ -74,7 +73,7 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         .await?
         .with_context(|| format!("opening store {}", config.store.path.display()))?;
     let fleet = store
-        .load_fleet(config.fleet.thresholds())
+        .load_fleet(config.fleet)
         .context("loading the fleet registry")?;
     info!(terminals = fleet.len(), "Store opened");
     let fleet = Arc::new(RwLock::new(fleet));
@@ -113,6 +112,7 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         detection::known_identities(&f)
     };
     let detect_task = tokio::spawn(detection::run(
+        config.detector(),
         detect_rx,
         known,
         incidents.clone(),
@@ -122,16 +122,11 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
     ));
     let feed = detection::DetectFeed::new(detect_tx, incidents.clone(), metrics.clone());
     let (writer_tx, writer_rx) = mpsc::channel(config.ingest.writer_queue_batches);
-    let limits = GroupLimits {
-        max_records: config.ingest.group_commit_max_records,
-        max_delay: config.ingest.group_commit_max_delay(),
-        clock: config.ingest.clock_policy(),
-    };
     let writer_task = tokio::spawn(ingest::run_writer(
         writer_rx,
         store.clone(),
         fleet.clone(),
-        limits,
+        config.ingest.group_commit,
         Some(feed),
         metrics.clone(),
     ));
@@ -162,7 +157,7 @@ pub async fn start(config: Config) -> anyhow::Result<Collector> {
         shutdown: shutdown_rx.clone(),
     });
     let app = app.merge(api_alerts::router(alerts.clone()));
-    let auth = auth::Auth::from_config(&config.http).context("http.tokens")?;
+    let auth = auth::Auth::new(&config.http);
     let app = app.layer(axum::middleware::from_fn_with_state(auth, auth::require));
     let mut http_shutdown = shutdown_rx;
     let http_task = tokio::spawn(async move {
@@ -221,6 +216,12 @@ async fn sample_store_size(
             }
         }
     }
+}
+
+/// Checks that the files a config names can be used: the CA, the collector's certificate and
+/// key, and the CRL are read and built into the QUIC server config, as `start` would.
+pub fn check_files(config: &Config) -> Result<(), TlsError> {
+    tls::server_config(&config.tls, &config.quic).map(drop)
 }
 
 /// Runs the collector until `shutdown` resolves, then stops it cleanly.

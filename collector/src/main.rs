@@ -1,5 +1,6 @@
-//! `storepulse-collector`: command line entry point (serve, pki, dump, rca-bench, eval). Thin by design: parse
-//! arguments, start tracing, call the library, map errors to exit codes (64 for bad config).
+//! `storepulse-collector`: command line entry point (serve, check-config, pki, dump, rca-bench,
+//! eval). Thin by design: parse arguments, start tracing, call the library, map errors to exit
+//! codes (64 for bad config).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,12 @@ struct Cli {
 enum Command {
     /// Run the collector.
     Serve {
+        /// Path of the collector config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a config file and the files it names (certificates, key, CRL), then exit.
+    CheckConfig {
         /// Path of the collector config (TOML).
         #[arg(long)]
         config: PathBuf,
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::CheckConfig { config } => check_config(&config),
         Command::Pki { command } => run_pki(command),
         Command::Dump { store } => {
             let stdout = std::io::stdout();
@@ -150,6 +158,29 @@ fn rca_bench(data: &std::path::Path, json: bool) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Err(e) = storepulse_collector::check_files(&config) {
+        eprintln!("error: {}: {e}", path.display());
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    println!(
+        "config ok: QUIC {}, HTTP {}, store {}, {} API token(s), {} alert receiver(s)",
+        config.quic.listen,
+        config.http.listen,
+        config.store.path.display(),
+        config.http.tokens.len(),
+        config.alerts.receivers.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn serve(path: PathBuf) -> ExitCode {

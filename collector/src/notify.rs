@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 pub use storepulse_collector_core::notify::{IncidentSnapshot, Severity};
 
-use self::config::{AlertsConfig, ResolvedReceiver};
+use self::config::{AlertSettings, ResolvedReceiver};
 use self::persist::{HistoryRec, META_GAVE_UP, META_NEXT_ID};
 use self::receivers::Context;
 use crate::now_unix_ms;
@@ -115,27 +115,23 @@ async fn blocking<T: Send + 'static>(
 
 impl Alerts {
     /// Loads silences, windows, tracked incidents and the outbox from `store`, and starts the
-    /// notifier task (it stops when `shutdown` turns true). Fails on a bad config or a
-    /// missing secret environment variable.
+    /// notifier task (it stops when `shutdown` turns true).
     pub async fn start(
-        cfg: &AlertsConfig,
+        cfg: &AlertSettings,
         store: Store,
         mut shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<(Self, JoinHandle<()>)> {
-        cfg.check()?;
         let receivers = cfg
-            .resolve_receivers(|v| std::env::var(v).ok())?
-            .into_iter()
-            .map(|r| (r.name.clone(), Arc::new(r)))
+            .receivers
+            .iter()
+            .map(|r| (r.name.clone(), Arc::new(r.clone())))
             .collect();
-        let mut notifier = Notifier::new(cfg.notify_config()?);
+        let mut notifier = Notifier::new(cfg.notify.clone());
         let seed = u64::try_from(now_unix_ms()).unwrap_or(0) ^ u64::from(std::process::id());
-        let mut outbox = Outbox::new(cfg.retry_policy(), seed);
+        let mut outbox = Outbox::new(cfg.retry, seed);
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(cfg.delivery.request_timeout_secs))
-            .connect_timeout(Duration::from_secs(
-                cfg.delivery.request_timeout_secs.min(5),
-            ))
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
             .build()
             .context("HTTP client")?;
 
@@ -151,12 +147,11 @@ impl Alerts {
         let now = now_unix_ms();
         let mut view = View::default();
         let mut gave_up_total = 0;
-        let (cfg_silences, cfg_windows) = cfg.silences_and_windows()?;
-        for s in cfg_silences {
-            view.silences.insert(s.id.clone(), s);
+        for s in &cfg.silences {
+            view.silences.insert(s.id.clone(), s.clone());
         }
-        for w in cfg_windows {
-            view.windows.insert(w.id.clone(), w);
+        for w in &cfg.windows {
+            view.windows.insert(w.id.clone(), w.clone());
         }
         let mut restored = 0usize;
         for (k, v) in state {
@@ -203,8 +198,8 @@ impl Alerts {
                 source: cfg.source.clone(),
                 external_url: cfg.external_url.clone(),
             }),
-            tick: Duration::from_millis(cfg.tick_interval_ms),
-            max_in_flight: cfg.delivery.max_in_flight,
+            tick: cfg.tick,
+            max_in_flight: cfg.max_in_flight,
             gave_up_total,
             inner: inner.clone(),
         };

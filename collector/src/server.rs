@@ -27,15 +27,15 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use storepulse_collector_core::ratelimit::{RateLimit, RateLimitConfig, TokenBucket, Verdict};
 use storepulse_collector_core::{Refusal, Session, Step};
 use storepulse_shared::{
-    Ack, FrameDecoder, Goodbye, GoodbyeReason, Message, PROTOCOL_VERSION, Seq, TerminalId, Welcome,
-    close_code, encode_frame,
+    Ack, FrameDecoder, Goodbye, GoodbyeReason, Message, Seq, TerminalId, Welcome, close_code,
+    encode_frame,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
-use crate::config::{Config, QuicConfig, TlsConfig};
+use crate::config::{Admission, Config, QuicSettings, TlsConfig};
 use crate::ingest::{CommitFailed, Job};
 use crate::metrics::Metrics;
 use crate::{now_unix_ms, tls};
@@ -50,17 +50,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 const SHUTDOWN_CONNECTIONS: Duration = Duration::from_secs(5);
 /// Longest a TLS handshake may hold its admission slot (the agents give up after 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Admission control settings (from `[quic]`).
-#[derive(Debug, Clone)]
-pub(crate) struct Admission {
-    max_in_progress: usize,
-    per_sec: u64,
-    queue_len: usize,
-    queue_wait: Duration,
-    max_connections: usize,
-    retry_after_secs: u32,
-}
 
 /// An incoming connection waiting for a handshake slot.
 struct Waiting {
@@ -105,38 +94,15 @@ enum End {
 
 impl Shared {
     pub(crate) fn new(config: &Config, writer: mpsc::Sender<Job>, metrics: Arc<Metrics>) -> Self {
-        let a = &config.agents;
         Self {
             writer,
             max_frame_bytes: config.ingest.max_frame_bytes,
-            max_batch_records: usize::try_from(config.ingest.max_batch_records)
-                .unwrap_or(usize::MAX),
+            max_batch_records: config.ingest.max_batch_records,
             max_inflight_batches: config.ingest.max_inflight_batches,
-            hello_timeout: Duration::from_secs(config.ingest.hello_timeout_secs),
-            welcome: Welcome {
-                protocol_version: PROTOCOL_VERSION,
-                collector_time_unix_ms: 0,
-                heartbeat_interval_secs: a.heartbeat_interval_secs,
-                net_probe_interval_secs: a.net_probe_interval_secs,
-                max_batch_records: a.max_batch_records,
-                backlog_records_per_sec: a.backlog_records_per_sec,
-            },
-            admission: Admission {
-                max_in_progress: config.quic.max_handshakes_in_progress.max(1),
-                per_sec: config.quic.max_handshakes_per_sec,
-                queue_len: config.quic.handshake_queue_len,
-                queue_wait: Duration::from_millis(config.quic.handshake_queue_wait_ms),
-                max_connections: config.quic.max_connections,
-                retry_after_secs: config.quic.overload_retry_after_secs.max(1),
-            },
-            rate_limit: RateLimitConfig {
-                records_per_sec: config.ingest.rate_limit_records_per_sec,
-                bytes_per_sec: config.ingest.rate_limit_bytes_per_sec,
-                burst_secs: config.ingest.rate_limit_burst_secs,
-                disconnect_after: Duration::from_secs(
-                    config.ingest.rate_limit_disconnect_after_secs,
-                ),
-            },
+            hello_timeout: config.ingest.hello_timeout,
+            welcome: config.agents.welcome(),
+            admission: config.quic.admission.clone(),
+            rate_limit: config.ingest.rate_limit,
             metrics,
             live: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
@@ -174,7 +140,7 @@ impl Shared {
 /// Binds the QUIC endpoint with the configured socket receive buffer.
 pub(crate) fn bind_endpoint(
     server_config: quinn::ServerConfig,
-    quic: &QuicConfig,
+    quic: &QuicSettings,
 ) -> std::io::Result<Endpoint> {
     let socket = std::net::UdpSocket::bind(quic.listen)?;
     let sock = socket2::SockRef::from(&socket);
@@ -210,8 +176,11 @@ pub(crate) async fn run_endpoint(
 ) {
     let mut tasks = JoinSet::new();
     let adm = shared.admission.clone();
-    let slots = Arc::new(Semaphore::new(adm.max_in_progress));
-    let mut rate = TokenBucket::new(adm.per_sec, (adm.per_sec / 10).max(1));
+    let slots = Arc::new(Semaphore::new(adm.max_handshakes_in_progress));
+    let mut rate = TokenBucket::new(
+        adm.max_handshakes_per_sec,
+        (adm.max_handshakes_per_sec / 10).max(1),
+    );
     let mut queue: VecDeque<Waiting> = VecDeque::new();
     // Set when the handshake rate ran out: nothing leaves the queue before then.
     let mut rate_blocked_until: Option<Instant> = None;
@@ -225,7 +194,7 @@ pub(crate) async fn run_endpoint(
         let now = Instant::now();
         while queue
             .front()
-            .is_some_and(|w| now.duration_since(w.since) >= adm.queue_wait)
+            .is_some_and(|w| now.duration_since(w.since) >= adm.handshake_queue_wait)
         {
             if let Some(w) = queue.pop_front() {
                 w.incoming.refuse();
@@ -237,8 +206,8 @@ pub(crate) async fn run_endpoint(
         }
         let wake = match (queue.front(), rate_blocked_until) {
             (None, _) => None,
-            (Some(w), None) => Some(w.since + adm.queue_wait),
-            (Some(w), Some(t)) => Some(t.min(w.since + adm.queue_wait)),
+            (Some(w), None) => Some(w.since + adm.handshake_queue_wait),
+            (Some(w), Some(t)) => Some(t.min(w.since + adm.handshake_queue_wait)),
         };
         tokio::select! {
             biased;
@@ -310,7 +279,7 @@ fn admit_later(
                 metrics.admission.add("refused", 1);
             }
         }
-    } else if queue.len() < adm.queue_len {
+    } else if queue.len() < adm.handshake_queue_len {
         queue.push_back(Waiting {
             incoming,
             since: Instant::now(),
@@ -326,14 +295,14 @@ fn admit_later(
 pub(crate) async fn watch_crl(
     endpoint: Endpoint,
     tls_config: TlsConfig,
-    quic: QuicConfig,
+    quic: QuicSettings,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(path) = tls_config.crl.clone() else {
         return;
     };
     let mut last = tls::file_stamp(&path);
-    let mut tick = tokio::time::interval(Duration::from_secs(tls_config.crl_poll_interval_secs));
+    let mut tick = tokio::time::interval(tls_config.crl_poll_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -462,7 +431,7 @@ async fn run_connection(
                 shared.admission.max_connections
             ),
         };
-        let secs = shared.admission.retry_after_secs;
+        let secs = shared.admission.overload_retry_after_secs;
         close(conn, Some(&mut send), &r, secs).await;
         return End::Refuse(r, secs);
     }

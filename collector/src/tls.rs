@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::RootCertStore;
@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use storepulse_shared::{ALPN, TerminalId};
 
-use crate::config::{QuicConfig, TlsConfig};
+use crate::config::{QuicSettings, TlsConfig};
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// Builds the QUIC server config from the PKI files (reads the CRL afresh).
 pub(crate) fn server_config(
     tls: &TlsConfig,
-    quic: &QuicConfig,
+    quic: &QuicSettings,
 ) -> Result<quinn::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -96,14 +96,11 @@ pub(crate) fn server_config(
     crypto.alpn_protocols = vec![ALPN.to_vec()];
 
     let mut transport = quinn::TransportConfig::default();
-    let idle = quinn::IdleTimeout::try_from(Duration::from_secs(quic.idle_timeout_secs))
-        .map_err(|_| TlsError::IdleTimeout)?;
+    let idle =
+        quinn::IdleTimeout::try_from(quic.idle_timeout).map_err(|_| TlsError::IdleTimeout)?;
     transport
         .max_idle_timeout(Some(idle))
-        .keep_alive_interval(
-            (quic.keep_alive_interval_secs > 0)
-                .then(|| Duration::from_secs(quic.keep_alive_interval_secs)),
-        )
+        .keep_alive_interval(quic.keep_alive)
         .max_concurrent_bidi_streams(1u32.into())
         .max_concurrent_uni_streams(0u32.into());
     let mut server =

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use storepulse_collector::notify::config::AlertsConfig;
+use storepulse_collector::notify::config::{AlertSettings, AlertsConfig};
 use storepulse_collector::notify::{Alerts, IncidentSnapshot, Severity};
 use storepulse_collector::store::Store;
 use tokio::sync::watch;
@@ -64,13 +64,13 @@ fn resolved(mut s: IncidentSnapshot) -> IncidentSnapshot {
     s
 }
 
-fn alerts_config(extra: &str) -> AlertsConfig {
+fn alerts_config(extra: &str) -> AlertSettings {
     let text = format!(
         "group_wait_secs = 0\ntick_interval_ms = 20\nupdate_min_interval_secs = 3600\n{extra}"
     );
     let cfg: AlertsConfig = toml::from_str(&text).expect("alerts config parses");
-    cfg.check().expect("alerts config is valid");
-    cfg
+    cfg.settings(&|var| std::env::var(var).ok())
+        .expect("alerts config is valid")
 }
 
 struct Notifier {
@@ -79,7 +79,7 @@ struct Notifier {
     stop: watch::Sender<bool>,
 }
 
-async fn start_notifier(cfg: &AlertsConfig, store: Store) -> Notifier {
+async fn start_notifier(cfg: &AlertSettings, store: Store) -> Notifier {
     let (stop, rx) = watch::channel(false);
     let (alerts, task) = Alerts::start(cfg, store, rx).await.expect("alerts start");
     Notifier { alerts, task, stop }

@@ -32,12 +32,11 @@ async fn start(terminals: &[&str], crl_poll_secs: u64) -> Fixture {
     }
     let store = tmp.path().join("store");
     let mut tls = TlsConfig::from_pki_dir(&pki_dir);
-    tls.crl_poll_interval_secs = crl_poll_secs;
+    tls.crl_poll_interval = Duration::from_secs(crl_poll_secs);
     let mut config = Config::with_defaults(tls, store.clone());
     config.quic.listen = "127.0.0.1:0".parse().expect("addr");
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.ingest.max_frame_bytes = 64 * 1024;
-    config.check().expect("valid config");
     let collector = storepulse_collector::start(config)
         .await
         .expect("collector starts");

@@ -53,8 +53,7 @@ async fn garbage_is_refused_and_honest_agents_keep_acking() {
         Config::with_defaults(TlsConfig::from_pki_dir(&pki_dir), tmp.path().join("store"));
     config.quic.listen = "127.0.0.1:0".parse().expect("addr");
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
-    config.ingest.hello_timeout_secs = 2;
-    config.check().expect("valid config");
+    config.ingest.hello_timeout = Duration::from_secs(2);
     let collector = storepulse_collector::start(config)
         .await
         .expect("collector");

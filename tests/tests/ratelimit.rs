@@ -20,9 +20,9 @@ async fn collector(
     let mut config = Config::with_defaults(TlsConfig::from_pki_dir(&pki), dir.join("store"));
     config.quic.listen = "127.0.0.1:0".parse()?;
     config.http.listen = "127.0.0.1:0".parse()?;
-    config.ingest.rate_limit_records_per_sec = LIMIT;
-    config.ingest.rate_limit_burst_secs = 1;
-    config.ingest.rate_limit_disconnect_after_secs = disconnect_after_secs;
+    config.ingest.rate_limit.records_per_sec = LIMIT;
+    config.ingest.rate_limit.burst_secs = 1;
+    config.ingest.rate_limit.disconnect_after = Duration::from_secs(disconnect_after_secs);
     let c = storepulse_collector::start(config).await?;
     Ok((c, FleetIssuer::load(&pki)?))
 }

@@ -204,10 +204,10 @@ async fn a_storm_over_a_small_handshake_budget_gets_everyone_in() -> Result<()> 
     const N: usize = 1000;
     let tmp = tempfile::tempdir()?;
     let (c, issuer) = collector(tmp.path(), |cfg| {
-        cfg.quic.max_handshakes_in_progress = 32;
-        cfg.quic.max_handshakes_per_sec = 300;
-        cfg.quic.handshake_queue_len = 200;
-        cfg.quic.handshake_queue_wait_ms = 2000;
+        cfg.quic.admission.max_handshakes_in_progress = 32;
+        cfg.quic.admission.max_handshakes_per_sec = 300;
+        cfg.quic.admission.handshake_queue_len = 200;
+        cfg.quic.admission.handshake_queue_wait = Duration::from_millis(2000);
     })
     .await?;
     let s = storm(N, &issuer, c.quic_addr(), 4).await?;
@@ -272,8 +272,8 @@ async fn agents_over_capacity_are_told_when_to_come_back_and_do() -> Result<()> 
     const MAX: usize = 200;
     let tmp = tempfile::tempdir()?;
     let (c, issuer) = collector(tmp.path(), |cfg| {
-        cfg.quic.max_connections = MAX;
-        cfg.quic.overload_retry_after_secs = 1;
+        cfg.quic.admission.max_connections = MAX;
+        cfg.quic.admission.overload_retry_after_secs = 1;
     })
     .await?;
     let s = storm(N, &issuer, c.quic_addr(), 2).await?;

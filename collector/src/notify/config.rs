@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use storepulse_collector_core::notify::{
@@ -222,6 +223,31 @@ pub struct ResolvedReceiver {
     pub secret: Option<Secret>,
 }
 
+/// `[alerts]`, checked, with secrets resolved: what the notifier runs on.
+#[derive(Debug, Clone)]
+pub struct AlertSettings {
+    /// The notifier core's settings.
+    pub notify: NotifyConfig,
+    /// Delivery retries.
+    pub retry: RetryPolicy,
+    /// Receivers, secrets read from the file or the environment.
+    pub receivers: Vec<ResolvedReceiver>,
+    /// Silences from the file (ids `config-silence-N`).
+    pub silences: Vec<Silence>,
+    /// Maintenance windows from the file (ids `config-window-N`).
+    pub windows: Vec<MaintenanceWindow>,
+    /// `source` of PagerDuty events and the `source` label in Alertmanager.
+    pub source: String,
+    /// Public base URL of the API, for links in notifications.
+    pub external_url: Option<String>,
+    /// How often the notifier re-evaluates.
+    pub tick: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Requests in flight at once, over all receivers.
+    pub max_in_flight: usize,
+}
+
 /// PagerDuty's Events API v2 endpoint.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
 
@@ -359,8 +385,30 @@ impl Default for DeliveryConfig {
 }
 
 impl AlertsConfig {
-    /// Checks names, references, matchers and times (environment variables are read at start).
-    pub fn check(&self) -> Result<(), ConfigError> {
+    /// Checks the section and resolves it into the notifier's settings; secrets named by
+    /// `*_env` fields are looked up with `env`.
+    pub fn settings(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AlertSettings, ConfigError> {
+        self.check()?;
+        let (silences, windows) = self.silences_and_windows()?;
+        Ok(AlertSettings {
+            notify: self.notify_config()?,
+            retry: self.retry_policy(),
+            receivers: self.resolve_receivers(env)?,
+            silences,
+            windows,
+            source: self.source.clone(),
+            external_url: self.external_url.clone(),
+            tick: Duration::from_millis(self.tick_interval_ms),
+            request_timeout: Duration::from_secs(self.delivery.request_timeout_secs),
+            max_in_flight: self.delivery.max_in_flight,
+        })
+    }
+
+    /// Checks names, references, matchers and times.
+    fn check(&self) -> Result<(), ConfigError> {
         self.notify_config()?;
         self.silences_and_windows()?;
         let mut names = Vec::new();
@@ -433,7 +481,7 @@ impl AlertsConfig {
     }
 
     /// The core's settings.
-    pub fn notify_config(&self) -> Result<NotifyConfig, ConfigError> {
+    fn notify_config(&self) -> Result<NotifyConfig, ConfigError> {
         let maintenance_mode = match self.maintenance_mode.as_str() {
             "low_urgency" => MaintenanceMode::LowUrgency,
             "mute" => MaintenanceMode::Mute,
@@ -490,9 +538,7 @@ impl AlertsConfig {
     }
 
     /// Silences and windows from the file (ids `config-silence-N`, `config-window-N`).
-    pub fn silences_and_windows(
-        &self,
-    ) -> Result<(Vec<Silence>, Vec<MaintenanceWindow>), ConfigError> {
+    fn silences_and_windows(&self) -> Result<(Vec<Silence>, Vec<MaintenanceWindow>), ConfigError> {
         let mut silences = Vec::new();
         for (i, s) in self.silences.iter().enumerate() {
             let silence = Silence {
@@ -534,7 +580,7 @@ impl AlertsConfig {
     }
 
     /// The retry policy.
-    pub fn retry_policy(&self) -> RetryPolicy {
+    fn retry_policy(&self) -> RetryPolicy {
         let d = &self.delivery;
         RetryPolicy {
             initial_backoff_ms: i64::try_from(d.initial_backoff_ms).unwrap_or(i64::MAX),
@@ -545,7 +591,7 @@ impl AlertsConfig {
     }
 
     /// Receivers with secrets read from the file or the environment (`env` looks a name up).
-    pub fn resolve_receivers(
+    fn resolve_receivers(
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<ResolvedReceiver>, ConfigError> {

@@ -1,0 +1,137 @@
+//! Tests of the config file: the example parses, defaults, refusals, one heartbeat source.
+
+use super::*;
+
+/// An environment in which every variable is set (the example names some).
+fn any_env(var: &str) -> Option<String> {
+    Some(format!("https://example.invalid/{var}"))
+}
+
+const MINIMAL: &str =
+    "[tls]\nca_cert='/p/ca.pem'\ncert='c.pem'\nkey='c.key'\n[store]\npath='data'\n";
+
+#[test]
+fn example_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(dir.join("collector.example.toml")).expect("example");
+    let c = Config::from_toml_with_env(&text, dir, &any_env).expect("example parses");
+    assert!(
+        c.tls.ca_cert.starts_with(dir),
+        "relative paths resolve against the file"
+    );
+    assert_eq!(c.agents.heartbeat_interval_secs, 30);
+    assert_eq!(c.ingest.group_commit.max_delay, Duration::from_millis(10));
+    assert_eq!(
+        c.detect,
+        DetectSettings::default(),
+        "the example's [detect] shows the defaults"
+    );
+    assert_eq!(c.alerts.receivers.len(), 1);
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::from_toml(MINIMAL, Path::new("/etc/sp")).expect("parses");
+    assert_eq!(c.quic.listen, SocketAddr::from(([0, 0, 0, 0], 4433)));
+    assert_eq!(c.http.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+    assert_eq!(c.tls.ca_cert, PathBuf::from("/p/ca.pem"));
+    assert_eq!(c.tls.cert, PathBuf::from("/etc/sp/c.pem"));
+    assert_eq!(c.store.path, PathBuf::from("/etc/sp/data"));
+    assert_eq!(c.tls.crl, None);
+    assert_eq!(c.fleet.stale_after_ms, 90_000);
+    assert_eq!(c.ingest.max_frame_bytes, 1 << 20);
+    assert_eq!(c.quic.keep_alive, None);
+    // `with_defaults` is the same configuration.
+    let d = Config::with_defaults(c.tls.clone(), c.store.path.clone());
+    assert_eq!(d.fleet, c.fleet);
+    assert_eq!(d.agents, c.agents);
+    assert_eq!(d.detect, c.detect);
+    assert_eq!(d.ingest.rate_limit, c.ingest.rate_limit);
+    assert_eq!(d.alerts.notify, c.alerts.notify);
+}
+
+#[test]
+fn detect_defaults_are_the_cores() {
+    let c = Config::from_toml(MINIMAL, Path::new("/")).expect("parses");
+    assert_eq!(
+        c.detector(),
+        DetectorConfig {
+            heartbeat_interval_ms: 30_000,
+            ..DetectorConfig::default()
+        }
+    );
+}
+
+#[test]
+fn the_detector_assumes_the_heartbeat_agents_are_told() {
+    let text = format!(
+        "{MINIMAL}[agents]\nheartbeat_interval_secs = 45\n[detect]\nresolve_hold_secs = 120\nmin_significance = 8.0\n"
+    );
+    let c = Config::from_toml(&text, Path::new("/")).expect("parses");
+    assert_eq!(c.agents.welcome().heartbeat_interval_secs, 45);
+    let d = c.detector();
+    assert_eq!(d.heartbeat_interval_ms, 45_000);
+    assert_eq!(d.resolve_hold_ms, 120_000);
+    assert!((d.min_significance - 8.0).abs() < 1e-12);
+}
+
+#[test]
+fn unknown_fields_and_bad_values_are_refused() {
+    let unknown = format!("{MINIMAL}[quic]\nlisten_addr='0.0.0.0:1'\n");
+    assert!(matches!(
+        Config::from_toml(&unknown, Path::new(".")),
+        Err(ConfigError::Parse { .. })
+    ));
+    for bad in [
+        "[fleet]\nstale_after_secs=300\noffline_after_secs=90\n",
+        "[detect]\nmin_significance=0\n",
+        "[detect]\nmin_significance=nan\n",
+        "[detect]\nstay_open_significance=9.0\n",
+        "[detect]\nresolve_hold_secs=0\n",
+        "[detect]\nfalse_incidents_per_fleet_day=-1.0\n",
+        "[agents]\nheartbeat_interval_secs=0\n",
+        "[quic]\nidle_timeout_secs=10\nkeep_alive_interval_secs=10\n",
+    ] {
+        let text = format!("{MINIMAL}{bad}");
+        assert!(
+            matches!(
+                Config::from_toml(&text, Path::new(".")),
+                Err(ConfigError::Invalid(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        Config::from_toml(
+            &format!("{MINIMAL}[detect]\nhalf_life_hours=1\n"),
+            Path::new(".")
+        ),
+        Err(ConfigError::Parse { .. })
+    ));
+}
+
+#[test]
+fn tokens_come_from_the_file_or_the_environment_and_stay_secret() {
+    let text = format!(
+        "{MINIMAL}[http]\nlisten='0.0.0.0:8080'\ntokens=[{{name='a',role='read',token='0123456789abcdefX'}},{{name='b',role='admin',token_env='B_TOKEN'}}]\n"
+    );
+    let env = |v: &str| (v == "B_TOKEN").then(|| "from-the-environment-42".to_owned());
+    let c = Config::from_toml_with_env(&text, Path::new("/"), &env).expect("parses");
+    assert_eq!(c.http.tokens.len(), 2);
+    assert_eq!(c.http.tokens[1].value.expose(), "from-the-environment-42");
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdefX"),
+        "Debug redacts"
+    );
+    assert!(matches!(
+        Config::from_toml_with_env(&text, Path::new("/"), &|_| None),
+        Err(ConfigError::Invalid(_))
+    ));
+}
+
+#[test]
+fn defaults_are_valid() {
+    let _ = AlertSettings::default();
+    let q = QuicSettings::default();
+    assert!(q.admission.max_connections > 0);
+}

@@ -1,0 +1,68 @@
+//! `storepulse-collector check-config`: the real binary on real files. A good config and its PKI
+//! pass; an unknown field, a bad `[detect]` value, an unset secret variable and a missing
+//! certificate each fail with exit code 64 and a message naming the problem.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn check(config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_storepulse-collector"))
+        .args(["check-config", "--config"])
+        .arg(config)
+        .env_remove("CHECK_CONFIG_TEST_TOKEN")
+        .output()
+        .expect("runs the binary")
+}
+
+const BASE: &str = r#"[tls]
+ca_cert = "pki/ca.pem"
+cert = "pki/collector.pem"
+key = "pki/collector.key"
+crl = "pki/crl.pem"
+[store]
+path = "store"
+"#;
+
+#[test]
+fn good_and_bad_configs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    storepulse_collector::pki::init(
+        &tmp.path().join("pki"),
+        storepulse_collector::pki::DEFAULT_SERVER_NAME,
+    )
+    .expect("pki");
+    let path = tmp.path().join("collector.toml");
+
+    std::fs::write(&path, format!("{BASE}[detect]\nresolve_hold_secs = 300\n")).expect("write");
+    let out = check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.starts_with("config ok:"), "{stdout}");
+
+    for (text, expect) in [
+        (
+            format!("{BASE}[detect]\nmin_significanse = 7.0\n"),
+            "min_significanse",
+        ),
+        (
+            format!("{BASE}[detect]\nmin_significance = 0.0\n"),
+            "min_significance",
+        ),
+        (
+            format!(
+                "{BASE}[http]\ntokens = [{{ name = \"ops\", role = \"admin\", token_env = \"CHECK_CONFIG_TEST_TOKEN\" }}]\n"
+            ),
+            "CHECK_CONFIG_TEST_TOKEN",
+        ),
+        (
+            BASE.replace("pki/collector.pem", "pki/missing.pem"),
+            "missing.pem",
+        ),
+    ] {
+        std::fs::write(&path, &text).expect("write");
+        let out = check(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{text}\n{stderr}");
+        assert!(stderr.contains(expect), "{text}\n{stderr}");
+    }
+}
