@@ -16,7 +16,6 @@ pub mod state;
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use tokio::sync::watch;
 
 pub use config::{Config, ConfigError};
@@ -24,19 +23,39 @@ pub use intake::router;
 pub use spool::{RedbSpool, SpoolError};
 pub use state::Agent;
 
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] link::TlsError),
+    /// The intake could not listen on its address.
+    #[error("cannot listen on intake.listen {addr}: {cause}")]
+    Intake {
+        /// `intake.listen`.
+        addr: std::net::SocketAddr,
+        /// The IO error.
+        cause: std::io::Error,
+    },
+    /// The spool could not be opened.
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+}
+
 /// Runs the agent until `shutdown` resolves, then says goodbye to the collector and returns.
 ///
 /// Fails early, before anything is started, if the TLS files cannot be loaded
-/// ([`link::TlsError`]), the spool cannot be opened, or the intake cannot bind.
+/// ([`RunError::Tls`]), the spool cannot be opened, or the intake cannot bind.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), RunError> {
     let tls = link::client_config(&config.collector, &config.uplink)?;
-    let listener = tokio::net::TcpListener::bind(config.intake.listen)
+    let addr = config.intake.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on intake.listen {}", config.intake.listen))?;
-    let agent = Agent::open(config).context("cannot open the spool")?;
+        .map_err(|cause| RunError::Intake { addr, cause })?;
+    let agent = Agent::open(config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -61,14 +80,13 @@ pub async fn run(
         })
     };
     let probes = tokio::spawn(probes::run(Arc::clone(&agent), stop_rx.clone()));
-    let link = link::run(Arc::clone(&agent), tls, stop_rx.clone()).await;
+    link::run(Arc::clone(&agent), tls, stop_rx.clone()).await;
     let _ = probes.await;
     match intake.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "Intake server failed"),
         Err(error) => tracing::warn!(%error, "Intake task failed"),
     }
-    link?;
     tracing::info!("Agent stopped");
     Ok(())
 }

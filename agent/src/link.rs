@@ -11,20 +11,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, VarInt};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use storepulse_agent_core::Spool;
+use storepulse_agent_core::uplink::AckError;
 use storepulse_shared::{
-    ALPN, Batch, FrameDecoder, Goodbye, GoodbyeReason, Hello, MAX_FRAME_BYTES_DEFAULT, Message,
-    PROTOCOL_VERSION, Welcome, close_code, encode_frame,
+    ALPN, Batch, FrameDecoder, FrameError, Goodbye, GoodbyeReason, Hello, MAX_FRAME_BYTES_DEFAULT,
+    Message, PROTOCOL_VERSION, Welcome, close_code, encode_frame,
 };
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout};
 use tracing::Instrument as _;
 
 use crate::config::{CollectorConfig, UplinkSettings};
+use crate::spool::SpoolError;
 use crate::state::{Agent, Intervals, now, unix_ms};
 
 /// Time allowed for the QUIC handshake and for the `Welcome` to arrive.
@@ -61,6 +62,75 @@ pub enum TlsError {
     /// The rustls config cannot drive QUIC.
     #[error("TLS config unusable for QUIC: {0}")]
     Quic(String),
+}
+
+/// Why a session with the collector ended in error. The link records it as `last_error` and
+/// reconnects after the core's backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The collector's address could not be resolved.
+    #[error("cannot resolve {address}: {cause}")]
+    Resolve {
+        /// `collector.address`.
+        address: String,
+        /// The resolver's error.
+        cause: std::io::Error,
+    },
+    /// The collector's address resolved to nothing.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    /// No UDP socket could be opened.
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(std::io::Error),
+    /// The connection could not even be started (bad server name or address).
+    #[error("cannot start connecting: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake did not complete in time.
+    #[error("handshake with {0} timed out")]
+    HandshakeTimeout(SocketAddr),
+    /// The handshake failed (unreachable, certificate refused, ...) or the connection was lost.
+    #[error("cannot connect to {addr}: {cause}")]
+    Connection {
+        /// The collector's address.
+        addr: SocketAddr,
+        /// quinn's reason.
+        cause: quinn::ConnectionError,
+    },
+    /// The bidirectional stream could not be opened.
+    #[error("cannot open a stream: {0}")]
+    OpenStream(quinn::ConnectionError),
+    /// A frame could not be written.
+    #[error("cannot send {what}: {cause}")]
+    Write {
+        /// Which frame.
+        what: &'static str,
+        /// quinn's reason.
+        cause: quinn::WriteError,
+    },
+    /// Reading the stream failed.
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The collector finished its stream.
+    #[error("collector closed the stream")]
+    Closed,
+    /// No `Welcome` arrived in time.
+    #[error("no Welcome within {0:?}")]
+    WelcomeTimeout(Duration),
+    /// The collector sent bytes that are no valid frame.
+    #[error("bad frame from the collector: {0}")]
+    Frame(#[from] FrameError),
+    /// The collector sent a frame the protocol does not allow here.
+    #[error("unexpected {0} frame from the collector")]
+    Unexpected(&'static str),
+    /// The collector acknowledged a batch that is not in flight.
+    #[error("bad ack: {0}")]
+    Ack(#[from] AckError),
+    /// The task applying an ack panicked.
+    #[error("ack task failed: {0}")]
+    AckTask(tokio::task::JoinError),
+    /// The spool could not be read.
+    #[error("cannot read the spool: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 /// How a session ended without an error.
@@ -153,15 +223,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Keeps a connection to the collector until `stop` turns true.
-pub async fn run(
-    agent: Arc<Agent>,
-    tls: quinn::ClientConfig,
-    mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+/// Keeps a connection to the collector until `stop` turns true. Errors end one connection,
+/// never the link: each is recorded as `last_error` and followed by a reconnect.
+pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
-            return Ok(());
+            return;
         }
         let wait = {
             let inner = agent.inner();
@@ -174,7 +241,7 @@ pub async fn run(
         if let Some(at) = wait {
             tokio::select! {
                 () = sleep_until(at.into()) => {}
-                () = stopped(&mut stop) => return Ok(()),
+                () = stopped(&mut stop) => return,
             }
             continue;
         }
@@ -183,7 +250,7 @@ pub async fn run(
         agent.link().connection = None;
         agent.link().rtt.reset();
         let (retry_after, error) = match outcome {
-            Ok(End::Shutdown) => return Ok(()),
+            Ok(End::Shutdown) => return,
             Ok(End::Goodbye(g)) => {
                 let floor = (g.retry_after_secs > 0)
                     .then(|| Duration::from_secs(g.retry_after_secs.into()));
@@ -192,7 +259,7 @@ pub async fn run(
                     format!("collector said goodbye ({:?}): {}", g.reason, g.detail),
                 )
             }
-            Err(e) => (None, format!("{e:#}")),
+            Err(e) => (None, e.to_string()),
         };
         let delay = agent.inner().uplink.handle_disconnected(now(), retry_after);
         tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "Uplink down");
@@ -204,27 +271,28 @@ async fn session(
     agent: &Arc<Agent>,
     tls: &quinn::ClientConfig,
     stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<End> {
+) -> Result<End, LinkError> {
     let c = &agent.config().collector;
     let addr = tokio::net::lookup_host(&c.address)
         .await
-        .with_context(|| format!("cannot resolve {}", c.address))?
+        .map_err(|cause| LinkError::Resolve {
+            address: c.address.clone(),
+            cause,
+        })?
         .next()
-        .ok_or_else(|| anyhow!("{} resolves to no address", c.address))?;
+        .ok_or_else(|| LinkError::NoAddress(c.address.clone()))?;
     let bind: SocketAddr = if addr.is_ipv6() {
         SocketAddr::from(([0u16; 8], 0))
     } else {
         SocketAddr::from(([0u8; 4], 0))
     };
-    let mut endpoint = quinn::Endpoint::client(bind).context("cannot open a UDP socket")?;
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(LinkError::Socket)?;
     endpoint.set_default_client_config(tls.clone());
-    let connecting = endpoint
-        .connect(addr, &c.server_name)
-        .context("cannot start connecting")?;
+    let connecting = endpoint.connect(addr, &c.server_name)?;
     let conn = timeout(HANDSHAKE_TIMEOUT, connecting)
         .await
-        .map_err(|_| anyhow!("handshake with {addr} timed out"))?
-        .with_context(|| format!("cannot connect to {addr}"))?;
+        .map_err(|_| LinkError::HandshakeTimeout(addr))?
+        .map_err(|cause| LinkError::Connection { addr, cause })?;
     let span = tracing::info_span!("connection", %addr, id = conn.stable_id());
     connected(agent, &endpoint, conn, stop)
         .instrument(span)
@@ -238,8 +306,8 @@ async fn connected(
     endpoint: &quinn::Endpoint,
     conn: quinn::Connection,
     stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<End> {
-    let (mut send, mut recv) = conn.open_bi().await.context("cannot open a stream")?;
+) -> Result<End, LinkError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(LinkError::OpenStream)?;
     let hello = Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -249,7 +317,10 @@ async fn connected(
     };
     send.write_all(&encode_frame(&Message::Hello(hello)))
         .await
-        .context("cannot send Hello")?;
+        .map_err(|cause| LinkError::Write {
+            what: "Hello",
+            cause,
+        })?;
     let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES_DEFAULT);
     let mut buf = vec![0u8; 64 * 1024];
     let first = timeout(
@@ -257,7 +328,7 @@ async fn connected(
         next_message(&mut recv, &mut decoder, &mut buf),
     )
     .await
-    .map_err(|_| anyhow!("no Welcome within {HANDSHAKE_TIMEOUT:?}"))??;
+    .map_err(|_| LinkError::WelcomeTimeout(HANDSHAKE_TIMEOUT))??;
     let welcome = match first {
         Message::Welcome(w) => w,
         Message::Goodbye(g) => return Ok(End::Goodbye(g)),
@@ -266,7 +337,7 @@ async fn connected(
                 VarInt::from_u32(close_code::PROTOCOL_ERROR),
                 b"expected Welcome",
             );
-            bail!("expected Welcome, got {}", other.frame_type().name());
+            return Err(LinkError::Unexpected(other.frame_type().name()));
         }
     };
     apply_welcome(agent, &welcome);
@@ -296,7 +367,7 @@ async fn connected(
         }
         Ok(End::Goodbye(_)) => conn.close(VarInt::from_u32(close_code::NORMAL), b"goodbye"),
         Err(e) => {
-            let code = if e.downcast_ref::<storepulse_shared::FrameError>().is_some() {
+            let code = if matches!(e, LinkError::Frame(_)) {
                 close_code::PROTOCOL_ERROR
             } else {
                 close_code::NORMAL
@@ -328,14 +399,14 @@ async fn next_message(
     recv: &mut quinn::RecvStream,
     decoder: &mut FrameDecoder,
     buf: &mut [u8],
-) -> anyhow::Result<Message> {
+) -> Result<Message, LinkError> {
     loop {
         if let Some(m) = decoder.next_message()? {
             return Ok(m);
         }
-        match recv.read(buf).await.context("stream read failed")? {
+        match recv.read(buf).await? {
             Some(n) => decoder.push(&buf[..n]),
-            None => bail!("collector closed the stream"),
+            None => return Err(LinkError::Closed),
         }
     }
 }
@@ -349,22 +420,27 @@ async fn drive(
     mut decoder: FrameDecoder,
     mut buf: Vec<u8>,
     stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<End> {
+) -> Result<End, LinkError> {
     loop {
         while let Some(frame) = next_batch(agent)? {
-            send.write_all(&frame).await.context("cannot send Batch")?;
+            send.write_all(&frame)
+                .await
+                .map_err(|cause| LinkError::Write {
+                    what: "Batch",
+                    cause,
+                })?;
         }
         let timer = agent.inner().uplink.poll_timeout();
         let event = tokio::select! {
             () = stopped(stop) => Event::Stop,
-            r = recv.read(&mut buf) => Event::Received(r.context("stream read failed")?),
+            r = recv.read(&mut buf) => Event::Received(r?),
             () = agent.appended() => Event::Appended,
             () = async { if let Some(t) = timer { sleep_until(t.into()).await } else { std::future::pending().await } } => Event::Timer,
         };
         match event {
             Event::Stop => return Ok(End::Shutdown),
             Event::Appended | Event::Timer => {}
-            Event::Received(None) => bail!("collector closed the stream"),
+            Event::Received(None) => return Err(LinkError::Closed),
             Event::Received(Some(n)) => {
                 decoder.push(&buf[..n]);
                 while let Some(msg) = decoder.next_message()? {
@@ -372,7 +448,7 @@ async fn drive(
                         Message::Ack(ack) => {
                             agent.link().rtt.push(conn.rtt().as_secs_f32() * 1000.0);
                             let a = Arc::clone(agent);
-                            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                            tokio::task::spawn_blocking(move || -> Result<(), LinkError> {
                                 let mut inner = a.inner();
                                 let seqs = inner.uplink.handle_ack(now(), &ack)?;
                                 if let Err(error) = inner.spool.delete(&seqs) {
@@ -383,7 +459,7 @@ async fn drive(
                                 Ok(())
                             })
                             .await
-                            .map_err(|e| anyhow!("ack task failed: {e}"))?
+                            .map_err(LinkError::AckTask)?
                             .inspect_err(|_| {
                                 conn.close(VarInt::from_u32(close_code::PROTOCOL_ERROR), b"bad ack");
                             })?;
@@ -394,10 +470,7 @@ async fn drive(
                                 VarInt::from_u32(close_code::PROTOCOL_ERROR),
                                 b"unexpected frame",
                             );
-                            bail!(
-                                "unexpected {} frame from the collector",
-                                other.frame_type().name()
-                            );
+                            return Err(LinkError::Unexpected(other.frame_type().name()));
                         }
                     }
                 }
@@ -407,15 +480,12 @@ async fn drive(
 }
 
 /// Plans the next batch and reads its records, under one lock.
-fn next_batch(agent: &Agent) -> anyhow::Result<Option<Vec<u8>>> {
+fn next_batch(agent: &Agent) -> Result<Option<Vec<u8>>, LinkError> {
     let mut inner = agent.inner();
     let Some(plan) = inner.uplink.poll_batch(now()) else {
         return Ok(None);
     };
-    let records = inner
-        .spool
-        .read(&plan.seqs)
-        .context("cannot read the spool")?;
+    let records = inner.spool.read(&plan.seqs)?;
     tracing::debug!(
         batch_id = plan.batch_id,
         records = records.len(),

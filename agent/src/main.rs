@@ -135,11 +135,8 @@ fn main() -> ExitCode {
             match rt.block_on(storepulse_agent::run(config, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!(error = %format!("{error:#}"), "Agent failed");
-                    if error
-                        .downcast_ref::<storepulse_agent::link::TlsError>()
-                        .is_some()
-                    {
+                    tracing::error!(%error, "Agent failed");
+                    if matches!(error, storepulse_agent::RunError::Tls(_)) {
                         ExitCode::from(EXIT_CONFIG)
                     } else {
                         ExitCode::FAILURE

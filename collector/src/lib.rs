@@ -28,19 +28,90 @@ mod tls;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
 
 pub use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 pub use crate::tls::TlsError;
+
+/// Why the collector could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The store could not be opened.
+    #[error("opening store {path}: {cause}")]
+    OpenStore {
+        /// The store directory.
+        path: PathBuf,
+        /// The store's error.
+        cause: StoreError,
+    },
+    /// The fleet registry could not be read from the store.
+    #[error("loading the fleet registry: {0}")]
+    LoadFleet(StoreError),
+    /// The TLS configuration could not be built from the PKI files.
+    #[error("tls configuration: {0}")]
+    Tls(#[from] TlsError),
+    /// A listener could not be bound.
+    #[error("binding {what} on {addr}: {cause}")]
+    Bind {
+        /// `QUIC` or `HTTP`.
+        what: &'static str,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The IO error.
+        cause: std::io::Error,
+    },
+    /// The alert notifier could not start.
+    #[error("starting alert notifications: {0}")]
+    Alerts(#[from] notify::AlertsError),
+    /// One of the collector's tasks panicked.
+    #[error("{task} task failed: {cause}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// The join error.
+        cause: tokio::task::JoinError,
+    },
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(std::io::Error),
+    /// The store could not be flushed on shutdown.
+    #[error("flushing the store: {0}")]
+    Flush(StoreError),
+}
+
+/// Why `dump` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The store could not be opened.
+    #[error("opening store {path}: {cause}")]
+    Open {
+        /// The store directory.
+        path: PathBuf,
+        /// The store's error.
+        cause: StoreError,
+    },
+    /// A record could not be read.
+    #[error("reading the store: {0}")]
+    Read(#[from] StoreError),
+    /// The output could not be written.
+    #[error("writing the dump: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+/// Waits for a task, naming it if it panicked.
+async fn join<T>(task: &'static str, handle: JoinHandle<T>) -> Result<T, CollectorError> {
+    handle
+        .await
+        .map_err(|cause| CollectorError::Task { task, cause })
+}
 
 /// A running collector. Call [`Collector::shutdown`] to stop it cleanly.
 #[derive(Debug)]
@@ -67,32 +138,40 @@ pub(crate) fn now_unix_ms() -> i64 {
 }
 
 /// Opens the store, binds the QUIC and HTTP listeners and starts every task.
-pub async fn start(config: Config) -> anyhow::Result<Collector> {
+pub async fn start(config: Config) -> Result<Collector, CollectorError> {
     let store_path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
-        .await?
-        .with_context(|| format!("opening store {}", config.store.path.display()))?;
+    let store = join(
+        "store open",
+        tokio::task::spawn_blocking(move || Store::open(&store_path)),
+    )
+    .await?
+    .map_err(|cause| CollectorError::OpenStore {
+        path: config.store.path.clone(),
+        cause,
+    })?;
     let fleet = store
         .load_fleet(config.fleet)
-        .context("loading the fleet registry")?;
+        .map_err(CollectorError::LoadFleet)?;
     info!(terminals = fleet.len(), "Store opened");
     let fleet = Arc::new(RwLock::new(fleet));
 
-    let server_config =
-        tls::server_config(&config.tls, &config.quic).context("TLS configuration")?;
+    let server_config = tls::server_config(&config.tls, &config.quic)?;
+    let bind = |what, addr| move |cause| CollectorError::Bind { what, addr, cause };
     let endpoint = server::bind_endpoint(server_config, &config.quic)
-        .with_context(|| format!("binding QUIC on {}", config.quic.listen))?;
-    let quic_addr = endpoint.local_addr()?;
+        .map_err(bind("QUIC", config.quic.listen))?;
+    let quic_addr = endpoint
+        .local_addr()
+        .map_err(bind("QUIC", config.quic.listen))?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| format!("binding HTTP on {}", config.http.listen))?;
-    let http_addr = listener.local_addr()?;
+        .map_err(bind("HTTP", config.http.listen))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(bind("HTTP", config.http.listen))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (alerts, alerts_task) =
-        notify::Alerts::start(&config.alerts, store.clone(), shutdown_rx.clone())
-            .await
-            .context("starting alert notifications")?;
+        notify::Alerts::start(&config.alerts, store.clone(), shutdown_rx.clone()).await?;
     let metrics = metrics::Metrics::new();
     {
         let f = fleet
@@ -225,7 +304,10 @@ pub fn check_files(config: &Config) -> Result<(), TlsError> {
 }
 
 /// Runs the collector until `shutdown` resolves, then stops it cleanly.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CollectorError> {
     let collector = start(config).await?;
     shutdown.await;
     collector.shutdown().await
@@ -254,22 +336,24 @@ impl Collector {
 
     /// Sends `Goodbye(Shutdown)` to every agent, closes connections with `SHUTTING_DOWN`,
     /// stops the HTTP API, lets the writer commit what it has, then flushes the store.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), CollectorError> {
         info!("Shutting down");
         let _ = self.shutdown.send(true);
-        self.endpoint_task.await.context("QUIC endpoint task")?;
-        self.crl_task.await.context("CRL task")?;
-        self.http_task
-            .await
-            .context("HTTP task")?
-            .context("HTTP server")?;
-        self.writer_task.await.context("writer task")?;
-        self.alerts_task.await.context("alerts task")?;
-        self.detect_task.await.context("detection task")?;
-        let store = self.store;
-        tokio::task::spawn_blocking(move || store.flush())
+        join("QUIC endpoint", self.endpoint_task).await?;
+        join("CRL", self.crl_task).await?;
+        join("HTTP", self.http_task)
             .await?
-            .context("flushing the store")?;
+            .map_err(CollectorError::Http)?;
+        join("writer", self.writer_task).await?;
+        join("alerts", self.alerts_task).await?;
+        join("detection", self.detect_task).await?;
+        let store = self.store;
+        join(
+            "store flush",
+            tokio::task::spawn_blocking(move || store.flush()),
+        )
+        .await?
+        .map_err(CollectorError::Flush)?;
         info!("Stopped");
         Ok(())
     }
@@ -277,9 +361,11 @@ impl Collector {
 
 /// Writes every stored record in `store_dir` to `out` as one JSON object per line
 /// (`terminal_id`, `epoch`, `seq`, `time_unix_ms`, `kind`, `body`). Returns the record count.
-pub fn dump(store_dir: &Path, out: &mut dyn Write) -> anyhow::Result<u64> {
-    let store =
-        Store::open(store_dir).with_context(|| format!("opening store {}", store_dir.display()))?;
+pub fn dump(store_dir: &Path, out: &mut dyn Write) -> Result<u64, DumpError> {
+    let store = Store::open(store_dir).map_err(|cause| DumpError::Open {
+        path: store_dir.to_owned(),
+        cause,
+    })?;
     let mut count = 0u64;
     let mut write_err = None;
     store.for_each_record(|row| {
@@ -300,7 +386,7 @@ pub fn dump(store_dir: &Path, out: &mut dyn Write) -> anyhow::Result<u64> {
         Ok(())
     })?;
     if let Some(e) = write_err {
-        return Err(e).context("writing the dump");
+        return Err(e.into());
     }
     Ok(count)
 }

@@ -123,7 +123,7 @@ fn main() -> ExitCode {
             let stdout = std::io::stdout();
             match storepulse_collector::dump(&store, &mut stdout.lock()) {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
+                Err(e) => fail(e),
             }
         }
         Command::RcaBench { data, json } => rca_bench(&data, json),
@@ -141,7 +141,7 @@ fn run_eval(dir: &std::path::Path, json: bool) -> ExitCode {
             print!("{}", eval::render_text(&report));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(format!("{e:#}")),
     }
 }
 
@@ -156,7 +156,7 @@ fn rca_bench(data: &std::path::Path, json: bool) -> ExitCode {
             print!("{}", rca_bench::render_text(&report));
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e),
+        Err(e) => fail(format!("{e:#}")),
     }
 }
 
@@ -196,11 +196,11 @@ fn serve(path: PathBuf) -> ExitCode {
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail(&e.into()),
+        Err(e) => return fail(e),
     };
     match runtime.block_on(storepulse_collector::serve(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => fail(e),
     }
 }
 
@@ -231,12 +231,13 @@ fn run_pki(command: PkiCommand) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_BAD_CONFIG)
         }
-        Err(e) => fail(&e.into()),
+        Err(e) => fail(e),
     }
 }
 
-fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+/// Prints the error (typed errors name their cause in their message) and exits with 1.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
     ExitCode::FAILURE
 }
 

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use storepulse_collector_core::notify::{
     AttemptOutcome, Disposition, MaintenanceWindow, Mute, Notifier, Outbox, OutboxStats, Silence,
 };
@@ -113,6 +112,17 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StoreError::Corrupt(format!("store task: {e}")))?
 }
 
+/// Why the notifier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    /// The HTTP client for the receivers could not be built.
+    #[error("http client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    /// The notifier's state could not be read from the store.
+    #[error("loading the alert state: {0}")]
+    Load(#[from] StoreError),
+}
+
 impl Alerts {
     /// Loads silences, windows, tracked incidents and the outbox from `store`, and starts the
     /// notifier task (it stops when `shutdown` turns true).
@@ -120,7 +130,7 @@ impl Alerts {
         cfg: &AlertSettings,
         store: Store,
         mut shutdown: watch::Receiver<bool>,
-    ) -> anyhow::Result<(Self, JoinHandle<()>)> {
+    ) -> Result<(Self, JoinHandle<()>), AlertsError> {
         let receivers = cfg
             .receivers
             .iter()
@@ -132,8 +142,7 @@ impl Alerts {
         let client = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
             .connect_timeout(cfg.request_timeout.min(Duration::from_secs(5)))
-            .build()
-            .context("HTTP client")?;
+            .build()?;
 
         let s = store.clone();
         let (state, pending) = blocking(move || {
@@ -142,8 +151,7 @@ impl Alerts {
                 s.alerts_scan(AlertSpace::Outbox, b"")?,
             ))
         })
-        .await
-        .context("loading the alert state")?;
+        .await?;
         let now = now_unix_ms();
         let mut view = View::default();
         let mut gave_up_total = 0;

@@ -244,11 +244,7 @@ impl LiveFleet {
         let (stop_tx, stop_rx) = watch::channel(false);
         let agent = Arc::clone(&a.agent);
         let tls = a.tls.clone();
-        let task = tokio::spawn(async move {
-            if let Err(error) = storepulse_agent::link::run(agent, tls, stop_rx).await {
-                tracing::warn!(%error, "Live agent link ended");
-            }
-        });
+        let task = tokio::spawn(storepulse_agent::link::run(agent, tls, stop_rx));
         a.link = Some((stop_tx, task));
     }
 
