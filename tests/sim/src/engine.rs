@@ -25,9 +25,10 @@ use storepulse_shared::{
 
 use crate::calls::{self, CallReason, MerchantCall, StoreCalls, TermCalls};
 use crate::codes::{Effect, pick, scheme_index};
-use crate::fleet::{LabelKey, Profile};
+use crate::fleet::{LabelKey, unit_hash};
 use crate::scenario::{Fault, FaultKind, Scenario, Scope};
-use crate::time::{HOUR_MS, local_hour, next_hour_boundary};
+use crate::time::{HOUR_MS, next_hour_boundary};
+use crate::traffic::Traffic;
 
 /// Consumer of the simulated event stream.
 ///
@@ -158,7 +159,7 @@ struct Engine<'a, S: Sink> {
     heap: BinaryHeap<Reverse<u64>>,
     terms: Vec<Term>,
     stores: Vec<StoreCalls>,
-    curves: [[f64; 24]; 2],
+    traffic: Traffic,
     stats: RunStats,
     end_ms: i64,
 }
@@ -172,16 +173,6 @@ const TIME_SHIFT: u32 = 28;
 const STREAM_SHIFT: u32 = 24;
 const TERM_MASK: u64 = (1 << STREAM_SHIFT) - 1;
 
-/// Hour-of-day weights (local time), relative; normalised at start.
-const RETAIL_CURVE: [f64; 24] = [
-    0.3, 0.15, 0.1, 0.1, 0.1, 0.2, 0.6, 1.5, 3.0, 4.5, 5.5, 6.5, 7.0, 6.5, 6.0, 6.0, 6.5, 7.5, 8.5,
-    8.5, 7.5, 5.5, 3.0, 1.2,
-];
-const RESTAURANT_CURVE: [f64; 24] = [
-    0.5, 0.3, 0.1, 0.1, 0.1, 0.1, 0.5, 2.5, 3.5, 2.0, 2.5, 8.0, 12.0, 10.0, 4.0, 2.0, 2.5, 6.0,
-    11.0, 11.0, 7.0, 4.0, 2.5, 1.2,
-];
-
 /// Base rates per payment attempt.
 const BASE_NETWORK_ERROR: f64 = 0.002;
 const BASE_DECLINE_CARD: f64 = 0.035;
@@ -193,17 +184,6 @@ pub fn run<S: Sink>(scenario: &Scenario, sink: &mut S) -> RunStats {
     let mut e = Engine::new(scenario, sink);
     e.run();
     e.stats
-}
-
-/// A uniform draw in `[0, 1)` from a hash of its inputs (stable per fault and store/terminal).
-fn unit_hash(seed: u64, a: u64, b: u64) -> f64 {
-    let mut z =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    // The top 53 bits as a fraction: exact in f64.
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl<'a, S: Sink> Engine<'a, S> {
@@ -258,10 +238,6 @@ impl<'a, S: Sink> Engine<'a, S> {
                 }
             }
         }
-        let norm = |c: &[f64; 24]| {
-            let s: f64 = c.iter().sum();
-            c.map(|w| w / s)
-        };
         let mut e = Engine {
             sc,
             sink,
@@ -269,13 +245,19 @@ impl<'a, S: Sink> Engine<'a, S> {
             heap: BinaryHeap::with_capacity(fleet.terminals.len() * 6),
             terms,
             stores: vec![StoreCalls::default(); fleet.stores.len()],
-            curves: [norm(&RETAIL_CURVE), norm(&RESTAURANT_CURVE)],
+            traffic: Traffic::new(
+                &sc.traffic,
+                sc.seed,
+                sc.start_ms,
+                end_ms,
+                sc.utc_offset_secs,
+            ),
             stats: RunStats::default(),
             end_ms,
         };
-        let hb_ms = i64::from(sc.heartbeat_interval_secs) * 1000;
         let nq_ms = i64::from(sc.net_quality_interval_secs) * 1000;
         for ti in 0..e.terms.len() {
+            let hb_ms = i64::from(fleet.terminals[ti].heartbeat_interval_secs) * 1000;
             let t = &mut e.terms[ti];
             t.down.sort_unstable();
             let mut merged: Vec<(i64, i64)> = Vec::with_capacity(t.down.len());
@@ -498,7 +480,7 @@ impl<'a, S: Sink> Engine<'a, S> {
 
     fn on_heartbeat(&mut self, t: i64, ti: usize) {
         self.push(
-            t + i64::from(self.sc.heartbeat_interval_secs) * 1000,
+            t + i64::from(self.sc.fleet.terminals[ti].heartbeat_interval_secs) * 1000,
             Stream::Heartbeat,
             ti,
         );
@@ -594,8 +576,7 @@ impl<'a, S: Sink> Engine<'a, S> {
     fn base_rate(&self, ti: usize, t: i64) -> f64 {
         let info = &self.sc.fleet.terminals[ti];
         let profile = self.sc.fleet.merchants[info.merchant].profile;
-        let curve = &self.curves[usize::from(profile == Profile::Restaurant)];
-        info.daily_txns * curve[local_hour(t, self.sc.utc_offset_secs) as usize] / HOUR_MS as f64
+        info.daily_txns * self.traffic.weight(profile, t) / HOUR_MS as f64
     }
 
     /// How faults change the number of payment attempts.
@@ -776,7 +757,7 @@ impl<'a, S: Sink> Engine<'a, S> {
         }
         let store = info.store;
         let reason: Option<CallReason> = calls::observe(
-            &sc.calls,
+            sc.call_rules_of(info.merchant),
             sc.utc_offset_secs,
             &mut self.stores[store],
             &mut self.terms[ti].calls,

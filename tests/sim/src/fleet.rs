@@ -9,8 +9,16 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use storepulse_shared::{Identity, Label, LinkType, Scheme, TerminalId};
 
-/// Carriers (mobile network operators, also the ISPs of wired stores), with their share.
+/// Carriers (mobile network operators, also the ISPs of wired stores), with their share when a
+/// fleet has the default three.
 pub const CARRIERS: [(&str, f64); 3] = [("CMCC", 0.55), ("CUCC", 0.25), ("CTCC", 0.20)];
+/// Every carrier a fleet may have (`fleet.carriers` takes the first n), with relative weights.
+pub const ALL_CARRIERS: [(&str, f64); 4] = [
+    ("CMCC", 0.55),
+    ("CUCC", 0.25),
+    ("CTCC", 0.20),
+    ("CBN", 0.10),
+];
 /// Firmware versions with their share of the fleet.
 pub const FIRMWARE: [(&str, f64); 3] = [("2.3.0", 0.20), ("2.3.1", 0.50), ("2.4.0", 0.30)];
 /// POS app versions with their share.
@@ -47,6 +55,14 @@ pub struct FleetSpec {
     pub qr_share: f64,
     /// Multiplies every terminal's daily payment volume.
     pub volume_scale: f64,
+    /// Carriers `CMCC`, `CUCC`, `CTCC`, `CBN`: the first this many (1-4).
+    pub carriers: u32,
+    /// Regions a chain has stores in: 1, 2 (a home region with 70 % of its stores and a second
+    /// one drawn at random, which may be the same) or more (spread evenly).
+    pub chain_regions: u32,
+    /// Heartbeat intervals, seconds, with the share of terminals beating at each (shares sum
+    /// to 1). One entry: the whole fleet beats at that interval.
+    pub heartbeat_mix: Vec<(u32, f64)>,
 }
 
 /// A label key a scope may name.
@@ -138,6 +154,8 @@ pub struct Terminal {
     pub battery: bool,
     /// Installed memory, bytes.
     pub mem_total_bytes: u64,
+    /// Its heartbeat interval, seconds (from [`FleetSpec::heartbeat_mix`]).
+    pub heartbeat_interval_secs: u32,
 }
 
 /// The generated fleet.
@@ -175,6 +193,9 @@ impl FleetSpec {
             qr_channels: 2,
             qr_share: 0.65,
             volume_scale: 1.0,
+            carriers: 3,
+            chain_regions: 2,
+            heartbeat_mix: vec![(60, 1.0)],
         }
     }
 }
@@ -258,6 +279,7 @@ impl Fleet {
         let qr_channels: Vec<Label> = (0..spec.qr_channels)
             .map(|i| label(format!("QR-{}", letter(i))))
             .collect();
+        let carriers = carrier_table(spec.carriers);
         let mut fleet = Fleet {
             regions,
             cities,
@@ -296,12 +318,29 @@ impl Fleet {
             // A chain lives mostly in one home region, with some stores in a second one.
             let home = rng.random_range(0..fleet.regions.len());
             let second = rng.random_range(0..fleet.regions.len());
+            // More than two regions: the chain's regions, home first (draws only then, so the
+            // default keeps the sequence of draws older scenario files were written against).
+            let spread: Vec<usize> = if chain && spec.chain_regions > 2 {
+                let n = (spec.chain_regions as usize).min(fleet.regions.len());
+                let mut rs = vec![home];
+                while rs.len() < n {
+                    let r = rng.random_range(0..fleet.regions.len());
+                    if !rs.contains(&r) {
+                        rs.push(r);
+                    }
+                }
+                rs
+            } else {
+                Vec::new()
+            };
             let merchant_qr = (spec.qr_share + rng.random_range(-0.15..0.15)).clamp(0.0, 1.0);
             for s in 1..=n_stores {
                 if fleet.terminals.len() >= target {
                     break;
                 }
-                let region = if !chain || rng.random::<f64>() < 0.7 {
+                let region = if !spread.is_empty() {
+                    spread[rng.random_range(0..spread.len())]
+                } else if !chain || spec.chain_regions == 1 || rng.random::<f64>() < 0.7 {
                     home
                 } else {
                     second
@@ -310,7 +349,7 @@ impl Fleet {
                     + rng.random_range(0..spec.cities_per_region as usize);
                 let store_id = label(format!("M{m:04}-S{s:03}"));
                 let s_idx = fleet.stores.len();
-                let isp = pick(&mut rng, &CARRIERS);
+                let isp = pick(&mut rng, &carriers);
                 let (lo, hi) = if chain {
                     spec.chain_store_terminals
                 } else {
@@ -339,7 +378,7 @@ impl Fleet {
                         COUNTER_MODELS[rng.random_range(0..COUNTER_MODELS.len())]
                     };
                     let carrier = if link == LinkType::Cellular {
-                        pick(&mut rng, &CARRIERS)
+                        pick(&mut rng, &carriers)
                     } else {
                         isp
                     };
@@ -373,7 +412,11 @@ impl Fleet {
                         firmware: label(pick(&mut rng, &FIRMWARE).to_string()),
                         app_version: label(pick(&mut rng, &APP_VERSIONS).to_string()),
                     };
-                    store.terminals.push(fleet.terminals.len());
+                    let ti = fleet.terminals.len();
+                    // From a hash, not the generator's draws: a mix leaves every other draw
+                    // of the fleet as it was.
+                    let hb = heartbeat_of(&spec.heartbeat_mix, unit_hash(seed, HB_SALT, ti as u64));
+                    store.terminals.push(ti);
                     fleet.terminals.push(Terminal {
                         identity,
                         store: s_idx,
@@ -384,6 +427,7 @@ impl Fleet {
                         base_rtt_ms: base_rtt,
                         battery: handheld,
                         mem_total_bytes: if handheld { 2 << 30 } else { 1 << 30 },
+                        heartbeat_interval_secs: hb,
                     });
                 }
                 fleet.merchants[m_idx].stores.push(s_idx);
@@ -448,6 +492,47 @@ impl Fleet {
     }
 }
 
+/// Salt of the heartbeat-interval hash.
+const HB_SALT: u64 = 0x4842_4D49_5800_0001;
+
+/// The carriers of a fleet with `n` of them, weights normalised (the default three keep the
+/// exact [`CARRIERS`] table).
+fn carrier_table(n: u32) -> Vec<(&'static str, f64)> {
+    let n = (n as usize).clamp(1, ALL_CARRIERS.len());
+    if n == CARRIERS.len() {
+        return CARRIERS.to_vec();
+    }
+    let total: f64 = ALL_CARRIERS[..n].iter().map(|(_, w)| w).sum();
+    ALL_CARRIERS[..n]
+        .iter()
+        .map(|&(c, w)| (c, w / total))
+        .collect()
+}
+
+/// The interval of the mix bucket `u` (uniform in `[0, 1)`) falls in.
+fn heartbeat_of(mix: &[(u32, f64)], u: f64) -> u32 {
+    let mut x = u;
+    for &(secs, share) in mix {
+        if x < share {
+            return secs;
+        }
+        x -= share;
+    }
+    mix.last().map_or(60, |&(secs, _)| secs)
+}
+
+/// A uniform draw in `[0, 1)` from a hash of its inputs: stable per seed and key, and
+/// independent of any generator's sequence of draws.
+pub(crate) fn unit_hash(seed: u64, a: u64, b: u64) -> f64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // The top 53 bits as a fraction: exact in f64.
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
 fn letter(i: u32) -> char {
     // i < 26 is enforced when the scenario is parsed; past that the letters wrap.
     char::from(b'A' + (i % 26) as u8)
@@ -490,8 +575,14 @@ fn pick<'a>(rng: &mut SmallRng, table: &[(&'a str, f64)]) -> &'a str {
 
 /// A standard normal sample (Box-Muller).
 pub(crate) fn normal(rng: &mut SmallRng) -> f64 {
-    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u1: f64 = rng.random::<f64>();
     let u2: f64 = rng.random();
+    normal_from(u1, u2)
+}
+
+/// A standard normal sample from two uniforms in `[0, 1)` (Box-Muller).
+pub(crate) fn normal_from(u1: f64, u2: f64) -> f64 {
+    let u1 = u1.max(1e-12);
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 

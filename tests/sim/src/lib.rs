@@ -37,12 +37,14 @@
 //! | terminal | `M0001-S001-T1` ... (every store has `-T1`) |
 //! | acquirer | `ACQ-A`, `ACQ-B`, ... (A, C, ... answer with CUP codes; B, D, ... with ISO 8583) |
 //! | qr_channel | `QR-A`, `QR-B`, ... (QR payments: WeChat Pay 55 %, Alipay 40 %, UnionPay QR 5 %) |
-//! | carrier | `CMCC`, `CUCC`, `CTCC` (SIM carrier for cellular terminals, the store's ISP otherwise) |
+//! | carrier | `CMCC`, `CUCC`, `CTCC`, `CBN` (the first `fleet.carriers`; SIM carrier for cellular terminals, the store's ISP otherwise) |
 //! | model | `A920`, `N910` (handheld, cellular or Wi-Fi), `P2`, `V2-Pro` (countertop) |
 //! | firmware | `2.3.0` (20 %), `2.3.1` (50 %), `2.4.0` (30 %) |
 //!
 //! Generation stops at exactly `fleet.terminals` terminals, so a chain or shop past that count
-//! does not exist; naming it in a scope is a load error with the line.
+//! does not exist; naming it in a scope is a load error with the line. Shapes from all
+//! single-terminal shops (`chains = 0`, `shop_terminals = [1, 1]`) to one chain with most of the
+//! fleet (`chains = 1`, `chain_stores = [n, n]`) are a matter of these numbers.
 //!
 //! # Scenario files (`tests/scenarios/*.toml`)
 //!
@@ -66,9 +68,20 @@
 //! acquirers = 3
 //! qr_channels = 2
 //! qr_share = 0.65
-//! volume_scale = 1.0
-//! heartbeat_interval_secs = 60
+//! volume_scale = 1.0                  # multiplies every terminal's payments (0, 100]
+//! carriers = 3                        # 1-4: CMCC, CUCC, CTCC, CBN
+//! chain_regions = 2                   # regions a chain spreads over: 1; 2 = a home region
+//!                                     # with 70 % of its stores and a second; n > 2 = evenly
+//! heartbeat_interval_secs = 60        # every terminal's; or, instead, a mix over terminals:
+//! # heartbeat_mix = [{ secs = 30, share = 0.6 }, { secs = 180, share = 0.4 }]  # shares sum to 1
 //! net_quality_interval_secs = 300
+//!
+//! [traffic]                           # optional: without it every day is a weekday
+//! weekend = false                     # Saturdays and Sundays take the weekend shape
+//! holidays = []                       # local dates ("2026-10-01") with the holiday shape
+//! weekend_volume = 1.2                # a weekend day's volume against a weekday's
+//! holiday_volume = 1.5
+//! daily_variation = 0.0               # sigma of a log-normal factor per local day, fleet-wide
 //!
 //! [calls]                             # optional; defaults shown
 //! k = 3                               # failures ...
@@ -76,6 +89,10 @@
 //! t_minutes = 20                      # or failing this long without a success
 //! business_hours = [8, 22]            # local hours, [open, close)
 //! cooldown_minutes = 120
+//!
+//! [[calls.profile]]                   # optional, repeatable: merchants of other patience
+//! share = 0.2                         # of merchants (drawn per merchant; shares sum <= 1)
+//! k = 1                               # any rule above; those left out are [calls]'s
 //!
 //! [delivery]                          # optional; defaults shown
 //! backlog_records_per_sec = 50
@@ -117,9 +134,14 @@
 //! | `qr_notification_delay` | qr_channel | QR payments left without a final state (ORDERNOTEXIST, USERPAYING, ACQ.TRADE_NOT_EXIST, 25) |
 //! | `decline_surge` | anything (empty: fleet) | more payments, i of them declined for insufficient funds; not an incident |
 //!
-//! Without faults: hour-of-day traffic (retail and restaurant curves), card/QR mix, cardholder
-//! declines 3.5 % (card) / 2 % (QR), risk declines 0.2 %, transient network errors 0.2 %.
-//! Merchants call by the rules in [`calls`].
+//! Without faults: hour-of-day traffic (retail and restaurant curves, other curves on weekends
+//! and holidays: [`traffic`]), card/QR mix, cardholder declines 3.5 % (card) / 2 % (QR), risk
+//! declines 0.2 %, transient network errors 0.2 %. Each terminal beats at its own interval
+//! from its first minute. Merchants call by the rules in [`calls`], each by its profile's.
+//!
+//! Sections and fields added after the first scenario files are all optional, and their
+//! defaults draw nothing from the random sequence: older files replay exactly as before.
+
 
 pub mod calls;
 mod codes;
@@ -128,12 +150,14 @@ pub mod fleet;
 pub mod log;
 pub mod scenario;
 pub mod time;
+pub mod traffic;
 
 pub use calls::{CallReason, MerchantCall};
 pub use engine::{Announcement, RunStats, Sink, run};
 pub use fleet::{Fleet, FleetSpec, LabelKey};
 pub use log::{CountingSink, EventLog, Fnv64};
 pub use scenario::{
-    CallRules, DeliverySpec, Fault, FaultKind, Incident, IncidentKind, Scenario, ScenarioError,
-    Scope,
+    CallProfile, CallRules, DeliverySpec, Fault, FaultKind, Incident, IncidentKind, Scenario,
+    ScenarioError, Scope,
 };
+pub use traffic::{DayKind, TrafficSpec};

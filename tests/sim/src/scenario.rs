@@ -1,20 +1,20 @@
 //! Scenario files: strict TOML in, a typed [`Scenario`] (with its generated [`Fleet`]) out.
 //!
 //! Every mistake becomes a [`ScenarioError`] naming the file, the line and the problem. The
-//! format is documented in the crate docs and by the files under `tests/scenarios/`.
+//! format is documented in the crate docs and by the files under `tests/scenarios/`; the parser
+//! itself is in `scenario/parse.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::ops::Range;
 use std::path::Path;
 
-use serde::Deserialize;
 use storepulse_shared::Scheme;
-use storepulse_shared::taxonomy::lookup;
-use toml::Spanned;
 
 use crate::fleet::{Fleet, FleetSpec, LabelKey};
-use crate::time::{format_rfc3339, parse_duration, parse_rfc3339, parse_time};
+use crate::time::format_rfc3339;
+use crate::traffic::TrafficSpec;
+
+mod parse;
 
 /// A scenario file could not be loaded. Displays as `file:line: problem`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -144,6 +144,15 @@ pub struct CallRules {
     pub cooldown_minutes: u32,
 }
 
+/// Merchants with other call rules than the scenario's `[calls]` (a `[[calls.profile]]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallProfile {
+    /// Share (0-1] of merchants with these rules.
+    pub share: f64,
+    /// Their rules.
+    pub rules: CallRules,
+}
+
 /// How records travel when links break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliverySpec {
@@ -172,14 +181,19 @@ pub struct Scenario {
     pub utc_offset_secs: i32,
     /// Length, ms.
     pub duration_ms: i64,
-    /// Heartbeat interval, seconds.
-    pub heartbeat_interval_secs: u32,
-    /// Network-quality sample interval, seconds.
+    /// Network-quality sample interval, seconds. (Heartbeat intervals are per terminal:
+    /// [`crate::fleet::Terminal::heartbeat_interval_secs`].)
     pub net_quality_interval_secs: u32,
     /// The fleet parameters.
     pub fleet_spec: FleetSpec,
-    /// Merchant call rules.
+    /// Day shapes and volumes.
+    pub traffic: TrafficSpec,
+    /// Merchant call rules (of every merchant not in a profile).
     pub calls: CallRules,
+    /// Merchants with other rules.
+    pub call_profiles: Vec<CallProfile>,
+    /// Per merchant: 0 for [`Self::calls`], `i + 1` for `call_profiles[i]`.
+    merchant_calls: Vec<u8>,
     /// Delivery parameters.
     pub delivery: DeliverySpec,
     /// Injected faults.
@@ -188,101 +202,6 @@ pub struct Scenario {
     pub incidents: Vec<Incident>,
     /// The generated fleet.
     pub fleet: Fleet,
-}
-
-// ---- raw TOML shapes ----
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    scenario: RawScenario,
-    #[serde(default)]
-    fleet: RawFleet,
-    #[serde(default)]
-    calls: RawCalls,
-    #[serde(default)]
-    delivery: RawDelivery,
-    #[serde(default)]
-    fault: Vec<RawFault>,
-    #[serde(default)]
-    incident: Vec<RawIncident>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScenario {
-    name: String,
-    #[serde(default)]
-    description: String,
-    seed: u64,
-    start: Spanned<String>,
-    duration: Spanned<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawFleet {
-    terminals: Option<Spanned<u32>>,
-    regions: Option<Spanned<u32>>,
-    cities_per_region: Option<Spanned<u32>>,
-    chains: Option<Spanned<u32>>,
-    chain_stores: Option<Spanned<[u32; 2]>>,
-    chain_store_terminals: Option<Spanned<[u32; 2]>>,
-    shop_terminals: Option<Spanned<[u32; 2]>>,
-    low_volume_share: Option<Spanned<f64>>,
-    acquirers: Option<Spanned<u32>>,
-    qr_channels: Option<Spanned<u32>>,
-    qr_share: Option<Spanned<f64>>,
-    volume_scale: Option<Spanned<f64>>,
-    heartbeat_interval_secs: Option<Spanned<u32>>,
-    net_quality_interval_secs: Option<Spanned<u32>>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCalls {
-    k: Option<Spanned<u32>>,
-    w_minutes: Option<Spanned<u32>>,
-    t_minutes: Option<Spanned<u32>>,
-    business_hours: Option<Spanned<[u32; 2]>>,
-    cooldown_minutes: Option<u32>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDelivery {
-    backlog_records_per_sec: Option<Spanned<u32>>,
-    spool_max_records: Option<u32>,
-    reconnect_max_secs: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFault {
-    kind: Spanned<String>,
-    start: Spanned<String>,
-    end: Spanned<String>,
-    #[serde(default)]
-    scope: Option<Spanned<BTreeMap<String, String>>>,
-    intensity: Option<Spanned<f64>>,
-    codes: Option<Spanned<Vec<String>>>,
-    announced_at: Option<Spanned<String>>,
-    silent: Option<Spanned<bool>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIncident {
-    kind: Spanned<String>,
-    scope: Spanned<BTreeMap<String, String>>,
-    start: Spanned<String>,
-    end: Spanned<String>,
-}
-
-/// Maps byte offsets to lines and builds errors.
-struct Ctx<'a> {
-    file: &'a str,
-    text: &'a str,
 }
 
 impl FaultKind {
@@ -346,7 +265,7 @@ impl FaultKind {
     }
 
     /// Label keys a scope of this fault must name at least one of.
-    fn required_keys(self) -> &'static [LabelKey] {
+    pub fn required_keys(self) -> &'static [LabelKey] {
         use LabelKey::*;
         match self {
             Self::TerminalFault | Self::TerminalConfig => &[Terminal],
@@ -440,66 +359,6 @@ impl fmt::Display for IncidentKind {
     }
 }
 
-impl Ctx<'_> {
-    fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    fn err(&self, span: Range<usize>, problem: impl Into<String>) -> ScenarioError {
-        ScenarioError {
-            file: self.file.to_string(),
-            line: self.line_of(span.start),
-            problem: problem.into(),
-        }
-    }
-
-    fn time(&self, s: &Spanned<String>, origin_ms: i64, what: &str) -> Result<i64, ScenarioError> {
-        parse_time(s.get_ref(), origin_ms)
-            .map_err(|e| self.err(s.span(), format!("bad {what} time: {e}")))
-    }
-
-    fn scope(
-        &self,
-        raw: &Spanned<BTreeMap<String, String>>,
-        fleet: &Fleet,
-    ) -> Result<Scope, ScenarioError> {
-        let mut scope = Scope::default();
-        for (k, v) in raw.get_ref() {
-            let key = LabelKey::parse(k).ok_or_else(|| {
-                let keys: Vec<&str> = LabelKey::ALL.iter().map(|k| k.as_str()).collect();
-                self.err(
-                    raw.span(),
-                    format!(
-                        "unknown scope label {k:?}; expected one of {}",
-                        keys.join(", ")
-                    ),
-                )
-            })?;
-            if !fleet.has_value(key, v) {
-                return Err(self.err(
-                    raw.span(),
-                    format!(
-                        "scope {k} = {v:?} is not in the generated fleet (its {k} values: {})",
-                        fleet.value_hint(key)
-                    ),
-                ));
-            }
-            scope.0.insert(key, v.clone());
-        }
-        Ok(scope)
-    }
-}
-
-fn opt<T: Copy>(v: &Option<Spanned<T>>, default: T) -> (T, Range<usize>) {
-    v.as_ref()
-        .map_or((default, 0..0), |s| (*s.get_ref(), s.span()))
-}
-
 impl Scenario {
     /// Reads and parses a scenario file (the only IO in this crate, for convenience).
     pub fn from_file(path: &Path) -> Result<Scenario, ScenarioError> {
@@ -514,92 +373,7 @@ impl Scenario {
 
     /// Parses scenario text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let ctx = Ctx { file, text };
-        let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            ctx.err(span, e.message().trim().to_string())
-        })?;
-
-        let start = parse_rfc3339(raw.scenario.start.get_ref())
-            .map_err(|e| ctx.err(raw.scenario.start.span(), format!("bad start time: {e}")))?;
-        let duration_ms = parse_duration(raw.scenario.duration.get_ref())
-            .map_err(|e| ctx.err(raw.scenario.duration.span(), format!("bad duration: {e}")))?;
-        if duration_ms <= 0 || duration_ms > 7 * crate::time::DAY_MS {
-            return Err(ctx.err(
-                raw.scenario.duration.span(),
-                "duration must be between 1s and 7d",
-            ));
-        }
-        let end_ms = start.unix_ms + duration_ms;
-
-        let (fleet_spec, hb, nq) = Self::fleet_spec(&ctx, &raw.fleet)?;
-        let calls = Self::call_rules(&ctx, &raw.calls)?;
-        let (rate, rate_span) = opt(&raw.delivery.backlog_records_per_sec, 50);
-        if rate == 0 {
-            return Err(ctx.err(rate_span, "backlog_records_per_sec must be at least 1"));
-        }
-        let delivery = DeliverySpec {
-            backlog_records_per_sec: rate,
-            spool_max_records: raw.delivery.spool_max_records.unwrap_or(5000),
-            reconnect_max_secs: raw.delivery.reconnect_max_secs.unwrap_or(60),
-        };
-        let fleet = Fleet::generate(&fleet_spec, raw.scenario.seed);
-
-        let mut faults = Vec::new();
-        for f in &raw.fault {
-            faults.push(Self::fault(&ctx, f, &fleet, start.unix_ms, end_ms)?);
-        }
-        let mut incidents = Vec::new();
-        for i in &raw.incident {
-            let kind = IncidentKind::parse(i.kind.get_ref()).ok_or_else(|| {
-                let kinds: Vec<&str> = IncidentKind::ALL.iter().map(|k| k.as_str()).collect();
-                ctx.err(
-                    i.kind.span(),
-                    format!(
-                        "unknown incident kind {:?}; expected one of {}",
-                        i.kind.get_ref(),
-                        kinds.join(", ")
-                    ),
-                )
-            })?;
-            let scope = ctx.scope(&i.scope, &fleet)?;
-            let s = ctx.time(&i.start, start.unix_ms, "start")?;
-            let e = ctx.time(&i.end, start.unix_ms, "end")?;
-            if e <= s {
-                return Err(ctx.err(i.end.span(), "incident end is not after its start"));
-            }
-            let terminals = fleet.select(scope.pairs());
-            if terminals.is_empty() {
-                return Err(ctx.err(
-                    i.scope.span(),
-                    format!("incident scope {scope} matches no terminal"),
-                ));
-            }
-            incidents.push(Incident {
-                kind,
-                scope,
-                start_ms: s,
-                end_ms: e,
-                terminals,
-            });
-        }
-        Ok(Scenario {
-            file: file.to_string(),
-            name: raw.scenario.name,
-            description: raw.scenario.description,
-            seed: raw.scenario.seed,
-            start_ms: start.unix_ms,
-            utc_offset_secs: start.offset_secs,
-            duration_ms,
-            heartbeat_interval_secs: hb,
-            net_quality_interval_secs: nq,
-            fleet_spec,
-            calls,
-            delivery,
-            faults,
-            incidents,
-            fleet,
-        })
+        parse::parse(file, text)
     }
 
     /// End of the simulated window, Unix ms.
@@ -612,236 +386,15 @@ impl Scenario {
         format_rfc3339(unix_ms, self.utc_offset_secs)
     }
 
-    fn fleet_spec(ctx: &Ctx<'_>, f: &RawFleet) -> Result<(FleetSpec, u32, u32), ScenarioError> {
-        let d = FleetSpec::with_terminals(1000);
-        let positive = |v: &Option<Spanned<u32>>, default: u32, name: &str, max: u32| {
-            let (x, span) = opt(v, default);
-            if x == 0 || x > max {
-                Err(ctx.err(span, format!("{name} must be between 1 and {max}, not {x}")))
-            } else {
-                Ok(x)
-            }
-        };
-        let range = |v: &Option<Spanned<[u32; 2]>>, default: (u32, u32), name: &str| {
-            let ([lo, hi], span) = opt(v, [default.0, default.1]);
-            if lo == 0 || hi < lo {
-                Err(ctx.err(
-                    span,
-                    format!("{name} must be [min, max] with 1 <= min <= max"),
-                ))
-            } else {
-                Ok((lo, hi))
-            }
-        };
-        let share = |v: &Option<Spanned<f64>>, default: f64, name: &str| {
-            let (x, span) = opt(v, default);
-            if !(0.0..=1.0).contains(&x) {
-                Err(ctx.err(span, format!("{name} must be between 0 and 1, not {x}")))
-            } else {
-                Ok(x)
-            }
-        };
-        let (scale, scale_span) = opt(&f.volume_scale, 1.0);
-        if !(scale > 0.0 && scale <= 100.0) {
-            return Err(ctx.err(
-                scale_span,
-                format!("volume_scale must be in (0, 100], not {scale}"),
-            ));
+    /// The call rules of merchant `merchant` (an index into the fleet's merchants).
+    pub fn call_rules_of(&self, merchant: usize) -> &CallRules {
+        match self.merchant_calls.get(merchant).copied().unwrap_or(0) {
+            0 => &self.calls,
+            p => self
+                .call_profiles
+                .get(usize::from(p) - 1)
+                .map_or(&self.calls, |c| &c.rules),
         }
-        let spec = FleetSpec {
-            terminals: positive(&f.terminals, d.terminals, "terminals", 200_000)?,
-            regions: positive(&f.regions, d.regions, "regions", 99)?,
-            cities_per_region: positive(
-                &f.cities_per_region,
-                d.cities_per_region,
-                "cities_per_region",
-                99,
-            )?,
-            chains: opt(&f.chains, d.chains).0,
-            chain_stores: range(&f.chain_stores, d.chain_stores, "chain_stores")?,
-            chain_store_terminals: range(
-                &f.chain_store_terminals,
-                d.chain_store_terminals,
-                "chain_store_terminals",
-            )?,
-            shop_terminals: range(&f.shop_terminals, d.shop_terminals, "shop_terminals")?,
-            low_volume_share: share(&f.low_volume_share, d.low_volume_share, "low_volume_share")?,
-            acquirers: positive(&f.acquirers, d.acquirers, "acquirers", 26)?,
-            qr_channels: positive(&f.qr_channels, d.qr_channels, "qr_channels", 26)?,
-            qr_share: share(&f.qr_share, d.qr_share, "qr_share")?,
-            volume_scale: scale,
-        };
-        let hb = positive(
-            &f.heartbeat_interval_secs,
-            60,
-            "heartbeat_interval_secs",
-            3600,
-        )?;
-        let nq = positive(
-            &f.net_quality_interval_secs,
-            300,
-            "net_quality_interval_secs",
-            3600,
-        )?;
-        Ok((spec, hb, nq))
-    }
-
-    fn call_rules(ctx: &Ctx<'_>, c: &RawCalls) -> Result<CallRules, ScenarioError> {
-        let (k, k_span) = opt(&c.k, 3);
-        if k == 0 {
-            return Err(ctx.err(k_span, "k must be at least 1"));
-        }
-        let (w, w_span) = opt(&c.w_minutes, 10);
-        let (t, t_span) = opt(&c.t_minutes, 20);
-        if w == 0 {
-            return Err(ctx.err(w_span, "w_minutes must be at least 1"));
-        }
-        if t == 0 {
-            return Err(ctx.err(t_span, "t_minutes must be at least 1"));
-        }
-        let ([open, close], bh_span) = opt(&c.business_hours, [8, 22]);
-        if open >= close || close > 24 {
-            return Err(ctx.err(
-                bh_span,
-                "business_hours must be [open, close] with open < close <= 24",
-            ));
-        }
-        Ok(CallRules {
-            k,
-            w_minutes: w,
-            t_minutes: t,
-            business_hours: (open, close),
-            cooldown_minutes: c.cooldown_minutes.unwrap_or(120),
-        })
-    }
-
-    fn fault(
-        ctx: &Ctx<'_>,
-        f: &RawFault,
-        fleet: &Fleet,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Fault, ScenarioError> {
-        let kind = FaultKind::parse(f.kind.get_ref()).ok_or_else(|| {
-            let kinds: Vec<&str> = FaultKind::ALL.iter().map(|k| k.as_str()).collect();
-            ctx.err(
-                f.kind.span(),
-                format!(
-                    "unknown fault kind {:?}; expected one of {}",
-                    f.kind.get_ref(),
-                    kinds.join(", ")
-                ),
-            )
-        })?;
-        let s = ctx.time(&f.start, start_ms, "start")?;
-        let e = ctx.time(&f.end, start_ms, "end")?;
-        if e <= s {
-            return Err(ctx.err(
-                f.end.span(),
-                format!(
-                    "fault end {:?} is not after its start {:?}",
-                    f.end.get_ref(),
-                    f.start.get_ref()
-                ),
-            ));
-        }
-        if s >= end_ms || e <= start_ms {
-            return Err(ctx.err(
-                f.start.span(),
-                "fault lies entirely outside the scenario window",
-            ));
-        }
-        let (scope, scope_span) = match &f.scope {
-            Some(raw) => (ctx.scope(raw, fleet)?, raw.span()),
-            None => (Scope::default(), f.kind.span()),
-        };
-        let required = kind.required_keys();
-        if !required.is_empty() && !required.iter().any(|k| scope.0.contains_key(k)) {
-            let names: Vec<&str> = required.iter().map(|k| k.as_str()).collect();
-            return Err(ctx.err(
-                scope_span,
-                format!("a {kind} fault needs a scope naming {}", names.join(" or ")),
-            ));
-        }
-        let (intensity, i_span) = opt(&f.intensity, 1.0);
-        if !(0.0..=1.0).contains(&intensity) {
-            return Err(ctx.err(
-                i_span,
-                format!("intensity must be between 0 and 1, not {intensity}"),
-            ));
-        }
-        let mut codes = Vec::new();
-        if let Some(raw) = &f.codes {
-            for c in raw.get_ref() {
-                let (scheme, code) = c
-                    .split_once(':')
-                    .and_then(|(s, code)| Scheme::parse(s).map(|s| (s, code)))
-                    .ok_or_else(|| {
-                        ctx.err(raw.span(), format!("code {c:?} must be scheme:code, e.g. iso8583:03 or wechatpay:MCHID_NOT_EXIST"))
-                    })?;
-                if lookup(scheme, code).is_none() {
-                    return Err(ctx.err(
-                        raw.span(),
-                        format!("code {c:?} is not in the error-code table"),
-                    ));
-                }
-                codes.push((scheme, code.to_string()));
-            }
-        }
-        let announced_at_ms = match &f.announced_at {
-            Some(a) => {
-                let t = ctx.time(a, start_ms, "announced_at")?;
-                if t > s {
-                    return Err(ctx.err(a.span(), "announced_at is after the maintenance starts"));
-                }
-                Some(t)
-            }
-            None => None,
-        };
-        if kind == FaultKind::AcquirerMaintenance && announced_at_ms.is_none() {
-            return Err(ctx.err(
-                f.kind.span(),
-                "acquirer_maintenance needs announced_at (the announcement)",
-            ));
-        }
-        if kind != FaultKind::AcquirerMaintenance
-            && let Some(a) = &f.announced_at
-        {
-            return Err(ctx.err(
-                a.span(),
-                "announced_at only applies to acquirer_maintenance",
-            ));
-        }
-        let silent = match &f.silent {
-            Some(v) if kind != FaultKind::TerminalFault => {
-                return Err(ctx.err(v.span(), "silent only applies to terminal_fault"));
-            }
-            Some(v) => *v.get_ref(),
-            None => false,
-        };
-        let mut terminals = fleet.select(scope.pairs());
-        if kind == FaultKind::CarrierOutage {
-            terminals.retain(|&i| {
-                fleet.terminals[i].identity.link == storepulse_shared::LinkType::Cellular
-            });
-        }
-        if terminals.is_empty() {
-            return Err(ctx.err(
-                scope_span,
-                format!("fault scope {scope} matches no terminal"),
-            ));
-        }
-        Ok(Fault {
-            kind,
-            start_ms: s,
-            end_ms: e,
-            scope,
-            intensity,
-            codes,
-            announced_at_ms,
-            silent,
-            terminals,
-        })
     }
 }
 
@@ -880,7 +433,12 @@ end = "+12h"
         assert_eq!(s.faults[0].kind, FaultKind::MerchantConfig);
         assert_eq!(s.faults[0].start_ms - s.start_ms, 10 * crate::time::HOUR_MS);
         assert_eq!(s.incidents[0].kind, IncidentKind::MerchantConfig);
-        assert_eq!(s.heartbeat_interval_secs, 60);
+        assert!(
+            s.fleet
+                .terminals
+                .iter()
+                .all(|t| t.heartbeat_interval_secs == 60)
+        );
     }
 
     fn err(text: &str) -> ScenarioError {

@@ -83,6 +83,32 @@ pub fn parse_rfc3339(s: &str) -> Result<Instant, String> {
     })
 }
 
+/// Parses a local date `YYYY-MM-DD` into days since 1970-01-01.
+pub fn parse_date(s: &str) -> Result<i64, String> {
+    let bad = || format!("{s:?} is not a date (e.g. 2026-10-01)");
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        s.get(r)
+            .filter(|d| d.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|d| d.parse::<i64>().ok())
+            .ok_or_else(bad)
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return Err(format!("{s:?} is not a valid date"));
+    }
+    Ok(days_from_civil(year, month, day))
+}
+
+/// Formats days since 1970-01-01 as `YYYY-MM-DD`.
+pub fn format_date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// Parses a duration such as `24h`, `90m`, `1h30m`, `2d`, `45s`, `1500ms`.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
     let bad = || format!("{s:?} is not a duration (e.g. 24h, 90m, 1h30m, 45s)");
@@ -193,6 +219,10 @@ mod tests {
         assert!(parse_rfc3339("2026-03-02T00:00:00").is_err());
         assert!(parse_rfc3339("2026-02-30T00:00:00+08:00").is_err());
         assert!(parse_rfc3339("2026-03-02T25:00:00+08:00").is_err());
+        assert_eq!(parse_date("2026-03-02"), Ok(20_514));
+        assert_eq!(format_date(20_514), "2026-03-02");
+        assert!(parse_date("2026-02-29").is_err());
+        assert!(parse_date("2026-3-2").is_err());
     }
 
     #[test]

@@ -135,3 +135,71 @@ fn incident_mistakes() {
     );
     assert_names(&m, 24, &["incident end is not after its start"]);
 }
+
+#[test]
+fn fleet_shape_mistakes() {
+    let m = mistake("chains = 4", "chains = 4\ncarriers = 5");
+    assert_names(&m, 11, &["carriers must be between 1 and 4"]);
+    let m = mistake("chains = 4", "chains = 4\nregions = 3\nchain_regions = 4");
+    assert_names(
+        &m,
+        12,
+        &["chain_regions (4) is more than the fleet's regions (3)"],
+    );
+}
+
+#[test]
+fn heartbeat_mix_mistakes() {
+    let m = mistake(
+        "chains = 4",
+        "chains = 4\nheartbeat_mix = [{ secs = 30, share = 0.5 }, { secs = 180, share = 0.4 }]",
+    );
+    assert_names(&m, 11, &["add up to 0.9", "not 1"]);
+    let m = mistake(
+        "chains = 4",
+        "chains = 4\nheartbeat_interval_secs = 30\nheartbeat_mix = [{ secs = 30, share = 1.0 }]",
+    );
+    assert_names(&m, 11, &["not both"]);
+    let m = mistake(
+        "chains = 4",
+        "chains = 4\nheartbeat_mix = [{ secs = 0, share = 1.0 }]",
+    );
+    assert_names(&m, 11, &["between 1 and 3600"]);
+    let m = mistake(
+        "chains = 4",
+        "chains = 4\nheartbeat_mix = [{ secs = 30, portion = 1.0 }]",
+    );
+    assert_names(&m, 11, &["portion"]);
+}
+
+#[test]
+fn traffic_mistakes() {
+    let m = mistake(
+        "[fleet]",
+        "[traffic]\nweekend = true\nholidays = [\"2026-10-01\", \"2026-02-30\"]\n\n[fleet]",
+    );
+    assert_names(&m, 10, &["bad holiday", "2026-02-30"]);
+    let m = mistake("[fleet]", "[traffic]\nweekend_volume = 0\n\n[fleet]");
+    assert_names(&m, 9, &["weekend_volume must be in (0, 10]"]);
+    let m = mistake("[fleet]", "[traffic]\nweekends = true\n\n[fleet]");
+    assert_names(&m, 9, &["weekends"]);
+}
+
+#[test]
+fn call_profile_mistakes() {
+    let m = mistake(
+        "[fleet]",
+        "[calls]\nk = 3\n\n[[calls.profile]]\nshare = 0.7\nk = 1\n\n[[calls.profile]]\nshare = 0.4\nk = 9\n\n[fleet]",
+    );
+    assert_names(&m, 16, &["shares add up to", "more than 1"]);
+    let m = mistake(
+        "[fleet]",
+        "[[calls.profile]]\nshare = 0.2\nt_minutes = 0\n\n[fleet]",
+    );
+    assert_names(&m, 10, &["t_minutes must be at least 1"]);
+    let m = mistake(
+        "[fleet]",
+        "[[calls.profile]]\nshare = 0.2\npatience = 3\n\n[fleet]",
+    );
+    assert_names(&m, 10, &["patience"]);
+}
