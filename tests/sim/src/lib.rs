@@ -141,14 +141,22 @@
 //!
 //! Sections and fields added after the first scenario files are all optional, and their
 //! defaults draw nothing from the random sequence: older files replay exactly as before.
-
+//!
+//! # Generated scenarios
+//!
+//! [`generate::generate`] writes a whole scenario in this format from a seed (see the module
+//! for what it draws); `storepulse-lab generate` saves them and `storepulse-lab eval
+//! --generate N --seed S` evaluates them. [`FleetClass`] classes a fleet (shape, size, cadence)
+//! for eval's tables.
 
 pub mod calls;
 mod codes;
 pub mod engine;
 pub mod fleet;
+pub mod generate;
 pub mod log;
 pub mod scenario;
+pub mod shape;
 pub mod time;
 pub mod traffic;
 
@@ -160,4 +168,5 @@ pub use scenario::{
     CallProfile, CallRules, DeliverySpec, Fault, FaultKind, Incident, IncidentKind, Scenario,
     ScenarioError, Scope,
 };
+pub use shape::FleetClass;
 pub use traffic::{DayKind, TrafficSpec};
