@@ -181,8 +181,12 @@ pub struct Scenario {
     pub utc_offset_secs: i32,
     /// Length, ms.
     pub duration_ms: i64,
-    /// Network-quality sample interval, seconds. (Heartbeat intervals are per terminal:
-    /// [`crate::fleet::Terminal::heartbeat_interval_secs`].)
+    /// The heartbeat interval the fleet is told, seconds (what the collector's `[agents]
+    /// heartbeat_interval_secs` would say): `heartbeat_interval_secs`, or the largest share of
+    /// a `heartbeat_mix` (the shortest on a tie). Each terminal beats at its own:
+    /// [`crate::fleet::Terminal::heartbeat_interval_secs`].
+    pub heartbeat_interval_secs: u32,
+    /// Network-quality sample interval, seconds.
     pub net_quality_interval_secs: u32,
     /// The fleet parameters.
     pub fleet_spec: FleetSpec,

@@ -61,6 +61,10 @@ fn terminals_beat_at_their_own_interval() {
         "start = \"2026-03-02T09:00:00+08:00\"\nduration = \"2h\"\n[fleet]\nterminals = 300\n\
          heartbeat_mix = [{ secs = 10, share = 0.3 }, { secs = 60, share = 0.4 }, { secs = 300, share = 0.3 }]\n",
     );
+    assert_eq!(
+        sc.heartbeat_interval_secs, 60,
+        "the largest share is what the fleet is told"
+    );
     let t = tally(&sc);
     let mut per_interval: BTreeMap<u32, usize> = BTreeMap::new();
     for term in &sc.fleet.terminals {

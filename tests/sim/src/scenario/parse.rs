@@ -300,6 +300,7 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
         start_ms: start.unix_ms,
         utc_offset_secs: start.offset_secs,
         duration_ms,
+        heartbeat_interval_secs: told_interval(&fleet_spec.heartbeat_mix),
         net_quality_interval_secs: nq,
         fleet_spec,
         traffic,
@@ -512,6 +513,16 @@ fn assign_profiles(profiles: &[CallProfile], seed: u64, merchants: usize) -> Vec
             0
         })
         .collect()
+}
+
+/// The mix's largest share (the shortest interval on a tie).
+fn told_interval(mix: &[(u32, f64)]) -> u32 {
+    mix.iter()
+        .fold(None::<(u32, f64)>, |best, &(secs, share)| match best {
+            Some((b, s)) if s > share || (s == share && b < secs) => Some((b, s)),
+            _ => Some((secs, share)),
+        })
+        .map_or(60, |(secs, _)| secs)
 }
 
 fn heartbeat_mix(ctx: &Ctx<'_>, f: &RawFleet) -> Result<Vec<(u32, f64)>, ScenarioError> {
