@@ -1,5 +1,5 @@
-//! A tiny HTTP/1.1 client for `report-txn`: one POST to the local intake over a plain TCP
-//! connection. The intake is on loopback and answers small JSON bodies, so this needs no HTTP
+//! A tiny HTTP/1.1 client for `report-txn` and `diagnose`: one POST or GET to the local
+//! intake over a plain TCP connection. The intake is on loopback and answers small JSON bodies, so this needs no HTTP
 //! library.
 
 use std::net::SocketAddr;
@@ -42,17 +42,29 @@ pub struct Response {
 
 /// POSTs a JSON body to `path` at `addr`.
 pub async fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> Result<Response, ClientError> {
-    tokio::time::timeout(TIMEOUT, post_inner(addr, path, body))
+    tokio::time::timeout(TIMEOUT, request(addr, "POST", path, body))
         .await
         .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))?
 }
 
-async fn post_inner(addr: SocketAddr, path: &str, body: &[u8]) -> Result<Response, ClientError> {
+/// GETs `path` at `addr`.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, ClientError> {
+    tokio::time::timeout(TIMEOUT, request(addr, "GET", path, b""))
+        .await
+        .map_err(|_| ClientError::Io(std::io::ErrorKind::TimedOut.into()))?
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Response, ClientError> {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|cause| ClientError::Connect { addr, cause })?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

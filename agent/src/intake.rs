@@ -1,4 +1,5 @@
-//! The loopback HTTP intake for the POS application: `POST /v1/txn` and `GET /v1/status`.
+//! The loopback HTTP intake for the POS application: `POST /v1/txn` and `GET /v1/status`
+//! (connection, spool, and the till's diagnosis as `verdict`, see [`crate::diagnose`]).
 //!
 //! A request is all or nothing: every item is validated first, and only if all are valid are
 //! they appended in one spool transaction; the 200 goes out after the commit. Anything that
@@ -10,11 +11,11 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use storepulse_agent_core::NewRecord;
 use storepulse_shared::{Label, PayMethod, RecordBody, Scheme, TxnOutcome};
@@ -100,8 +101,43 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn get_status(State(agent): State<Arc<Agent>>) -> Json<Status> {
-    Json(agent.status())
+/// `GET /v1/status` body: the status fields, the link's message set and clock offset, and the
+/// diagnosis.
+#[derive(Debug, Serialize)]
+struct StatusBody {
+    #[serde(flatten)]
+    status: Status,
+    /// Message set of the current (or last) connection to the collector (0: none yet).
+    protocol_version: u16,
+    /// Agent clock minus collector clock at the last `Welcome`, ms.
+    clock_offset_ms: Option<i64>,
+    /// The till's diagnosis.
+    verdict: crate::diagnose::VerdictJson,
+}
+
+/// `GET /v1/status` query.
+#[derive(Debug, Deserialize)]
+struct StatusQuery {
+    /// Probe the payment hosts and ask the collector now, not from the last minute's results.
+    #[serde(default)]
+    fresh: bool,
+}
+
+async fn get_status(
+    State(agent): State<Arc<Agent>>,
+    Query(q): Query<StatusQuery>,
+) -> Json<StatusBody> {
+    let verdict = crate::diagnose::diagnose(&agent, q.fresh).await;
+    let (protocol_version, clock_offset_ms) = {
+        let l = agent.link();
+        (l.protocol_version, l.clock_offset_ms)
+    };
+    Json(StatusBody {
+        status: agent.status(),
+        protocol_version,
+        clock_offset_ms,
+        verdict,
+    })
 }
 
 async fn post_txn(

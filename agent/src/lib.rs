@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod diagnose;
 pub mod intake;
 pub mod link;
 pub mod probes;

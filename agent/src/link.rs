@@ -17,8 +17,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use storepulse_agent_core::Spool;
 use storepulse_agent_core::uplink::AckError;
 use storepulse_shared::{
-    ALPN, Batch, FrameDecoder, FrameError, Goodbye, GoodbyeReason, Hello, MAX_FRAME_BYTES_DEFAULT,
-    Message, PROTOCOL_VERSION, Welcome, close_code, encode_frame,
+    ALPN, Batch, FrameDecoder, FrameError, Goodbye, GoodbyeReason, Hello, IncidentQuery,
+    MAX_FRAME_BYTES_DEFAULT, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, Welcome, close_code,
+    encode_frame,
 };
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout};
@@ -148,6 +149,7 @@ enum Event {
     Stop,
     Received(Option<usize>),
     Appended,
+    Query,
     Timer,
 }
 
@@ -226,6 +228,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Keeps a connection to the collector until `stop` turns true. Errors end one connection,
 /// never the link: each is recorded as `last_error` and followed by a reconnect.
 pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::Receiver<bool>) {
+    // The message set to offer; one lower after a collector refused it (PROTOCOL.md section 7).
+    let mut version = PROTOCOL_VERSION;
     loop {
         if *stop.borrow() {
             return;
@@ -246,11 +250,27 @@ pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::R
             continue;
         }
         agent.inner().uplink.handle_connecting(now());
-        let outcome = session(&agent, &tls, &mut stop).await;
+        let outcome = session(&agent, &tls, version, &mut stop).await;
         agent.link().connection = None;
         agent.link().rtt.reset();
+        agent.drop_queries();
         let (retry_after, error) = match outcome {
             Ok(End::Shutdown) => return,
+            Ok(End::Goodbye(g))
+                if g.reason == GoodbyeReason::UnsupportedVersion
+                    && version > MIN_PROTOCOL_VERSION =>
+            {
+                version -= 1;
+                tracing::warn!(version, detail = %g.detail, "Collector too old for our message set; trying the previous one");
+                (
+                    None,
+                    format!(
+                        "collector refused message set {}: {}",
+                        version + 1,
+                        g.detail
+                    ),
+                )
+            }
             Ok(End::Goodbye(g)) => {
                 let floor = (g.retry_after_secs > 0)
                     .then(|| Duration::from_secs(g.retry_after_secs.into()));
@@ -270,6 +290,7 @@ pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::R
 async fn session(
     agent: &Arc<Agent>,
     tls: &quinn::ClientConfig,
+    version: u16,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, LinkError> {
     let c = &agent.config().collector;
@@ -294,7 +315,7 @@ async fn session(
         .map_err(|_| LinkError::HandshakeTimeout(addr))?
         .map_err(|cause| LinkError::Connection { addr, cause })?;
     let span = tracing::info_span!("connection", %addr, id = conn.stable_id());
-    connected(agent, &endpoint, conn, stop)
+    connected(agent, &endpoint, conn, version, stop)
         .instrument(span)
         .await
 }
@@ -305,11 +326,12 @@ async fn connected(
     agent: &Arc<Agent>,
     endpoint: &quinn::Endpoint,
     conn: quinn::Connection,
+    version: u16,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, LinkError> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(LinkError::OpenStream)?;
     let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: version,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         spool_epoch: agent.inner().spool.meta().epoch,
         identity: agent.config().identity.clone(),
@@ -345,6 +367,10 @@ async fn connected(
         let mut link = agent.link();
         link.connection = Some(conn.clone());
         link.last_error = None;
+        // The Welcome left the collector about half a round trip ago.
+        let rtt_half = i64::try_from(conn.rtt().as_millis() / 2).unwrap_or(0);
+        link.clock_offset_ms = Some(unix_ms() - (welcome.collector_time_unix_ms + rtt_half));
+        link.protocol_version = welcome.protocol_version.min(version);
     }
     tracing::info!(
         max_batch_records = welcome.max_batch_records,
@@ -430,16 +456,27 @@ async fn drive(
                     cause,
                 })?;
         }
+        for query_id in agent.take_queries() {
+            send.write_all(&encode_frame(&Message::IncidentQuery(IncidentQuery {
+                query_id,
+            })))
+            .await
+            .map_err(|cause| LinkError::Write {
+                what: "IncidentQuery",
+                cause,
+            })?;
+        }
         let timer = agent.inner().uplink.poll_timeout();
         let event = tokio::select! {
             () = stopped(stop) => Event::Stop,
             r = recv.read(&mut buf) => Event::Received(r?),
             () = agent.appended() => Event::Appended,
+            () = agent.query_wanted() => Event::Query,
             () = async { if let Some(t) = timer { sleep_until(t.into()).await } else { std::future::pending().await } } => Event::Timer,
         };
         match event {
             Event::Stop => return Ok(End::Shutdown),
-            Event::Appended | Event::Timer => {}
+            Event::Appended | Event::Query | Event::Timer => {}
             Event::Received(None) => return Err(LinkError::Closed),
             Event::Received(Some(n)) => {
                 decoder.push(&buf[..n]);
@@ -465,6 +502,7 @@ async fn drive(
                             })?;
                         }
                         Message::Goodbye(g) => return Ok(End::Goodbye(g)),
+                        Message::IncidentList(list) => agent.handle_incident_list(list),
                         other => {
                             conn.close(
                                 VarInt::from_u32(close_code::PROTOCOL_ERROR),

@@ -1,5 +1,6 @@
-//! `storepulse-agent`: runs the agent, checks a config, or reports one transaction outcome to
-//! a running agent. Thin: parsing, tracing setup and exit codes; the work is in the library.
+//! `storepulse-agent`: runs the agent, checks a config, reports one transaction outcome to a
+//! running agent, or diagnoses the terminal. Thin: parsing, tracing setup and exit codes; the
+//! work is in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +29,18 @@ enum Command {
         /// Agent config file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Diagnose this terminal: network and payment hosts, clock, collector link and
+    /// certificate, spool, the last hour's payment codes, and the collector's open incidents
+    /// covering it; prints a verdict in Chinese and English (exit 0: all clear, 1: something
+    /// to look at).
+    Diagnose {
+        /// Agent config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the verdict as JSON (as `GET /v1/status` has it).
+        #[arg(long)]
+        json: bool,
     },
     /// Report one transaction outcome to the running agent's intake.
     ReportTxn {
@@ -93,6 +106,13 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Some(Command::Diagnose { config, json }) => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(diagnose(c, json)))
+        }
         Some(Command::ReportTxn {
             config,
             scheme,
@@ -183,6 +203,58 @@ async fn report(config: Config, item: serde_json::Value) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Asks the running agent for its verdict (fresh probes, a fresh answer from the collector);
+/// if the agent is not running, checks what can be checked without it.
+async fn diagnose(config: Config, json: bool) -> ExitCode {
+    use storepulse_agent::diagnose::{self, VerdictJson};
+    let v = match storepulse_agent::client::get(config.intake.listen, "/v1/status?fresh=true").await
+    {
+        Ok(r) if r.status == 200 => {
+            match serde_json::from_slice::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|v| serde_json::from_value::<VerdictJson>(v["verdict"].clone()).ok())
+            {
+                Some(v) => v,
+                None => {
+                    eprintln!("error: the agent's /v1/status has no verdict (an older agent?)");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Ok(r) => {
+            eprintln!("error: the agent answered HTTP {}", r.status);
+            return ExitCode::FAILURE;
+        }
+        Err(storepulse_agent::client::ClientError::Connect { .. }) => {
+            let f = diagnose::standalone_facts(&config).await;
+            VerdictJson::new(&storepulse_agent_core::verdict::judge(&f), f.now_unix_ms)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&v) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!(
+            "{}",
+            diagnose::render(config.identity.terminal_id.as_str(), &v)
+        );
+    }
+    if v.level == "ok" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -172,16 +172,30 @@ async fn sample_net(agent: &Agent) -> RecordBody {
             None => (None, None, None),
         }
     };
-    let mut endpoints = Vec::new();
-    for e in &agent.config().probes.endpoints {
-        endpoints.push(probe_endpoint(e).await);
-    }
+    let endpoints = probe_endpoints(&agent.config().probes.endpoints).await;
+    agent.set_last_probe(endpoints.clone());
     RecordBody::NetQuality(NetQuality {
         rtt_ms,
         jitter_ms,
         loss_percent,
         endpoints,
     })
+}
+
+/// Probes every endpoint, all at once.
+pub async fn probe_endpoints(endpoints: &[Endpoint]) -> Vec<EndpointProbe> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, e) in endpoints.iter().cloned().enumerate() {
+        set.spawn(async move { (i, probe_endpoint(&e).await) });
+    }
+    let mut out: Vec<(usize, EndpointProbe)> = Vec::with_capacity(endpoints.len());
+    while let Some(r) = set.join_next().await {
+        if let Ok(p) = r {
+            out.push(p);
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, p)| p).collect()
 }
 
 fn ms_since(t: Instant) -> f32 {

@@ -1,13 +1,17 @@
 //! Shared agent state: the spool and the outbox core behind one lock, link status for
 //! `/v1/status`, and the notification that wakes the link when records are appended.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use storepulse_agent_core::netstats::{LossTracker, RttTracker};
+use storepulse_agent_core::recent::RecentOutcomes;
+use storepulse_agent_core::verdict::{Incidents, Unknown};
 use storepulse_agent_core::{Appended, BackoffConfig, NewRecord, Spool, Uplink, UplinkConfig};
-use tokio::sync::{Notify, watch};
+use storepulse_shared::{EndpointProbe, INCIDENTS_PROTOCOL_VERSION, IncidentList, RecordBody};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::config::Config;
 use crate::spool::{RedbSpool, SpoolError};
@@ -38,6 +42,20 @@ pub struct LinkStatus {
     pub rtt: RttTracker,
     /// Packet loss bookkeeping.
     pub loss: LossTracker,
+    /// Agent clock minus collector clock, measured at the last `Welcome`, ms.
+    pub clock_offset_ms: Option<i64>,
+    /// The message set of the current (or last) connection.
+    pub protocol_version: u16,
+}
+
+/// Incident queries waiting to be sent or answered, and the last answer.
+#[derive(Debug, Default)]
+pub struct Queries {
+    next_id: u64,
+    /// Ids the link has yet to send.
+    pub to_send: Vec<u64>,
+    waiting: HashMap<u64, oneshot::Sender<IncidentList>>,
+    cache: Option<(Instant, IncidentList)>,
 }
 
 /// Probe intervals currently in force (config, overridden by the collector's `Welcome`).
@@ -57,6 +75,10 @@ pub struct Agent {
     appended: Notify,
     link: Mutex<LinkStatus>,
     intervals: watch::Sender<Intervals>,
+    recent: Mutex<RecentOutcomes>,
+    queries: Mutex<Queries>,
+    query_wanted: Notify,
+    last_probe: Mutex<Option<Vec<EndpointProbe>>>,
 }
 
 /// `GET /v1/status` body.
@@ -91,6 +113,10 @@ pub struct Dropped {
     pub net_quality: u64,
     /// Transaction outcomes.
     pub txn_outcomes: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Agent wall clock, Unix milliseconds.
@@ -142,6 +168,10 @@ impl Agent {
             appended: Notify::new(),
             link: Mutex::new(LinkStatus::default()),
             intervals,
+            recent: Mutex::new(RecentOutcomes::default()),
+            queries: Mutex::new(Queries::default()),
+            query_wanted: Notify::new(),
+            last_probe: Mutex::new(None),
         }))
     }
 
@@ -192,6 +222,13 @@ impl Agent {
     /// Appends records in one durable transaction and wakes the link. Blocking (fsync): call
     /// from `spawn_blocking` or use [`Self::append`].
     pub fn append_blocking(&self, records: Vec<NewRecord>) -> Result<Appended, SpoolError> {
+        let outcomes: Vec<(i64, storepulse_shared::Scheme, String)> = records
+            .iter()
+            .filter_map(|r| match &r.body {
+                RecordBody::TxnOutcome(t) => Some((r.time_unix_ms, t.scheme, t.code.clone())),
+                _ => None,
+            })
+            .collect();
         let appended = {
             let mut inner = self.inner();
             let in_flight = inner.uplink.in_flight_seqs();
@@ -199,8 +236,95 @@ impl Agent {
             inner.uplink.handle_appended(&a);
             a
         };
+        if !outcomes.is_empty() {
+            let now = unix_ms();
+            let mut recent = lock(&self.recent);
+            for (t, scheme, code) in &outcomes {
+                recent.handle_outcome(now, *t, *scheme, code);
+            }
+        }
         self.wake();
         Ok(appended)
+    }
+
+    /// The last hour's payment outcomes.
+    pub fn recent_outcomes(&self) -> storepulse_agent_core::recent::Outcomes {
+        lock(&self.recent).summary(unix_ms())
+    }
+
+    /// Remembers the latest payment-host probes.
+    pub fn set_last_probe(&self, probes: Vec<EndpointProbe>) {
+        *lock(&self.last_probe) = Some(probes);
+    }
+
+    /// The latest payment-host probes, if any ran.
+    pub fn last_probe(&self) -> Option<Vec<EndpointProbe>> {
+        lock(&self.last_probe).clone()
+    }
+
+    /// Resolves when an incident query waits to be sent.
+    pub async fn query_wanted(&self) {
+        self.query_wanted.notified().await;
+    }
+
+    /// Takes the ids of the incident queries to send now.
+    pub fn take_queries(&self) -> Vec<u64> {
+        std::mem::take(&mut lock(&self.queries).to_send)
+    }
+
+    /// The collector answered an incident query.
+    pub fn handle_incident_list(&self, list: IncidentList) {
+        let mut q = lock(&self.queries);
+        if let Some(tx) = q.waiting.remove(&list.query_id) {
+            let _ = tx.send(list.clone());
+        }
+        q.cache = Some((now(), list));
+    }
+
+    /// The connection ended: queries in flight will get no answer.
+    pub fn drop_queries(&self) {
+        let mut q = lock(&self.queries);
+        q.waiting.clear();
+        q.to_send.clear();
+    }
+
+    /// The collector's open incidents covering this terminal: a cached answer younger than
+    /// `max_age`, else asks over the link and waits up to `wait`.
+    pub async fn incidents(&self, max_age: Duration, wait: Duration) -> Incidents {
+        let (id, rx) = {
+            let mut q = lock(&self.queries);
+            if let Some((at, list)) = &q.cache
+                && now().duration_since(*at) <= max_age
+            {
+                return Incidents::Known(list.incidents.clone());
+            }
+            let (connected, version) = {
+                let l = self.link();
+                (l.connection.is_some(), l.protocol_version)
+            };
+            if !connected {
+                return Incidents::Unknown(Unknown::NotConnected);
+            }
+            if version < INCIDENTS_PROTOCOL_VERSION {
+                return Incidents::Unknown(Unknown::CollectorTooOld);
+            }
+            q.next_id += 1;
+            let id = q.next_id;
+            let (tx, rx) = oneshot::channel();
+            q.waiting.insert(id, tx);
+            q.to_send.push(id);
+            (id, rx)
+        };
+        self.query_wanted.notify_one();
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(list)) => Incidents::Known(list.incidents),
+            _ => {
+                let mut q = lock(&self.queries);
+                q.waiting.remove(&id);
+                q.to_send.retain(|&i| i != id);
+                Incidents::Unknown(Unknown::NoAnswer)
+            }
+        }
     }
 
     /// Async wrapper of [`Self::append_blocking`].

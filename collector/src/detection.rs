@@ -194,30 +194,78 @@ pub(crate) fn known_identities(fleet: &Fleet) -> Vec<Identity> {
         .collect()
 }
 
-/// The value of a scope label for a terminal.
-fn label_of(id: &Identity, dim: Dim) -> &str {
-    match dim {
-        Dim::Terminal => id.terminal_id.as_str(),
-        Dim::Store => id.store_id.as_str(),
-        Dim::Merchant => id.merchant_id.as_str(),
-        Dim::City => id.city.as_str(),
-        Dim::Region => id.region.as_str(),
-        Dim::Acquirer => id.acquirer.as_str(),
-        Dim::QrChannel => id.qr_channel.as_str(),
-        Dim::Carrier => id.carrier.as_str(),
-        Dim::Model => id.model.as_str(),
-        Dim::Firmware => id.firmware.as_str(),
-        Dim::Link => match id.link {
-            storepulse_shared::LinkType::Wired => "wired",
-            storepulse_shared::LinkType::Wifi => "wifi",
-            storepulse_shared::LinkType::Cellular => "cellular",
-            storepulse_shared::LinkType::Unknown => "unknown",
-        },
+fn in_scope(id: &Identity, scope: &[(Dim, String)]) -> bool {
+    storepulse_collector_core::coverage::covers(scope, id)
+}
+
+/// Answers agents' `IncidentQuery` (message set 2) from the incident book, with the end of the
+/// announced maintenance window an incident lies in as its expected end.
+#[derive(Debug, Clone)]
+pub(crate) struct Coverage {
+    book: Arc<RwLock<IncidentBook>>,
+    alerts: Alerts,
+}
+
+impl Coverage {
+    pub(crate) fn new(book: Arc<RwLock<IncidentBook>>, alerts: Alerts) -> Self {
+        Self { book, alerts }
+    }
+
+    /// The open incidents covering terminal `id`, for query `query_id`, at `now`.
+    pub(crate) fn answer(
+        &self,
+        query_id: u64,
+        now: i64,
+        id: &Identity,
+    ) -> storepulse_shared::IncidentList {
+        use storepulse_collector_core::coverage::{Candidate, answer};
+        let windows = self.alerts.windows();
+        let book = self.book.read().unwrap_or_else(PoisonError::into_inner);
+        let open: Vec<(&Incident, &'static str, Option<i64>)> = book
+            .active()
+            .map(|r| {
+                let i = &r.incident;
+                (i, severity(i).as_str(), expected_end(i, &windows, now))
+            })
+            .collect();
+        answer(
+            query_id,
+            now,
+            id,
+            open.iter().map(|&(incident, severity, end)| Candidate {
+                incident,
+                severity,
+                // Every incident is paged today; the suspected tier comes with issue 16.
+                tier: "paged",
+                expected_end_unix_ms: end,
+            }),
+        )
     }
 }
 
-fn in_scope(id: &Identity, scope: &[(Dim, String)]) -> bool {
-    scope.iter().all(|(d, v)| label_of(id, *d) == v)
+/// The end of the announced maintenance window (open at `now`) whose scope lies inside the
+/// incident's, for maintenance incidents.
+fn expected_end(
+    i: &Incident,
+    windows: &[storepulse_collector_core::notify::MaintenanceWindow],
+    now: i64,
+) -> Option<i64> {
+    if i.kind != IncidentKind::AcquirerMaintenance {
+        return None;
+    }
+    windows
+        .iter()
+        .filter(|w| w.starts_at_ms <= now && now < w.ends_at_ms)
+        .filter(|w| {
+            !w.scope.is_empty()
+                && w.scope.iter().all(|(k, v)| {
+                    i.scope
+                        .iter()
+                        .any(|(d, sv)| Some(*d) == Dim::parse(k) && sv == v)
+                })
+        })
+        .map(|w| w.ends_at_ms)
+        .max()
 }
 
 /// How urgent an incident is, from its kind and size.

@@ -211,7 +211,9 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
     ));
     // The endpoint task owns the only writer sender: the writer stops once every connection is
     // done, after the last batch was committed.
-    let shared = Arc::new(server::Shared::new(&config, writer_tx, metrics.clone()));
+    let mut shared = server::Shared::new(&config, writer_tx, metrics.clone());
+    shared.coverage = Some(detection::Coverage::new(incidents.clone(), alerts.clone()));
+    let shared = Arc::new(shared);
     tokio::spawn(sample_store_size(
         config.store.path.clone(),
         metrics.clone(),
@@ -338,15 +340,20 @@ impl Collector {
     /// stops the HTTP API, lets the writer commit what it has, then flushes the store.
     pub async fn shutdown(self) -> Result<(), CollectorError> {
         info!("Shutting down");
+        let t = std::time::Instant::now();
         let _ = self.shutdown.send(true);
         join("QUIC endpoint", self.endpoint_task).await?;
+        let connections_ms = t.elapsed().as_millis() as u64;
         join("CRL", self.crl_task).await?;
         join("HTTP", self.http_task)
             .await?
             .map_err(CollectorError::Http)?;
+        let http_ms = t.elapsed().as_millis() as u64;
         join("writer", self.writer_task).await?;
+        let writer_ms = t.elapsed().as_millis() as u64;
         join("alerts", self.alerts_task).await?;
         join("detection", self.detect_task).await?;
+        let detection_ms = t.elapsed().as_millis() as u64;
         let store = self.store;
         join(
             "store flush",
@@ -354,7 +361,14 @@ impl Collector {
         )
         .await?
         .map_err(CollectorError::Flush)?;
-        info!("Stopped");
+        info!(
+            connections_ms,
+            http_ms,
+            writer_ms,
+            detection_ms,
+            total_ms = t.elapsed().as_millis() as u64,
+            "Stopped"
+        );
         Ok(())
     }
 }

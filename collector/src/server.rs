@@ -42,6 +42,9 @@ use crate::{now_unix_ms, tls};
 
 /// Largest read from a stream at once, bytes.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Incident queries closer together than this get the previous answer again (an agent asking
+/// in a loop costs one lookup a second).
+const QUERY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a `Goodbye` may take to reach the peer before the connection is closed anyway.
 const GOODBYE_LINGER: Duration = Duration::from_secs(1);
 /// How long, on shutdown, a connection waits for its batches in flight to be acked.
@@ -72,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) rate_limit: RateLimitConfig,
     /// Collector metrics.
     pub(crate) metrics: Arc<Metrics>,
+    /// Answers `IncidentQuery`; without it the answer is always empty.
+    pub(crate) coverage: Option<crate::detection::Coverage>,
     /// The welcomed connection of each terminal, so a newer one supersedes an older one.
     live: Mutex<HashMap<TerminalId, (u64, Connection)>>,
     next_conn_id: AtomicU64,
@@ -104,6 +109,7 @@ impl Shared {
             admission: config.quic.admission.clone(),
             rate_limit: config.ingest.rate_limit,
             metrics,
+            coverage: None,
             live: Mutex::new(HashMap::new()),
             next_conn_id: AtomicU64::new(1),
         }
@@ -494,6 +500,10 @@ async fn drive(
     let mut bytes_since_batch = 0u64;
     // While set, the stream is not read (rate limit): flow control pushes back on the agent.
     let mut paused_until: Option<Instant> = None;
+    // The agent's labels (from its Hello), for incident queries; and the last answer, reused
+    // for queries less than QUERY_INTERVAL apart.
+    let mut identity: Option<Box<storepulse_shared::Identity>> = None;
+    let mut last_answer: Option<(Instant, Vec<storepulse_shared::CoveringIncident>)> = None;
     loop {
         // Act on every complete frame before reading more.
         loop {
@@ -513,6 +523,8 @@ async fn drive(
                     return End::Refuse(r, 0);
                 }
                 Ok(Step::Welcome(hello)) => {
+                    let version = hello.protocol_version;
+                    identity = Some(Box::new(hello.identity.clone()));
                     let (done, rx) = oneshot::channel();
                     let job = Job::Hello {
                         terminal: session.terminal().clone(),
@@ -524,6 +536,9 @@ async fn drive(
                         return End::Refuse(internal_refusal(), 0);
                     }
                     let welcome = Welcome {
+                        // The message set both sides speak from now on (the session checked
+                        // the collector knows it).
+                        protocol_version: version,
                         collector_time_unix_ms: now_unix_ms(),
                         ..shared.welcome.clone()
                     };
@@ -536,6 +551,41 @@ async fn drive(
                     }
                     *registered = Some(shared.register(session.terminal(), conn));
                     debug!("Welcomed");
+                }
+                Ok(Step::Incidents { query_id }) => {
+                    let now = Instant::now();
+                    let incidents = match &last_answer {
+                        Some((at, list)) if now.duration_since(*at) < QUERY_INTERVAL => {
+                            list.clone()
+                        }
+                        _ => {
+                            let list = match (&shared.coverage, &identity) {
+                                (Some(c), Some(id)) => {
+                                    c.answer(query_id, now_unix_ms(), id).incidents
+                                }
+                                _ => Vec::new(),
+                            };
+                            last_answer = Some((now, list.clone()));
+                            list
+                        }
+                    };
+                    let answer = storepulse_shared::IncidentList {
+                        query_id,
+                        collector_time_unix_ms: now_unix_ms(),
+                        incidents,
+                    };
+                    debug!(
+                        query_id,
+                        incidents = answer.incidents.len(),
+                        "Incident query answered"
+                    );
+                    if send
+                        .write_all(&encode_frame(&Message::IncidentList(answer)))
+                        .await
+                        .is_err()
+                    {
+                        return End::Gone;
+                    }
                 }
                 Ok(Step::Store {
                     spool_epoch,

@@ -1,9 +1,11 @@
-//! An agent's certificate reads nothing from the collector.
+//! An agent's certificate reads nothing from the collector but what concerns the agent itself.
 //!
 //! Over QUIC the collector only ever answers an agent's own conversation: `Welcome` to its
-//! `Hello`, an `Ack` per batch it sent (naming that batch and its highest seq) and a `Goodbye`
-//! before closing. Any other frame from the agent (a collector-to-agent type, an unknown
-//! type, a second `Hello`) closes the connection with PROTOCOL_ERROR; the collector grants one
+//! `Hello`, an `Ack` per batch it sent (naming that batch and its highest seq), an
+//! `IncidentList` per `IncidentQuery` (message set 2; no incident covers these test terminals,
+//! so it is empty) and a `Goodbye` before closing. Any other frame from the agent (a
+//! collector-to-agent type, an unknown type, a second `Hello`, a message of a newer set than
+//! its `Hello` named) closes the connection with PROTOCOL_ERROR; the collector grants one
 //! bidirectional stream and no unidirectional stream, and never opens a stream itself. The HTTP
 //! API is plain HTTP with bearer tokens: the agent's certificate is no credential there.
 
@@ -136,10 +138,17 @@ impl Conn {
     }
 
     async fn hello(&mut self, terminal: &str) {
-        self.send(&Message::Hello(hello(terminal))).await;
+        self.hello_v(terminal, PROTOCOL_VERSION).await;
+    }
+
+    /// Hello with message set `version`; the Welcome echoes it.
+    async fn hello_v(&mut self, terminal: &str, version: u16) {
+        let mut h = hello(terminal);
+        h.protocol_version = version;
+        self.send(&Message::Hello(h)).await;
         match self.recv().await {
             Some(Message::Welcome(w)) => {
-                assert_eq!(w.protocol_version, PROTOCOL_VERSION);
+                assert_eq!(w.protocol_version, version);
             }
             other => panic!("expected Welcome, got {other:?}"),
         }
@@ -269,8 +278,16 @@ async fn an_agent_certificate_reads_nothing() {
             "second Hello",
             encode_frame(&Message::Hello(hello("T-OTHER"))),
         ),
+        (
+            "IncidentList",
+            encode_frame(&Message::IncidentList(IncidentList {
+                query_id: 1,
+                collector_time_unix_ms: 0,
+                incidents: vec![],
+            })),
+        ),
         ("type 0x00", vec![0x00, 0, 0, 0, 0]),
-        ("type 0x06", vec![0x06, 0, 0, 0, 1, 0]),
+        ("type 0x08", vec![0x08, 0, 0, 0, 1, 0]),
         ("type 0xff", vec![0xff, 0, 0, 0, 0]),
     ];
     for (what, bytes) in after_hello {
@@ -286,10 +303,29 @@ async fn an_agent_certificate_reads_nothing() {
         assert_only_goodbye(&received, what);
     }
 
-    // 3. A well-behaved conversation gets exactly Welcome and one Ack per own batch, naming
-    //    that batch and its highest seq: nothing about any other terminal.
+    // An agent that said message set 1 must not use set 2's query.
+    let mut a = Conn::open(&pki_dir, "T-ATTACK", &c).await;
+    a.hello_v("T-ATTACK", 1).await;
+    a.send(&Message::IncidentQuery(IncidentQuery { query_id: 3 }))
+        .await;
+    let (code, received) = a.refused().await;
+    assert_eq!(code, u64::from(close_code::PROTOCOL_ERROR), "set 1 query");
+    assert_only_goodbye(&received, "set 1 query");
+
+    // 3. A well-behaved conversation gets exactly Welcome, one Ack per own batch, naming
+    //    that batch and its highest seq, and an answer per incident query covering only
+    //    itself: nothing about any other terminal.
     let mut a = Conn::open(&pki_dir, "T-ATTACK", &c).await;
     a.hello("T-ATTACK").await;
+    a.send(&Message::IncidentQuery(IncidentQuery { query_id: 77 }))
+        .await;
+    match a.recv().await {
+        Some(Message::IncidentList(l)) => {
+            assert_eq!(l.query_id, 77);
+            assert!(l.incidents.is_empty(), "{l:?}");
+        }
+        other => panic!("expected the IncidentList, got {other:?}"),
+    }
     for b in 1..=3u64 {
         a.send(&batch(b, b * 10)).await;
         match a.recv().await {
@@ -325,7 +361,10 @@ async fn an_agent_certificate_reads_nothing() {
     assert!(matches!(a.recv().await, Some(Message::Ack(ack)) if ack.batch_id == 4));
     for m in &a.received {
         assert!(
-            matches!(m, Message::Welcome(_) | Message::Ack(_)),
+            matches!(
+                m,
+                Message::Welcome(_) | Message::Ack(_) | Message::IncidentList(_)
+            ),
             "unexpected frame {m:?}"
         );
     }

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::message::{Ack, Batch, Goodbye, Hello, Message, Welcome};
+use crate::message::{Ack, Batch, Goodbye, Hello, IncidentList, IncidentQuery, Message, Welcome};
 
 /// Default maximum payload length, bytes (1 MiB).
 pub const MAX_FRAME_BYTES_DEFAULT: u32 = 1 << 20;
@@ -28,6 +28,10 @@ pub enum FrameType {
     Welcome = 0x04,
     /// [`Goodbye`], either direction.
     Goodbye = 0x05,
+    /// [`IncidentQuery`], agent to collector (message set 2).
+    IncidentQuery = 0x06,
+    /// [`IncidentList`], collector to agent (message set 2).
+    IncidentList = 0x07,
 }
 
 /// Why bytes could not be turned into a message. Any of these closes the connection.
@@ -80,6 +84,8 @@ impl FrameType {
             0x03 => Self::Ack,
             0x04 => Self::Welcome,
             0x05 => Self::Goodbye,
+            0x06 => Self::IncidentQuery,
+            0x07 => Self::IncidentList,
             other => return Err(FrameError::UnknownType(other)),
         })
     }
@@ -92,6 +98,8 @@ impl FrameType {
             Self::Ack => "Ack",
             Self::Welcome => "Welcome",
             Self::Goodbye => "Goodbye",
+            Self::IncidentQuery => "IncidentQuery",
+            Self::IncidentList => "IncidentList",
         }
     }
 }
@@ -105,6 +113,8 @@ impl Message {
             Self::Ack(_) => FrameType::Ack,
             Self::Welcome(_) => FrameType::Welcome,
             Self::Goodbye(_) => FrameType::Goodbye,
+            Self::IncidentQuery(_) => FrameType::IncidentQuery,
+            Self::IncidentList(_) => FrameType::IncidentList,
         }
     }
 }
@@ -132,6 +142,8 @@ pub fn encode_frame(msg: &Message) -> Vec<u8> {
         Message::Ack(m) => enc(FrameType::Ack, m),
         Message::Welcome(m) => enc(FrameType::Welcome, m),
         Message::Goodbye(m) => enc(FrameType::Goodbye, m),
+        Message::IncidentQuery(m) => enc(FrameType::IncidentQuery, m),
+        Message::IncidentList(m) => enc(FrameType::IncidentList, m),
     }
 }
 
@@ -156,6 +168,8 @@ pub fn decode_payload(ty: FrameType, payload: &[u8]) -> Result<Message, FrameErr
         FrameType::Ack => Message::Ack(dec::<Ack>(ty, payload)?),
         FrameType::Welcome => Message::Welcome(dec::<Welcome>(ty, payload)?),
         FrameType::Goodbye => Message::Goodbye(dec::<Goodbye>(ty, payload)?),
+        FrameType::IncidentQuery => Message::IncidentQuery(dec::<IncidentQuery>(ty, payload)?),
+        FrameType::IncidentList => Message::IncidentList(dec::<IncidentList>(ty, payload)?),
     })
 }
 
@@ -296,6 +310,67 @@ mod tests {
         }
     }
 
+    /// The `IncidentList` of PROTOCOL.md section 8.
+    fn sample_incident_list() -> IncidentList {
+        IncidentList {
+            query_id: 5,
+            collector_time_unix_ms: 1_700_000_000_000,
+            incidents: vec![CoveringIncident {
+                id: 12,
+                kind: "merchant_config".into(),
+                severity: "major".into(),
+                tier: "paged".into(),
+                scope: vec![ScopeLabel {
+                    key: "merchant_id".into(),
+                    value: "M0003".into(),
+                }],
+                started_unix_ms: 1_699_999_400_000,
+                expected_end_unix_ms: None,
+                explanation_en: "Bad merchant record".into(),
+                explanation_zh: "商户资料有误".into(),
+                advice_en: "Call your acquirer".into(),
+                advice_zh: "请联系收单机构".into(),
+            }],
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn incident_query_bytes_match_protocol_md() {
+        let bytes = encode_frame(&Message::IncidentQuery(IncidentQuery { query_id: 5 }));
+        assert_eq!(bytes, [0x06, 0, 0, 0, 1, 0x05]);
+    }
+
+    #[test]
+    fn incident_list_bytes_match_protocol_md() {
+        let bytes = encode_frame(&Message::IncidentList(sample_incident_list()));
+        assert_eq!(
+            hex(&bytes),
+            concat!(
+                "070000008f",
+                "05",
+                "80a0abfef962",
+                "01",
+                "0c",
+                "0f6d65726368616e745f636f6e666967",
+                "056d616a6f72",
+                "057061676564",
+                "01",
+                "0b6d65726368616e745f6964",
+                "054d30303033",
+                "8081e2fdf962",
+                "00",
+                "13426164206d65726368616e74207265636f7264",
+                "12e59586e688b7e8b584e69699e69c89e8afaf",
+                "1243616c6c20796f7572206163717569726572",
+                "15e8afb7e88194e7b3bbe694b6e58d95e69cbae69e84",
+            )
+        );
+    }
+
     #[test]
     fn roundtrip_every_message() {
         let msgs = vec![
@@ -318,6 +393,8 @@ mod tests {
                 retry_after_secs: 30,
                 detail: "busy".into(),
             }),
+            Message::IncidentQuery(IncidentQuery { query_id: 9 }),
+            Message::IncidentList(sample_incident_list()),
         ];
         let mut dec = FrameDecoder::new(MAX_FRAME_BYTES_DEFAULT);
         for m in &msgs {

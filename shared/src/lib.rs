@@ -18,8 +18,15 @@ pub use message::*;
 /// ALPN protocol identifier negotiated on every QUIC connection.
 pub const ALPN: &[u8] = b"storepulse/1";
 
-/// Version of the message set carried in `Hello` and `Welcome`.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The newest message set, carried in `Hello` and echoed in `Welcome`: 2 adds
+/// `IncidentQuery` and `IncidentList` to the messages of 1 (PROTOCOL.md section 7).
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The oldest message set a collector of this version still accepts.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// The first message set with `IncidentQuery` and `IncidentList`.
+pub const INCIDENTS_PROTOCOL_VERSION: u16 = 2;
 
 /// QUIC application error codes used when a peer closes a connection.
 ///

@@ -26,6 +26,10 @@ pub enum Message {
     Welcome(Welcome),
     /// Either direction: the sender is closing the connection, and why.
     Goodbye(Goodbye),
+    /// Agent to collector (message set 2): which open incidents cover this terminal?
+    IncidentQuery(IncidentQuery),
+    /// Collector to agent (message set 2): the answer to an [`IncidentQuery`].
+    IncidentList(IncidentList),
 }
 
 /// How the terminal reaches the internet.
@@ -299,4 +303,68 @@ pub enum GoodbyeReason {
     RateLimited,
     /// The collector failed internally (for example its store).
     InternalError,
+}
+
+/// Agent to collector, message set 2 and later: asks which of the collector's open incidents
+/// cover this terminal. The collector answers with one [`IncidentList`] carrying the same
+/// `query_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentQuery {
+    /// Chosen by the agent; echoed in the answer.
+    pub query_id: u64,
+}
+
+/// Collector to agent, message set 2 and later: the open incidents whose scope covers the
+/// terminal (every scope label equals the terminal's own label from its `Hello`), most severe
+/// first, at most [`IncidentList::MAX_INCIDENTS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentList {
+    /// The `query_id` of the [`IncidentQuery`] answered.
+    pub query_id: u64,
+    /// Collector wall clock when answering, Unix milliseconds.
+    pub collector_time_unix_ms: i64,
+    /// The covering incidents; empty when nothing covers the terminal.
+    pub incidents: Vec<CoveringIncident>,
+}
+
+/// One open incident that covers the asking terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoveringIncident {
+    /// The collector's incident id (as in its HTTP API).
+    pub id: u64,
+    /// Kind, as the API names it (`merchant_config`, `acquirer_maintenance`, ...). New kinds
+    /// may appear; an agent shows an unknown kind through the texts below.
+    pub kind: String,
+    /// `critical`, `major`, `minor` or `info`.
+    pub severity: String,
+    /// `suspected` (detected, not yet paged) or `paged` (on-call was told).
+    pub tier: String,
+    /// The incident's scope: label key and value pairs (`merchant_id` = `M0003`).
+    pub scope: Vec<ScopeLabel>,
+    /// First failing payment or missed heartbeat the incident counts, collector clock, Unix ms.
+    pub started_unix_ms: i64,
+    /// When it is expected to be over (the end of an announced maintenance window), if known.
+    pub expected_end_unix_ms: Option<i64>,
+    /// What is wrong, one sentence, English.
+    pub explanation_en: String,
+    /// The same in Chinese.
+    pub explanation_zh: String,
+    /// What to do at the till (for the merchant, not for on-call), English.
+    pub advice_en: String,
+    /// The same in Chinese.
+    pub advice_zh: String,
+}
+
+/// One label of an incident's scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeLabel {
+    /// Label key (`merchant_id`, `store_id`, `region`, `acquirer`, ...).
+    pub key: String,
+    /// Its value.
+    pub value: String,
+}
+
+impl IncidentList {
+    /// Most incidents in one answer.
+    pub const MAX_INCIDENTS: usize = 16;
 }

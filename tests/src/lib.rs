@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+pub mod demo;
 pub mod garbage;
 pub mod impair;
 pub mod live;
@@ -487,6 +488,8 @@ pub struct AgentSpec {
     pub heartbeat_interval_secs: u32,
     /// Network probe interval in the agent's own config.
     pub net_probe_interval_secs: u32,
+    /// Payment hosts to probe: name, host, port.
+    pub endpoints: Vec<(String, String, u16)>,
 }
 
 impl AgentSpec {
@@ -502,6 +505,7 @@ impl AgentSpec {
             merchant: "M100".into(),
             heartbeat_interval_secs: 1,
             net_probe_interval_secs: 2,
+            endpoints: Vec::new(),
         }
     }
 }
@@ -572,7 +576,7 @@ listen = "{intake}"
 [probes]
 heartbeat_interval_secs = {hb}
 net_probe_interval_secs = {net}
-endpoints = []
+endpoints = [{endpoints}]
 
 [uplink]
 keep_alive_secs = 2
@@ -593,7 +597,31 @@ max_batch_records = 256
             intake = self.intake,
             hb = s.heartbeat_interval_secs,
             net = s.net_probe_interval_secs,
+            endpoints = s
+                .endpoints
+                .iter()
+                .map(|(n, h, p)| format!(r#"{{ name = "{n}", host = "{h}", port = {p} }}"#))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
+    }
+
+    /// Runs `storepulse-agent diagnose` on this agent's config (with `--json`: the verdict as
+    /// JSON); returns its exit code and standard output.
+    pub async fn diagnose(&self, json: bool) -> Result<(i32, String)> {
+        let mut cmd = Command::new(bin("storepulse-agent")?);
+        cmd.arg("diagnose").arg("--config").arg(self.config_path());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+        if !out.stderr.is_empty() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
     }
 
     /// (Re)starts the process with the same config and spool.

@@ -253,8 +253,14 @@ impl LiveFleet {
         self.agents.get(t).is_some_and(|a| a.link.is_some())
     }
 
-    /// Stops every link with a goodbye and waits for them.
+    /// Stops every link with a goodbye and waits for them, then closes the spools.
     pub async fn shutdown(mut self) {
+        self.stop_links().await;
+        self.close().await;
+    }
+
+    /// Stops every link with a goodbye and waits for them.
+    pub async fn stop_links(&mut self) {
         let mut tasks = Vec::new();
         for a in self.agents.values_mut() {
             if let Some((stop, task)) = a.link.take() {
@@ -265,6 +271,21 @@ impl LiveFleet {
         for t in tasks {
             let _ = t.await;
         }
+    }
+
+    /// Closes every agent's spool. A redb database commits and fsyncs once more when it
+    /// closes (about 11 ms each here): 3,000 closed one after another took half a minute, so
+    /// they close in parallel on the blocking pool.
+    pub async fn close(self) {
+        const PARALLEL: usize = 32;
+        let mut agents: Vec<Arc<Agent>> = self.agents.into_values().map(|a| a.agent).collect();
+        let per = agents.len().div_ceil(PARALLEL).max(1);
+        let mut closing = tokio::task::JoinSet::new();
+        while !agents.is_empty() {
+            let chunk: Vec<Arc<Agent>> = agents.drain(..per.min(agents.len())).collect();
+            closing.spawn_blocking(move || drop(chunk));
+        }
+        while closing.join_next().await.is_some() {}
     }
 
     /// Directory layout helper: where a terminal's spool lives.

@@ -1,6 +1,7 @@
 //! The live engine end to end: a scenario played on the wall clock through real agents over
 //! real QUIC to a real collector. Every observation committed to an agent's spool, including
-//! those made while its store was offline, is stored by the collector exactly once.
+//! those made while its store was offline, is stored by the collector exactly once; live
+//! detection opens the merchant's incident, and `diagnose` at one of its tills names it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use storepulse_sim::Scenario;
 use storepulse_tests::live::{LiveUplink, start_collector};
 use storepulse_tests::replay::{LiveEvent, Timeline, play, start_fleet};
-use storepulse_tests::wait_for;
+use storepulse_tests::{Agent, AgentSpec, Pki, wait_for};
 use tokio::sync::watch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,6 +173,36 @@ async fn live_detection_opens_the_incident_in_the_api() -> Result<()> {
         detail["timeline"].as_array().is_some_and(|t| !t.is_empty()),
         "{detail}"
     );
+
+    // At the till of a terminal of that merchant, `storepulse-agent diagnose` names the
+    // incident (the collector says which of its incidents cover the terminal) and says what
+    // to do.
+    storepulse_collector::pki::issue(&pki, "M0002-TILL", false)?;
+    let mut spec = AgentSpec::new(
+        "M0002-TILL",
+        &Pki { dir: pki.clone() },
+        collector.quic_addr(),
+    );
+    spec.merchant = "M0002".into();
+    let till = Agent::start(&tmp.path().join("till"), spec).await?;
+    let id = found["id"].as_u64().context("incident id")?;
+    let text = wait_for(
+        Duration::from_secs(30),
+        "diagnose naming the incident",
+        || async {
+            let (code, text) = till.diagnose(false).await.ok()?;
+            (code == 1 && text.contains(&format!("#{id}"))).then_some(text)
+        },
+    )
+    .await?;
+    for want in [
+        "商户资料有误（M0002）",
+        "merchant record wrong at the acquirer (M0002)",
+        "无需重启设备",
+        "retrying or restarting the terminal will not help",
+    ] {
+        ensure!(text.contains(want), "no {want:?} in:\n{text}");
+    }
     fleet.shutdown().await;
     collector.shutdown().await?;
     Ok(())

@@ -11,12 +11,17 @@
 //! - [`shed`]: the spool shedding policy (what to evict when the size bound is reached).
 //! - [`backoff`]: full-jitter exponential reconnect backoff.
 //! - [`netstats`]: jitter and loss bookkeeping for network-quality samples.
+//! - [`recent`]: the last hour's payment outcomes by code, for the diagnosis.
+//! - [`verdict`]: the till's diagnosis (`diagnose`, `GET /v1/status`): checks and a verdict in
+//!   English and Chinese.
 
 pub mod backoff;
 pub mod netstats;
+pub mod recent;
 pub mod shed;
 pub mod spool;
 pub mod uplink;
+pub mod verdict;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use shed::{ShedPlan, SpoolIndex};

@@ -5,6 +5,7 @@
 //! (`now_unix_ms`), decisions go out as return values. The IO shell lives in the
 //! `storepulse-collector` crate.
 
+pub mod coverage;
 pub mod detect;
 pub mod fleet;
 pub mod notify;

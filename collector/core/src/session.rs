@@ -9,8 +9,8 @@
 
 use storepulse_shared::ids::validate_id;
 use storepulse_shared::{
-    Batch, FrameError, GoodbyeReason, Hello, Message, PROTOCOL_VERSION, RecordBody, TerminalId,
-    close_code,
+    Batch, FrameError, GoodbyeReason, Hello, INCIDENTS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
+    Message, PROTOCOL_VERSION, RecordBody, TerminalId, close_code,
 };
 
 /// What an invalid transaction code is replaced by (see [`sanitize_codes`]).
@@ -19,8 +19,15 @@ pub const INVALID_CODE: &str = "INVALID_CODE";
 /// What the shell must do after an accepted message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// The `Hello` was accepted: register the terminal, then send `Welcome`.
+    /// The `Hello` was accepted: register the terminal, then send `Welcome` carrying the
+    /// `Hello`'s `protocol_version` (the message set both sides now speak).
     Welcome(Box<Hello>),
+    /// The agent asks which open incidents cover it (message set 2): answer with an
+    /// `IncidentList` carrying `query_id`.
+    Incidents {
+        /// The query's id, to echo.
+        query_id: u64,
+    },
     /// A valid batch: store its records under `spool_epoch`, then `Ack` it once durable.
     Store {
         /// Spool epoch announced in the `Hello`.
@@ -69,7 +76,7 @@ pub enum BatchError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     AwaitingHello,
-    Ready { spool_epoch: u64 },
+    Ready { spool_epoch: u64, version: u16 },
     Closed,
 }
 
@@ -175,7 +182,18 @@ impl Session {
                 "expected Hello, got {}",
                 other.frame_type().name()
             ))),
-            (Phase::Ready { spool_epoch }, Message::Batch(mut batch)) => {
+            (Phase::Ready { version, .. }, Message::IncidentQuery(q)) => {
+                if version >= INCIDENTS_PROTOCOL_VERSION {
+                    Ok(Step::Incidents {
+                        query_id: q.query_id,
+                    })
+                } else {
+                    Err(Refusal::protocol(format!(
+                        "IncidentQuery needs message set {INCIDENTS_PROTOCOL_VERSION}; the Hello said {version}"
+                    )))
+                }
+            }
+            (Phase::Ready { spool_epoch, .. }, Message::Batch(mut batch)) => {
                 match validate_batch(&batch, self.max_batch_records) {
                     Ok(()) => {
                         let invalid_codes = sanitize_codes(&mut batch);
@@ -225,13 +243,13 @@ impl Session {
     }
 
     fn accept_hello(&mut self, hello: Hello) -> Result<Step, Refusal> {
-        if hello.protocol_version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.protocol_version) {
             return Err(Refusal::new(
                 close_code::UNSUPPORTED_VERSION,
                 Some(GoodbyeReason::UnsupportedVersion),
                 format!(
-                    "protocol version {} is not supported, this collector speaks {}",
-                    hello.protocol_version, PROTOCOL_VERSION
+                    "protocol version {} is not supported, this collector speaks {} to {}",
+                    hello.protocol_version, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
                 ),
             ));
         }
@@ -255,6 +273,7 @@ impl Session {
         }
         self.phase = Phase::Ready {
             spool_epoch: hello.spool_epoch,
+            version: hello.protocol_version,
         };
         Ok(Step::Welcome(Box::new(hello)))
     }
@@ -362,7 +381,11 @@ mod tests {
     #[test]
     fn wrong_version_and_identity_are_refused() {
         let r = session()
-            .handle_message(Message::Hello(hello("T1", 2)))
+            .handle_message(Message::Hello(hello("T1", PROTOCOL_VERSION + 1)))
+            .expect_err("refused");
+        assert_eq!(r.close_code, close_code::UNSUPPORTED_VERSION);
+        let r = session()
+            .handle_message(Message::Hello(hello("T1", 0)))
             .expect_err("refused");
         assert_eq!(r.close_code, close_code::UNSUPPORTED_VERSION);
         assert_eq!(r.goodbye, Some(GoodbyeReason::UnsupportedVersion));
@@ -372,6 +395,48 @@ mod tests {
             .expect_err("refused");
         assert_eq!(r.close_code, close_code::IDENTITY_MISMATCH);
         assert_eq!(r.goodbye, Some(GoodbyeReason::IdentityMismatch));
+    }
+
+    #[test]
+    fn incident_queries_need_message_set_2() {
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 2)))
+            .expect("accepted");
+        assert_eq!(
+            s.handle_message(Message::IncidentQuery(storepulse_shared::IncidentQuery {
+                query_id: 4
+            })),
+            Ok(Step::Incidents { query_id: 4 })
+        );
+        // Message set 1 has no such frame: an agent that said 1 must not send it.
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 1)))
+            .expect("accepted");
+        let r = s.handle_message(Message::IncidentQuery(storepulse_shared::IncidentQuery {
+            query_id: 4,
+        }));
+        assert_eq!(
+            r.expect_err("refused").close_code,
+            close_code::PROTOCOL_ERROR
+        );
+        // Nor before the Hello, nor the collector's answer from an agent.
+        let r =
+            session().handle_message(Message::IncidentQuery(storepulse_shared::IncidentQuery {
+                query_id: 1,
+            }));
+        assert!(r.is_err());
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 2)))
+            .expect("accepted");
+        let r = s.handle_message(Message::IncidentList(storepulse_shared::IncidentList {
+            query_id: 1,
+            collector_time_unix_ms: 0,
+            incidents: vec![],
+        }));
+        assert_eq!(
+            r.expect_err("refused").close_code,
+            close_code::PROTOCOL_ERROR
+        );
     }
 
     #[test]
