@@ -9,6 +9,8 @@ use axum::routing::get;
 
 const INDEX: &str = include_str!("../../dashboards/web/index.html");
 const APP_JS: &str = include_str!("../../dashboards/web/app.js");
+const I18N_JS: &str = include_str!("../../dashboards/web/i18n.js");
+const WALL_JS: &str = include_str!("../../dashboards/web/wall.js");
 const STYLE_CSS: &str = include_str!("../../dashboards/web/style.css");
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -20,7 +22,7 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     r
 }
 
-/// Routes of the dashboard (`/`, `/assets/app.js`, `/assets/style.css`).
+/// Routes of the dashboard (`/`, `/assets/{i18n,app,wall}.js`, `/assets/style.css`).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
@@ -30,6 +32,14 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/assets/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/i18n.js",
+            get(|| async { asset(I18N_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/wall.js",
+            get(|| async { asset(WALL_JS, "text/javascript; charset=utf-8") }),
         )
         .route(
             "/assets/style.css",
@@ -46,6 +56,10 @@ mod tests {
     fn assets_are_embedded_and_reference_each_other() {
         assert!(INDEX.contains("/assets/app.js") && INDEX.contains("/assets/style.css"));
         assert!(APP_JS.contains("/api/v1/incidents") && APP_JS.contains("中文"));
+        for js in ["/assets/i18n.js", "/assets/app.js", "/assets/wall.js"] {
+            assert!(INDEX.contains(js), "{js}");
+        }
+        assert!(I18N_JS.contains("const I18N") && WALL_JS.contains("renderWall"));
         assert!(
             !INDEX.contains("http://") && !INDEX.contains("https://"),
             "no external resources"

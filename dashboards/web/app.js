@@ -1,82 +1,8 @@
 // storepulse dashboard: a small, dependency-free single-page app over the public HTTP API
 // (/api/v1/summary, /api/v1/incidents, /api/v1/breakdown, /api/v1/terminals,
-// /api/v1/alerts/...). Refreshes itself on the live event stream without reloading.
+// /api/v1/alerts/...). Refreshes itself on the live event stream without reloading. Strings come
+// from the catalogue in i18n.js; times show with their zone and how long ago.
 "use strict";
-
-const I18N = {
-  en: {
-    subtitle: "payment terminal fleet", nav_overview: "Overview", nav_terminals: "Terminals", nav_silences: "Silences & maintenance",
-    updated: "Updated", change_token: "Token",
-    terminals: "Terminals", online: "Online", stale: "Stale", offline: "Offline", unknown: "Unknown", active_incidents: "Active incidents",
-    incidents_active: "Active incidents", incidents_resolved: "Recently resolved", none_active: "No active incidents.",
-    none_resolved: "Nothing resolved recently.", affected: "affected", terminals_l: "terminals", stores_l: "stores",
-    merchants_l: "merchants", since: "since", resolved_at: "resolved", remediation: "What to do", evidence: "Evidence",
-    top_codes: "Top codes", examples: "Examples", timeline: "Timeline", observed: "observed", expected: "expected",
-    failures: "failures", attempts: "attempts", significance: "significance",
-    device: "device", usual: "usual",
-    search: "Terminal id contains…", state: "State", last_seen: "Last seen", records: "Records",
-    back: "← back", label: "Label", value: "Value", silent: "silent terminals", live: "live", disconnected: "API unreachable",
-    token_needed: "This collector requires an API token (read-only is enough to watch; admin to change silences and maintenance).",
-    token: "API token", save: "Save",
-    payments_hour: "Payments, last hour", success_rate: "Success rate", failures_by_class: "Failures by class, per minute",
-    heat_title: "Failure rate by label", heat_by: "Label", heat_range: "Range", last_6h: "last 6 h", last_24h: "last 24 h",
-    heat_note: "Cells: failures (alertable classes) / payments in the bucket. Declines by cardholders are not failures.",
-    no_data: "No payments in this range.", failure_rate: "Failure rate", declines: "Declines", total: "Total",
-    any_state: "any state", any_label: "any label", search_btn: "Search", prev: "← Previous", next: "Next →", found: "terminals found",
-    labels: "Labels", state_history: "State, last 24 h", health: "Recent health", network: "Network quality",
-    outcomes: "Payments by class, last 24 h", recent_errors: "Recent errors", meaning: "Meaning", time: "Time", code: "Code",
-    class_: "Class", cpu: "CPU", memory: "Memory", disk: "Disk free", temperature: "Temp.", battery: "Battery", spool: "Spool",
-    rtt: "RTT", jitter: "Jitter", loss: "Loss", endpoints: "Endpoints", approved: "Approved", none: "None.",
-    silences: "Active silences", windows: "Maintenance windows", new_silence: "New silence", new_window: "New maintenance window",
-    matchers: "Matchers", matchers_hint: "e.g. merchant=M0002, kind=merchant_config", scope: "Scope",
-    scope_hint: "e.g. acquirer=ACQ-A", duration: "Duration", comment: "Comment", author: "Author", announcement: "Announcement",
-    create: "Create", end: "End", none_silences: "No active silences.", none_windows: "No active maintenance windows.",
-    starts: "Starts", ends: "Ends", created: "Created.", ended: "Ended.",
-    forbidden: "This token may only read: creating or ending silences and maintenance windows needs an admin token.",
-    read_only_role: "Read-only token \u201c{name}\u201d: you can watch, but changes below need an admin token.",
-    truncated: "History cut at the newest 20,000 records.",
-    kind: { terminal_fault: "Terminal fault", terminal_config: "Terminal configuration", store_network: "Store network",
-      store_offline: "Store offline", merchant_config: "Merchant configuration", firmware_regression: "Firmware regression",
-      carrier_outage: "Carrier outage", regional_outage: "Regional outage", acquirer_outage: "Acquirer outage",
-      acquirer_maintenance: "Acquirer maintenance", qr_notification_delay: "QR notification delay", unknown: "Unknown" },
-  },
-  zh: {
-    subtitle: "支付终端集群", nav_overview: "总览", nav_terminals: "终端", nav_silences: "静默与维护",
-    updated: "更新于", change_token: "令牌",
-    terminals: "终端总数", online: "在线", stale: "迟滞", offline: "离线", unknown: "未知", active_incidents: "进行中事件",
-    incidents_active: "进行中事件", incidents_resolved: "最近已恢复", none_active: "当前没有进行中的事件。",
-    none_resolved: "最近没有已恢复的事件。", affected: "受影响", terminals_l: "台终端", stores_l: "家门店",
-    merchants_l: "个商户", since: "开始于", resolved_at: "恢复于", remediation: "处置建议", evidence: "证据",
-    top_codes: "主要响应码", examples: "示例", timeline: "时间线", observed: "实际", expected: "预期",
-    failures: "失败", attempts: "交易", significance: "显著性",
-    device: "设备", usual: "平时",
-    search: "终端编号包含…", state: "状态", last_seen: "最近上报", records: "记录数",
-    back: "← 返回", label: "标签", value: "值", silent: "静默终端", live: "实时", disconnected: "无法连接接口",
-    token_needed: "该采集端需要 API 令牌（查看只需只读令牌；修改静默和维护窗口需要管理员令牌）。",
-    token: "API 令牌", save: "保存",
-    payments_hour: "近一小时交易", success_rate: "成功率", failures_by_class: "每分钟失败交易（按类别）",
-    heat_title: "按标签统计失败率", heat_by: "标签", heat_range: "时间范围", last_6h: "最近 6 小时", last_24h: "最近 24 小时",
-    heat_note: "单元格：该时段失败交易（可告警类别）÷ 交易笔数。持卡人原因的拒绝不计为失败。",
-    no_data: "该时间范围内没有交易。", failure_rate: "失败率", declines: "拒绝", total: "合计",
-    any_state: "全部状态", any_label: "全部标签", search_btn: "查询", prev: "← 上一页", next: "下一页 →", found: "台终端符合条件",
-    labels: "标签", state_history: "近 24 小时状态", health: "近期主机状态", network: "网络质量",
-    outcomes: "近 24 小时交易（按类别）", recent_errors: "最近错误", meaning: "含义", time: "时间", code: "响应码",
-    class_: "类别", cpu: "CPU", memory: "内存", disk: "剩余磁盘", temperature: "温度", battery: "电量", spool: "待发记录",
-    rtt: "往返时延", jitter: "抖动", loss: "丢包", endpoints: "探测端点", approved: "成功", none: "无。",
-    silences: "生效中的静默", windows: "维护窗口", new_silence: "新建静默", new_window: "新建维护窗口",
-    matchers: "匹配条件", matchers_hint: "例如 merchant=M0002, kind=merchant_config", scope: "范围",
-    scope_hint: "例如 acquirer=ACQ-A", duration: "时长", comment: "备注", author: "操作人", announcement: "公告",
-    create: "创建", end: "结束", none_silences: "当前没有生效的静默。", none_windows: "当前没有维护窗口。",
-    starts: "开始", ends: "结束", created: "已创建。", ended: "已结束。",
-    forbidden: "该令牌只读：创建或结束静默和维护窗口需要管理员令牌。",
-    read_only_role: "当前为只读令牌\u201c{name}\u201d：可以查看，以下更改需要管理员令牌。",
-    truncated: "历史仅包含最新的 20,000 条记录。",
-    kind: { terminal_fault: "终端故障", terminal_config: "终端配置错误", store_network: "门店网络",
-      store_offline: "门店离线", merchant_config: "商户配置错误", firmware_regression: "固件版本缺陷",
-      carrier_outage: "运营商故障", regional_outage: "区域故障", acquirer_outage: "收单机构故障",
-      acquirer_maintenance: "收单机构维护", qr_notification_delay: "扫码到账通知延迟", unknown: "未知" },
-  },
-};
 
 const LABELS = ["merchant_id", "store_id", "region", "city", "acquirer", "qr_channel", "carrier", "link", "model", "firmware", "app_version"];
 const HEAT_LABELS = ["region", "acquirer", "carrier", "firmware", "model", "merchant_id", "store_id", "city", "qr_channel"];
@@ -88,11 +14,37 @@ let lang = ["en", "zh"].includes(langParam) ? langParam
 let data = { active: [], resolved: [], summary: null };
 
 const t = (k) => I18N[lang][k] ?? k;
-const kindName = (k) => I18N[lang].kind[k] ?? k;
+const sub = (table) => (k) => I18N[lang][table][k] ?? k;
+const kindName = sub("kind"), className = sub("class"), labelName = sub("labelname"), stateName = sub("statename");
+const eventName = sub("event"), sevName = sub("sev"), tierName = sub("tiername");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const locale = () => (lang === "zh" ? "zh-CN" : "en-GB");
-const fmtTime = (ms) => (ms ? new Date(ms).toLocaleString(locale()) : "-");
-const fmtClock = (ms) => new Date(ms).toLocaleTimeString(locale(), { hour: "2-digit", minute: "2-digit" });
+// Times: ISO-like date and time in one zone (the browser's), with the zone's offset, plus how
+// long ago. (The collector's configured zone, when the API offers one, replaces the browser's.)
+let ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+function parts(ms, opts) {
+  const o = {};
+  for (const p of new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hourCycle: "h23", ...opts }).formatToParts(new Date(ms))) o[p.type] = p.value;
+  return o;
+}
+function zoneOffset(ms) {
+  const p = parts(ms, { timeZoneName: "shortOffset" });
+  return (p.timeZoneName || "UTC").replace("GMT", "UTC").replace(/^UTC$/, "UTC+0");
+}
+const fmtAbs = (ms) => {
+  const p = parts(ms, { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second} ${zoneOffset(ms)}`;
+};
+function ago(ms) {
+  const m = Math.round((Date.now() - ms) / 60000);
+  if (m < 0) return t("in_min").replace("{n}", -m);
+  if (m < 1) return t("ago_now");
+  if (m < 120) return t("ago_min").replace("{n}", m);
+  if (m < 48 * 60) return t("ago_h").replace("{n}", Math.round(m / 60));
+  return t("ago_d").replace("{n}", Math.round(m / 1440));
+}
+const fmtTime = (ms) => (ms ? `<time datetime="${new Date(ms).toISOString()}">${fmtAbs(ms)}</time> <span class="ago">(${esc(ago(ms))})</span>` : "-");
+const fmtClock = (ms) => { const p = parts(ms, { hour: "2-digit", minute: "2-digit" }); return `${p.hour}:${p.minute}`; };
 const pct = (x) => (x * 100).toFixed(x < 0.01 ? 2 : 1) + "%";
 const num = (x, d = 1) => (x == null ? "-" : Number(x).toFixed(d));
 const mb = (b) => (b == null ? "-" : (b / 1048576).toFixed(0) + " MB");
@@ -104,6 +56,7 @@ function applyStatic() {
   $("lang").textContent = lang === "zh" ? "English" : "中文";
   const conn = $("conn");
   if (conn.className) conn.textContent = t(conn.className === "ok" ? "live" : "disconnected");
+  $("zone").textContent = `${t("zone")} ${zoneOffset(Date.now())} (${ZONE})`;
 }
 
 // API token (when the collector requires one): kept in this browser only, sent in a header
@@ -151,7 +104,7 @@ async function refresh() {
       getJson("/api/v1/summary"),
     ]);
     data = { active: active.incidents, resolved: resolved.incidents, summary };
-    $("updated").textContent = new Date().toLocaleTimeString(locale());
+    $("updated").textContent = fmtAbs(Date.now());
     $("conn").textContent = t("live");
     $("conn").className = "ok";
     render(false);
@@ -173,18 +126,39 @@ function handleError(e, el) {
 
 // ---------------------------------------------------------------------------- overview
 
-function scopeText(i) { return Object.entries(i.scope).map(([k, v]) => `${k}=${v}`).join(", "); }
+function scopeText(scope) { return Object.entries(scope || {}).map(([k, v]) => `${labelName(k)} ${v}`).join(" · "); }
+
+// Severity: most severe first. An incident without one (an older collector) ranks last.
+const SEV_RANK = { critical: 0, major: 1, minor: 2, info: 3 };
+const sevRank = (i) => SEV_RANK[i.severity] ?? 4;
+function byUrgency(a, b) { return sevRank(a) - sevRank(b) || (b.started_unix_ms || 0) - (a.started_unix_ms || 0); }
 
 function incidentCard(i) {
-  const rem = (i.remediation[lang] || []).map((r) => `<li>${esc(r)}</li>`).join("");
+  const rem = ((i.remediation && i.remediation[lang]) || []).map((r) => `<li>${esc(r)}</li>`).join("");
   const when = i.state === "resolved" ? `${t("resolved_at")} ${fmtTime(i.resolved_unix_ms)}` : `${t("since")} ${fmtTime(i.started_unix_ms)}`;
-  return `<div class="incident ${i.state}" data-incident="${i.id}" data-kind="${esc(i.kind)}">
-    <div class="head"><a class="inc kind" href="#/incident/${i.id}">${esc(kindName(i.kind))}</a>
-      <span class="scope">${esc(scopeText(i))}</span>
-      <span class="meta">${t("affected")}: ${i.affected.terminals} ${t("terminals_l")} · ${i.affected.stores} ${t("stores_l")} · ${i.affected.merchants} ${t("merchants_l")} · ${when}</span></div>
+  const sev = i.severity ? `<span class="badge sev-${esc(i.severity)}" data-severity="${esc(i.severity)}">${esc(sevName(i.severity))}</span>` : "";
+  const tier = i.tier ? `<span class="badge tier-${esc(i.tier)}">${esc(tierName(i.tier))}</span>` : "";
+  return `<div class="incident ${i.state} sev-${esc(i.severity || "none")}" data-incident="${i.id}" data-kind="${esc(i.kind)}" data-severity="${esc(i.severity || "")}">
+    <div class="head">${sev}${tier}<a class="inc kind" href="#/incident/${i.id}">${esc(kindName(i.kind))}</a>
+      <span class="scope">${esc(scopeText(i.scope))}</span></div>
+    <div class="meta">${t("affected")}: ${i.affected.terminals} ${t("terminals_l")} · ${i.affected.stores} ${t("stores_l")} · ${i.affected.merchants} ${t("merchants_l")} · ${when}</div>
     <p class="explanation">${esc(i.explanation[lang])}</p>
     ${rem ? `<div class="meta">${t("remediation")}:</div><ul>${rem}</ul>` : ""}
   </div>`;
+}
+
+// Filters over the active incidents: kind, severity, scope label (client side).
+let filt = { kind: "", severity: "", scope: "" };
+function filterBar() {
+  const kinds = [...new Set(data.active.map((i) => i.kind))].sort();
+  const sevs = [...new Set(data.active.map((i) => i.severity).filter(Boolean))].sort((a, b) => (SEV_RANK[a] ?? 4) - (SEV_RANK[b] ?? 4));
+  const keys = [...new Set(data.active.flatMap((i) => Object.keys(i.scope || {})))].sort();
+  const sel = (id, label, vals, cur, name) => `<label>${t(label)} <select id="${id}"><option value="">${t("any")}</option>${vals.map((v) => `<option value="${esc(v)}" ${v === cur ? "selected" : ""}>${esc(name(v))}</option>`).join("")}</select></label>`;
+  return sel("f-kind", "filter_kind", kinds, filt.kind, kindName) + sel("f-sev", "filter_severity", sevs, filt.severity, sevName) + sel("f-scope", "filter_scope", keys, filt.scope, labelName);
+}
+function filtered() {
+  return data.active.filter((i) => (!filt.kind || i.kind === filt.kind) && (!filt.severity || i.severity === filt.severity)
+    && (!filt.scope || Object.prototype.hasOwnProperty.call(i.scope || {}, filt.scope))).sort(byUrgency);
 }
 
 function successClass() {
@@ -196,38 +170,53 @@ function tiles() {
   const s = data.summary;
   const c = s ? s.terminals : { total: "-", online: "-", stale: "-", offline: "-" };
   return `<div class="tile"><div class="n" id="n-total">${c.total}</div><div class="l">${t("terminals")}</div></div>
-      <div class="tile"><div class="n ok" id="n-online">${c.online}</div><div class="l">${t("online")}</div></div>
-      <div class="tile"><div class="n warn">${c.stale}</div><div class="l">${t("stale")}</div></div>
-      <div class="tile"><div class="n bad">${c.offline}</div><div class="l">${t("offline")}</div></div>
+      <div class="tile"><div class="n ok" id="n-online">${c.online}</div><div class="l">${stateName("online")}</div></div>
+      <div class="tile"><div class="n warn">${c.stale}</div><div class="l">${stateName("stale")}</div></div>
+      <div class="tile"><div class="n bad">${c.offline}</div><div class="l">${stateName("offline")}</div></div>
       <div class="tile"><div class="n ${data.active.length ? "bad" : "ok"}" id="n-incidents">${data.active.length}</div><div class="l">${t("active_incidents")}</div></div>
       <div class="tile"><div class="n">${s ? s.last_hour.attempts : "-"}</div><div class="l">${t("payments_hour")}</div></div>
       <div class="tile"><div class="n ${successClass()}">${s && s.last_hour.success_rate != null ? pct(s.last_hour.success_rate) : "-"}</div><div class="l">${t("success_rate")}</div></div>`;
 }
 
-// Failures by class per minute over the last hour, as stacked bars (cardholder declines are
-// shown too: they are normal, and their share tells ops at a glance that nothing else is).
+// Failures by class per minute over the last hour, as stacked bars with a time axis and a count
+// axis (cardholder declines are shown too: they are normal, and their share tells ops at a
+// glance that nothing else is).
 const CLASS_COLORS = { cardholder: "#6e7681", fraud_risk: "#8957e5", merchant_config: "#f85149", terminal_config: "#db6d28",
   terminal_fault: "#d29922", network: "#58a6ff", platform: "#ff7b72", issuer: "#a371f7", settlement: "#3fb950", other: "#8b98a5" };
-function failureChart() {
-  const mins = (data.summary && data.summary.per_minute) || [];
+function failureChart(id = "failure-chart", height = 150) {
+  const mins = ((data.summary && data.summary.per_minute) || []).slice(-60);
   if (!mins.length) return "";
-  const W = 900, H = 120, bw = Math.max(2, Math.floor(W / 60) - 2);
+  const L = 48, B = 22, T = 22, W = 960, H = 150, plotW = W - L - 8, plotH = H - B - T;
+  const bw = Math.max(2, Math.floor(plotW / 60) - 2);
   const max = Math.max(1, ...mins.map((m) => Object.values(m.failures).reduce((a, b) => a + b, 0)));
+  const x0 = mins[mins.length - 1].minute_unix_ms - 59 * 60000;
+  const xOf = (ms) => L + ((ms - x0) / 60000) * (plotW / 60);
+  let g = "";
+  for (const f of [0, 0.5, 1]) {
+    const y = T + plotH - f * plotH, v = Math.round(f * max);
+    g += `<line x1="${L}" x2="${W - 8}" y1="${y}" y2="${y}" stroke="#26313d"/><text x="${L - 6}" y="${y + 4}" text-anchor="end" class="axis">${v}</text>`;
+  }
+  for (let k = 0; k <= 60; k += 10) {
+    const ms = x0 + k * 60000;
+    g += `<text x="${xOf(ms)}" y="${H - 6}" text-anchor="${k === 0 ? "start" : k === 60 ? "end" : "middle"}" class="axis">${esc(fmtClock(ms))}</text>`;
+  }
+  g += `<text x="${L}" y="12" class="axis">${t("count_axis")} / ${t("minutes")}</text>`;
   let bars = "";
-  mins.slice(-60).forEach((m, i) => {
-    let y = H;
+  for (const m of mins) {
+    let y = T + plotH;
     for (const [cls, n] of Object.entries(m.failures)) {
-      const h = Math.round((n / max) * (H - 10));
+      const h = (n / max) * plotH;
       y -= h;
-      bars += `<rect x="${i * (bw + 2)}" y="${y}" width="${bw}" height="${h}" fill="${CLASS_COLORS[cls] || "#8b98a5"}"><title>${esc(cls)}: ${n}</title></rect>`;
+      bars += `<rect x="${xOf(m.minute_unix_ms).toFixed(1)}" y="${y.toFixed(1)}" width="${bw}" height="${h.toFixed(1)}" fill="${CLASS_COLORS[cls] || "#8b98a5"}"><title>${esc(fmtClock(m.minute_unix_ms))} ${esc(className(cls))}: ${n}</title></rect>`;
     }
-  });
-  const legend = Object.entries(CLASS_COLORS).map(([c, col]) => `<span style="color:${col}">■</span> ${esc(c)}`).join(" &nbsp; ");
-  return `<h2>${t("failures_by_class")}</h2><div class="tile chart"><svg viewBox="0 0 ${W} ${H}" width="100%" height="${H}" preserveAspectRatio="none" role="img" aria-label="${t("failures_by_class")}">${bars}</svg><div class="meta">${legend}</div></div>`;
+  }
+  const legend = Object.entries(CLASS_COLORS).map(([c, col]) => `<span style="color:${col}">■</span> ${esc(className(c))}`).join(" &nbsp; ");
+  return `<h2>${t("failures_by_class")}</h2><div class="tile chart"><svg id="${id}" viewBox="0 0 ${W} ${H}" width="100%" height="${height}" role="img" aria-label="${t("failures_by_class")}">${g}${bars}</svg><div class="meta legend">${legend}</div></div>`;
 }
 
-// The heat table: rows = label values, columns = time buckets, cell = failure rate.
-let heat = { by: "region", range: 6, html: "" };
+// The breakdown: rows = label values, columns = time buckets (newest first), cell = failure
+// rate; the header row and the value column stay put while scrolling.
+let heat = { by: "region", range: 1, sort: "worst", html: "" };
 
 function heatColor(rate, attempts) {
   if (!attempts) return "";
@@ -238,20 +227,23 @@ function heatColor(rate, attempts) {
 
 function heatTable(b) {
   if (!b.values.length) return `<div class="empty">${t("no_data")}</div>`;
-  const step = Math.max(1, Math.ceil(b.buckets.length / 12));
-  const head = b.buckets.map((ms, i) => `<th class="col">${i % step === 0 ? esc(fmtClock(ms)) : ""}</th>`).join("");
-  const rows = b.values.map((v) => {
-    const cells = b.buckets.map((ms, i) => {
+  const order = b.buckets.map((_, i) => i).reverse();
+  const step = Math.max(1, Math.ceil(order.length / 12));
+  const head = order.map((i, k) => `<th class="col" data-bucket="${b.buckets[i]}">${k % step === 0 ? esc(fmtClock(b.buckets[i])) : ""}</th>`).join("");
+  const rows = b.values.slice().sort((x, y) => heat.sort === "name" ? String(x.value).localeCompare(String(y.value))
+    : heat.sort === "volume" ? y.attempts - x.attempts : y.failure_rate - x.failure_rate || y.failures - x.failures);
+  const body = rows.map((v) => {
+    const cells = order.map((i) => {
       const n = v.series.attempts[i], f = v.series.failures[i];
       const rate = n ? f / n : 0;
-      const title = `${v.value} ${fmtClock(ms)}: ${f}/${n} ${t("failures")}, ${v.series.declines[i]} ${t("declines")}`;
+      const title = `${v.value} · ${fmtClock(b.buckets[i])} · ${t("failure_rate")} ${n ? pct(rate) : "-"} · ${t("failures")} ${f} / ${t("attempts")} ${n} · ${t("declines")} ${v.series.declines[i]}`;
       return `<td class="cell" data-rate="${n ? rate.toFixed(4) : ""}" data-attempts="${n}" style="${heatColor(rate, n)}" title="${esc(title)}">${n ? (rate * 100).toFixed(rate > 0 && rate < 0.1 ? 1 : 0) : ""}</td>`;
     }).join("");
     return `<tr data-value="${esc(v.value)}"><th class="rowh">${esc(v.value)}</th>
-      <td class="cell tot" style="${heatColor(v.failure_rate, v.attempts)}">${pct(v.failure_rate)}</td>
+      <td class="cell tot" style="${heatColor(v.failure_rate, v.attempts)}" title="${esc(`${t("failures")} ${v.failures} / ${t("attempts")} ${v.attempts}`)}">${pct(v.failure_rate)}</td>
       <td class="cell">${v.failures}/${v.attempts}</td><td class="cell">${v.declines}</td>${cells}</tr>`;
   }).join("");
-  return `<div class="scroll"><table class="heat" id="heat-table" data-by="${esc(b.by)}"><tr><th>${t("value")}</th><th>${t("failure_rate")}</th><th>${t("failures")}/${t("attempts")}</th><th>${t("declines")}</th>${head}</tr>${rows}</table></div>
+  return `<div class="scroll heat-wrap"><table class="heat" id="heat-table" data-by="${esc(b.by)}" data-range="${heat.range}" data-from="${b.buckets[0] ?? ""}"><thead><tr><th class="rowh">${esc(labelName(b.by))}</th><th>${t("failure_rate")}</th><th>${t("failures")}/${t("attempts")}</th><th>${t("declines")}</th>${head}</tr></thead><tbody>${body}</tbody></table></div>
     <div class="meta">${t("heat_note")} (%)</div>`;
 }
 
@@ -271,15 +263,22 @@ async function loadHeat() {
 }
 
 function overviewSkeleton() {
-  const opts = HEAT_LABELS.map((l) => `<option value="${l}" ${l === heat.by ? "selected" : ""}>${esc(l)}</option>`).join("");
+  const opts = HEAT_LABELS.map((l) => `<option value="${l}" ${l === heat.by ? "selected" : ""}>${esc(labelName(l))}</option>`).join("");
+  const ranges = [[1, "last_1h"], [6, "last_6h"], [24, "last_24h"]].map(([h, k]) => `<option value="${h}" ${heat.range === h ? "selected" : ""}>${t(k)}</option>`).join("");
+  const sorts = ["worst", "volume", "name"].map((k) => `<option value="${k}" ${heat.sort === k ? "selected" : ""}>${t("sort_" + k)}</option>`).join("");
   return `<div id="ov"><section class="tiles" id="tiles"></section><div id="chart"></div>
-    <h2>${t("incidents_active")}</h2><div id="active"></div>
-    <h2>${t("heat_title")}</h2>
+    <h2>${t("incidents_active")}</h2><div class="controls" id="filters"></div><div id="active"></div>
+    <h2 id="breakdown">${t("heat_title")}</h2>
     <div class="controls"><label>${t("heat_by")} <select id="heat-by">${opts}</select></label>
-      <label>${t("heat_range")} <select id="heat-range"><option value="6" ${heat.range === 6 ? "selected" : ""}>${t("last_6h")}</option>
-      <option value="24" ${heat.range === 24 ? "selected" : ""}>${t("last_24h")}</option></select></label></div>
+      <label>${t("heat_range")} <select id="heat-range">${ranges}</select></label>
+      <label>${t("heat_sort")} <select id="heat-sort">${sorts}</select></label></div>
     <div id="heat">${heat.html}</div>
     <h2>${t("incidents_resolved")}</h2><div id="resolved"></div></div>`;
+}
+
+function renderActive() {
+  const list = filtered();
+  $("active").innerHTML = list.length ? list.map(incidentCard).join("") : `<div class="empty">${t("none_active")}</div>`;
 }
 
 function renderOverview(full) {
@@ -288,10 +287,15 @@ function renderOverview(full) {
     view.innerHTML = overviewSkeleton();
     $("heat-by").addEventListener("change", (ev) => { heat.by = ev.target.value; heat.html = ""; $("heat").innerHTML = ""; loadHeat(); });
     $("heat-range").addEventListener("change", (ev) => { heat.range = Number(ev.target.value); loadHeat(); });
+    $("heat-sort").addEventListener("change", (ev) => { heat.sort = ev.target.value; loadHeat(); });
   }
   $("tiles").innerHTML = tiles();
   $("chart").innerHTML = failureChart();
-  $("active").innerHTML = data.active.length ? data.active.map(incidentCard).join("") : `<div class="empty">${t("none_active")}</div>`;
+  $("filters").innerHTML = filterBar();
+  for (const [id, key] of [["f-kind", "kind"], ["f-sev", "severity"], ["f-scope", "scope"]]) {
+    $(id).addEventListener("change", (ev) => { filt[key] = ev.target.value; renderActive(); });
+  }
+  renderActive();
   $("resolved").innerHTML = data.resolved.length ? data.resolved.map(incidentCard).join("") : `<div class="empty">${t("none_resolved")}</div>`;
   loadHeat();
 }
@@ -299,29 +303,40 @@ function renderOverview(full) {
 // ---------------------------------------------------------------------- incident detail
 
 function evidenceChart(e) {
-  // Observed against expected failures, as two bars.
+  // Observed against expected failures in the incident's window, as two bars on a count axis.
   const max = Math.max(e.failures, e.expected_failures, 1);
-  const w = (x) => Math.max(2, Math.round((x / max) * 300));
-  return `<svg width="420" height="60" role="img" aria-label="${t("evidence")}">
-    <text x="0" y="18" fill="#8b98a5" font-size="12">${t("observed")}</text><rect x="80" y="6" height="16" width="${w(e.failures)}" fill="#f85149"></rect>
-    <text x="${86 + w(e.failures)}" y="18" fill="#e6edf3" font-size="12">${e.failures.toFixed(0)}</text>
-    <text x="0" y="46" fill="#8b98a5" font-size="12">${t("expected")}</text><rect x="80" y="34" height="16" width="${w(e.expected_failures)}" fill="#3fb950"></rect>
-    <text x="${86 + w(e.expected_failures)}" y="46" fill="#e6edf3" font-size="12">${e.expected_failures.toFixed(1)}</text></svg>`;
+  const W = 460, L = 90, plotW = 300;
+  const w = (x) => Math.max(2, (x / max) * plotW);
+  const win = e.window_secs ? Math.round(e.window_secs / 60) : null;
+  const unit = `${t("failures")}${win ? ` / ${win} ${t("minutes")}` : ""}`;
+  let axis = "";
+  for (const f of [0, 0.5, 1]) {
+    axis += `<line x1="${L + f * plotW}" x2="${L + f * plotW}" y1="4" y2="58" stroke="#26313d"/><text x="${L + f * plotW}" y="72" text-anchor="middle" class="axis">${Math.round(f * max)}</text>`;
+  }
+  return `<svg width="${W}" height="90" role="img" aria-label="${t("evidence")}" id="evidence-chart">${axis}
+    <text x="0" y="20" class="axis">${t("observed")}</text><rect x="${L}" y="8" height="16" width="${w(e.failures)}" fill="#f85149"></rect>
+    <text x="${L + 6 + w(e.failures)}" y="20" fill="#e6edf3" font-size="12">${e.failures.toFixed(0)}</text>
+    <text x="0" y="48" class="axis">${t("expected")}</text><rect x="${L}" y="36" height="16" width="${w(e.expected_failures)}" fill="#3fb950"></rect>
+    <text x="${L + 6 + w(e.expected_failures)}" y="48" fill="#e6edf3" font-size="12">${e.expected_failures.toFixed(1)}</text>
+    <text x="${L}" y="86" class="axis">${esc(unit)}</text></svg>`;
 }
 
 async function incidentDetail(id) {
   let i;
   try { i = await getJson(`/api/v1/incidents/${encodeURIComponent(id)}`); } catch (e) { return `<div class="empty">${esc(e.message)}</div>`; }
   const e = i.evidence;
-  const codes = e.top_codes.map((c) => `<tr><td>${esc(c.scheme)}</td><td>${esc(c.code)}</td><td>${esc(c.class)}</td><td>${c.count}</td><td>${esc(c.meaning[lang] || "")}</td></tr>`).join("");
-  const ex = e.examples.map((x) => `<tr><td><a href="#/terminal/${encodeURIComponent(x.terminal_id)}">${esc(x.terminal_id)}</a></td><td>${fmtTime(x.time_unix_ms)}</td><td>${esc(x.scheme)}</td><td>${esc(x.code)}</td></tr>`).join("");
-  const tl = (i.timeline || []).map((x) => `<tr><td>${fmtTime(x.at_unix_ms)}</td><td>${esc(x.event)}</td><td>${x.affected_terminals}</td><td>${esc(x.explanation[lang])}</td></tr>`).join("");
-  return `<p><a href="#/">${t("back")}</a></p>${incidentCard(i)}
+  const codes = e.top_codes.map((c) => `<tr><td>${esc(c.scheme)}</td><td><code>${esc(c.code)}</code></td><td>${esc(className(c.class))}</td><td class="cell">${c.count}</td><td>${esc(c.meaning[lang] || "")}</td></tr>`).join("");
+  const ex = e.examples.map((x) => `<tr><td><a href="#/terminal/${encodeURIComponent(x.terminal_id)}">${esc(x.terminal_id)}</a></td><td>${fmtTime(x.time_unix_ms)}</td><td>${esc(x.scheme)}</td><td><code>${esc(x.code)}</code></td></tr>`).join("");
+  const tl = (i.timeline || []).map((x) => `<tr><td>${fmtTime(x.at_unix_ms)}</td><td>${esc(eventName(x.event))}</td><td class="cell">${x.affected_terminals}</td><td>${esc(x.explanation[lang])}</td></tr>`).join("");
+  const dev = e.device ? ` · ${t("device")}: ${num(e.device.temperature_c.now, 0)} °C (${t("usual")} ${num(e.device.temperature_c.baseline, 0)}), ${t("cpu")} ${num(e.device.cpu_percent.now, 0)}% (${t("usual")} ${num(e.device.cpu_percent.baseline, 0)}%)` : "";
+  return `<p><a href="#/">${t("back")}</a></p><div id="incident-detail" data-incident="${i.id}">${incidentCard(i)}
+    <div class="meta">${t("opened_at")} ${fmtTime(i.opened_unix_ms)} · ${t("updated_at")} ${fmtTime(i.updated_unix_ms)}</div>
     <h2>${t("evidence")}</h2><div class="tile">${evidenceChart(e)}
-      <div class="meta">${t("attempts")}: ${e.attempts} · ${t("failures")}: ${e.failures.toFixed(0)} · ${t("expected")}: ${e.expected_failures.toFixed(1)} · ${t("significance")}: ${e.significance.toFixed(1)} · ${t("silent")}: ${e.silent_terminals}${e.device ? ` · ${t("device")}: ${num(e.device.temperature_c.now, 0)} °C (${t("usual")} ${num(e.device.temperature_c.baseline, 0)}), CPU ${num(e.device.cpu_percent.now, 0)}% (${t("usual")} ${num(e.device.cpu_percent.baseline, 0)}%)` : ""}</div></div>
-    <h2>${t("top_codes")}</h2><table><tr><th>scheme</th><th>code</th><th>class</th><th>n</th><th></th></tr>${codes}</table>
-    <h2>${t("examples")}</h2><table>${ex}</table>
-    <h2>${t("timeline")}</h2><table>${tl}</table>`;
+      <div class="meta" id="evidence-numbers">${t("attempts")}: ${e.attempts} · ${t("failures")}: ${e.failures.toFixed(0)} · ${t("expected")}: ${e.expected_failures.toFixed(1)} · ${t("significance")}: ${e.significance.toFixed(1)} · ${t("silent")}: ${e.silent_terminals}${dev}</div>
+      <div class="meta">${t("evidence_note")}</div></div>
+    <h2>${t("top_codes")}</h2><table id="top-codes"><tr><th>${t("scheme")}</th><th>${t("code")}</th><th>${t("class_")}</th><th>${t("count")}</th><th>${t("meaning")}</th></tr>${codes}</table>
+    <h2>${t("examples")}</h2><table><tr><th>${labelName("terminal_id")}</th><th>${t("time")}</th><th>${t("scheme")}</th><th>${t("code")}</th></tr>${ex}</table>
+    <h2>${t("timeline")}</h2><table id="incident-timeline"><tr><th>${t("time")}</th><th>${t("state")}</th><th>${t("affected")}</th><th>${t("meaning")}</th></tr>${tl}</table></div>`;
 }
 
 // ------------------------------------------------------------------------- terminals
@@ -331,8 +346,8 @@ let search = { q: "", state: "", label: "", value: "", after: null, back: [] };
 function stateClass(s) { return s === "online" ? "ok" : s === "stale" ? "warn" : s === "offline" ? "bad" : ""; }
 
 function terminalsForm() {
-  const states = ["", "online", "stale", "offline"].map((s) => `<option value="${s}" ${s === search.state ? "selected" : ""}>${s ? t(s) : t("any_state")}</option>`).join("");
-  const labels = [""].concat(LABELS).map((l) => `<option value="${l}" ${l === search.label ? "selected" : ""}>${l ? esc(l) : t("any_label")}</option>`).join("");
+  const states = ["", "online", "stale", "offline"].map((s) => `<option value="${s}" ${s === search.state ? "selected" : ""}>${s ? stateName(s) : t("any_state")}</option>`).join("");
+  const labels = [""].concat(LABELS).map((l) => `<option value="${l}" ${l === search.label ? "selected" : ""}>${l ? esc(labelName(l)) : t("any_label")}</option>`).join("");
   return `<form id="term-form" class="controls">
       <input type="search" id="q" placeholder="${t("search")}" value="${esc(search.q)}">
       <select id="t-state">${states}</select>
@@ -354,11 +369,11 @@ async function loadTerminals() {
   let v;
   try { v = await getJson("/api/v1/terminals?" + p.toString()); } catch (e) { handleError(e, el); return; }
   const body = v.terminals.map((x) => `<tr class="term" data-terminal="${esc(x.terminal_id)}"><td><a href="#/terminal/${encodeURIComponent(x.terminal_id)}">${esc(x.terminal_id)}</a></td>
-    <td class="${stateClass(x.state)}">${t(x.state)}</td>
+    <td class="${stateClass(x.state)}">${stateName(x.state)}</td>
     <td>${esc(x.labels?.merchant_id)}</td><td>${esc(x.labels?.store_id)}</td><td>${esc(x.labels?.region)}</td><td>${esc(x.labels?.acquirer)}</td>
     <td>${esc(x.labels?.carrier)}</td><td>${esc(x.labels?.firmware)}</td><td>${fmtTime(x.last_seen_unix_ms)}</td><td>${x.records_received}</td></tr>`).join("");
   el.innerHTML = `<div class="meta" id="t-total">${v.total} ${t("found")}</div>
-    <table><tr><th>id</th><th>${t("state")}</th><th>merchant</th><th>store</th><th>region</th><th>acquirer</th><th>carrier</th><th>firmware</th><th>${t("last_seen")}</th><th>${t("records")}</th></tr>${body}</table>
+    <table><tr><th>${labelName("terminal_id")}</th><th>${t("state")}</th>${["merchant_id", "store_id", "region", "acquirer", "carrier", "firmware"].map((k) => `<th>${labelName(k)}</th>`).join("")}<th>${t("last_seen")}</th><th>${t("records")}</th></tr>${body}</table>
     <div class="controls"><button type="button" id="t-prev" ${search.back.length ? "" : "disabled"}>${t("prev")}</button>
     <button type="button" id="t-next" ${v.next ? "" : "disabled"}>${t("next")}</button></div>`;
   $("t-prev").addEventListener("click", () => { search.after = search.back.pop() ?? null; loadTerminals(); });
@@ -376,19 +391,27 @@ function renderTerminals() {
 }
 
 const STATE_COLORS = { online: "#3fb950", stale: "#d29922", offline: "#f85149", unknown: "#3a4654" };
+// The state strip starts at the terminal's first contact (or 24 h ago): nothing before it is
+// shown, and the moment between its first Hello and its first record is no outage.
 function stateStrip(d) {
-  const from = d.window.from_unix_ms, to = d.window.to_unix_ms, W = 1000, H = 26;
-  const x = (ms) => ((ms - from) / (to - from)) * W;
-  const rects = d.state_history.map((s) => `<rect x="${x(s.from_unix_ms).toFixed(1)}" y="0" width="${Math.max(0.5, x(s.to_unix_ms) - x(s.from_unix_ms)).toFixed(1)}" height="${H}" fill="${STATE_COLORS[s.state]}" data-state="${s.state}"><title>${t(s.state)}: ${fmtTime(s.from_unix_ms)} – ${fmtTime(s.to_unix_ms)}</title></rect>`).join("");
+  const first = d.first_seen_unix_ms || d.window.from_unix_ms;
+  const from = Math.max(d.window.from_unix_ms, first), to = d.window.to_unix_ms, W = 1000, H = 26;
+  const hist = d.state_history
+    .filter((s) => s.to_unix_ms > from && s.state !== "unknown")
+    .map((s) => ({ ...s, from_unix_ms: Math.max(s.from_unix_ms, from) }))
+    // Between its first Hello and its first record (seconds) a terminal is connected.
+    .map((s) => (s.state === "offline" && s.from_unix_ms <= first + 60000 && s.to_unix_ms - s.from_unix_ms < 60000 ? { ...s, state: "online" } : s));
+  const x = (ms) => ((ms - from) / Math.max(1, to - from)) * W;
+  const rects = hist.map((s) => `<rect x="${x(s.from_unix_ms).toFixed(1)}" y="0" width="${Math.max(0.5, x(s.to_unix_ms) - x(s.from_unix_ms)).toFixed(1)}" height="${H}" fill="${STATE_COLORS[s.state]}" data-state="${s.state}"><title>${stateName(s.state)}: ${fmtAbs(s.from_unix_ms)} – ${fmtAbs(s.to_unix_ms)}</title></rect>`).join("");
   let ticks = "";
-  for (let h = 0; h <= 24; h += 3) {
-    const ms = from + h * 3600e3;
+  for (let k = 0; k <= 8; k++) {
+    const ms = from + (k * (to - from)) / 8;
     ticks += `<text x="${Math.min(W - 30, x(ms))}" y="${H + 14}" fill="#8b98a5" font-size="11">${esc(fmtClock(ms))}</text>`;
   }
-  const legend = ["online", "stale", "offline", "unknown"].map((s) => `<span style="color:${STATE_COLORS[s]}">■</span> ${t(s)}`).join(" &nbsp; ");
-  const mins = (s) => Math.round((s.to_unix_ms - s.from_unix_ms) / 60000);
-  const gaps = d.state_history.filter((s) => s.state === "offline" || s.state === "stale").slice(-8).reverse()
-    .map((s) => `<tr><td class="${stateClass(s.state)}">${t(s.state)}</td><td>${fmtTime(s.from_unix_ms)}</td><td>${fmtTime(s.to_unix_ms)}</td><td class="cell">${mins(s)} min</td></tr>`).join("");
+  const legend = ["online", "stale", "offline"].map((s) => `<span style="color:${STATE_COLORS[s]}">■</span> ${stateName(s)}`).join(" &nbsp; ");
+  const mins = (s) => Math.max(1, Math.round((s.to_unix_ms - s.from_unix_ms) / 60000));
+  const gaps = hist.filter((s) => s.state === "offline" || s.state === "stale").slice(-8).reverse()
+    .map((s) => `<tr><td class="${stateClass(s.state)}">${stateName(s.state)}</td><td>${fmtTime(s.from_unix_ms)}</td><td>${fmtTime(s.to_unix_ms)}</td><td class="cell">${mins(s)} ${t("minutes")}</td></tr>`).join("");
   return `<div class="tile"><svg id="state-strip" viewBox="0 0 ${W} ${H + 18}" width="100%" height="${H + 18}" preserveAspectRatio="none" role="img" aria-label="${t("state_history")}">${rects}${ticks}</svg>
     <div class="meta">${legend}${d.window.truncated ? " · " + t("truncated") : ""}</div>
     ${gaps ? `<table id="gaps"><tr><th>${t("state")}</th><th>${t("starts")}</th><th>${t("ends")}</th><th></th></tr>${gaps}</table>` : ""}</div>`;
@@ -400,7 +423,7 @@ async function terminalDetail(id) {
     if (e instanceof NeedToken) { askToken(); return ""; }
     return `<p><a href="#/terminals">${t("back")}</a></p><div class="empty">${esc(e.message)}</div>`;
   }
-  const labels = d.labels ? Object.entries(d.labels).map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v)}</td></tr>`).join("") : "";
+  const labels = d.labels ? Object.entries(d.labels).map(([k, v]) => `<tr><th>${esc(labelName(k))}</th><td>${esc(v)}</td></tr>`).join("") : "";
   const health = d.health.map((h) => { const b = h.heartbeat; return `<tr><td>${fmtTime(h.time_unix_ms)}</td><td>${num(b.cpu_percent)}%</td>
     <td>${mb(b.mem_used_bytes)} / ${mb(b.mem_total_bytes)}</td><td>${mb(b.disk_free_bytes)}</td><td>${b.temperature_c == null ? "-" : num(b.temperature_c) + " °C"}</td>
     <td>${b.battery_percent == null ? "-" : num(b.battery_percent, 0) + "%"}</td><td>${b.spool_records}</td></tr>`; }).join("");
@@ -408,17 +431,17 @@ async function terminalDetail(id) {
     const eps = b.endpoints.map((p) => `${esc(p.name)}: ${p.error ? `<span class="bad">${esc(p.error)}</span>` : `${num(p.dns_ms, 0)}/${num(p.tcp_connect_ms, 0)} ms`}`).join(", ");
     return `<tr><td>${fmtTime(n.time_unix_ms)}</td><td>${num(b.rtt_ms)} ms</td><td>${num(b.jitter_ms)} ms</td><td>${num(b.loss_percent)}%</td><td>${eps}</td></tr>`; }).join("");
   const o = d.outcomes;
-  const classes = Object.entries(o.by_class).map(([c, n]) => `<tr><td><span style="color:${CLASS_COLORS[c] || "#8b98a5"}">■</span> ${esc(c)}</td><td class="cell">${n}</td></tr>`).join("");
+  const classes = Object.entries(o.by_class).map(([c, n]) => `<tr><td><span style="color:${CLASS_COLORS[c] || "#8b98a5"}">■</span> ${esc(className(c))}</td><td class="cell">${n}</td></tr>`).join("");
   const errors = d.recent_errors.map((x) => `<tr class="err"><td>${fmtTime(x.time_unix_ms)}</td><td>${esc(x.scheme)}</td><td><code>${esc(x.code)}</code></td>
-    <td>${esc(x.class)}</td><td class="meaning">${esc(x.meaning[lang] || x.meaning.en || "")}</td></tr>`).join("");
+    <td>${esc(className(x.class))}</td><td class="meaning">${esc(x.meaning[lang] || x.meaning.en || "")}</td></tr>`).join("");
   const none = `<div class="empty">${t("none")}</div>`;
   return `<p><a href="#/terminals">${t("back")}</a></p>
     <div class="tile term-head" id="terminal-detail" data-terminal="${esc(d.terminal_id)}"><span class="tid">${esc(d.terminal_id)}</span>
-      <span class="${stateClass(d.state)}">${t(d.state)}</span> <span class="meta">${t("last_seen")}: ${fmtTime(d.last_seen_unix_ms)} · ${t("records")}: ${d.records_received} · agent ${esc(d.agent_version)}</span></div>
+      <span class="${stateClass(d.state)}">${stateName(d.state)}</span> <span class="meta">${t("first_seen")}: ${fmtTime(d.first_seen_unix_ms)} · ${t("last_seen")}: ${fmtTime(d.last_seen_unix_ms)} · ${t("records")}: ${d.records_received} · ${t("agent_version")} ${esc(d.agent_version)}</span></div>
     <h2>${t("state_history")}</h2>${stateStrip(d)}
     <div class="grid2"><div><h2>${t("labels")}</h2>${labels ? `<table>${labels}</table>` : none}</div>
       <div><h2>${t("outcomes")}</h2><table id="outcomes"><tr><th>${t("attempts")}</th><td class="cell">${o.attempts}</td></tr><tr><th>${t("approved")}</th><td class="cell">${o.approved}</td></tr>${classes}</table></div></div>
-    <h2>${t("recent_errors")}</h2>${errors ? `<table id="recent-errors"><tr><th>${t("time")}</th><th>scheme</th><th>${t("code")}</th><th>${t("class_")}</th><th>${t("meaning")}</th></tr>${errors}</table>` : none}
+    <h2>${t("recent_errors")}</h2>${errors ? `<table id="recent-errors"><tr><th>${t("time")}</th><th>${t("scheme")}</th><th>${t("code")}</th><th>${t("class_")}</th><th>${t("meaning")}</th></tr>${errors}</table>` : none}
     <h2>${t("health")}</h2>${health ? `<table><tr><th>${t("time")}</th><th>${t("cpu")}</th><th>${t("memory")}</th><th>${t("disk")}</th><th>${t("temperature")}</th><th>${t("battery")}</th><th>${t("spool")}</th></tr>${health}</table>` : none}
     <h2>${t("network")}</h2>${net ? `<table><tr><th>${t("time")}</th><th>${t("rtt")}</th><th>${t("jitter")}</th><th>${t("loss")}</th><th>${t("endpoints")}</th></tr>${net}</table>` : none}`;
 }
@@ -515,6 +538,7 @@ function renderSilences() {
 // which only updates pages without forms the user may be typing in.
 async function render(full = true) {
   applyStatic();
+  document.body.classList.toggle("wall-mode", (location.hash || "").startsWith("#/wall"));
   if ($("token-form")) return;
   const view = $("view");
   const hash = location.hash || "#/";
@@ -526,6 +550,9 @@ async function render(full = true) {
     if (full) renderTerminals();
   } else if (hash.startsWith("#/silences")) {
     if (full) renderSilences();
+  } else if (hash.startsWith("#/wall")) {
+    if (full) wallRegions = { at: 0, html: "" };
+    await renderWall();
   } else {
     renderOverview(full);
   }

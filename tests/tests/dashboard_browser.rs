@@ -4,8 +4,12 @@
 //! incident must appear on the overview without a reload, its detail page must show its
 //! explanation, and the language switch must work; the heat table must show the faulty
 //! merchant's failures; the terminal search must open a terminal's detail; a read-only token
-//! must be refused a silence and an admin token must create and end one. Screenshots are saved
-//! in `target/dashboard-screenshots/`.
+//! must be refused a silence and an admin token must create and end one. Then, in English and
+//! Chinese (issue 19): cards in severity order with absolute times (zone) and relative ones, the
+//! kind filter, chart axes; the breakdown newest bucket first, sticky header, counts on hover,
+//! worst first, the window choice; the incident page; the wall view; a terminal's history
+//! from first contact; and no English string of the catalogue on any Chinese page.
+//! Screenshots of each are saved in `target/dashboard-screenshots/`.
 
 use std::path::Path;
 use std::process::Command;
@@ -121,6 +125,16 @@ tokens = [
         "10-silence-created.png",
         "11-silence-ended.png",
         "12-maintenance-created.png",
+        "en-1-overview.png",
+        "zh-1-overview.png",
+        "en-2-breakdown.png",
+        "zh-2-breakdown.png",
+        "en-3-incident.png",
+        "zh-3-incident.png",
+        "en-4-wall.png",
+        "zh-4-wall.png",
+        "en-5-terminal.png",
+        "zh-5-terminal.png",
     ] {
         let meta =
             std::fs::metadata(out.join(shot)).with_context(|| format!("screenshot {shot}"))?;
