@@ -65,7 +65,14 @@ fn main() -> Result<()> {
     // Spool writes still running in the blocking pool are fsync'd transactions: each commits
     // or not. Do not wait for stragglers beyond a moment.
     rt.shutdown_timeout(Duration::from_millis(300));
-    result
+    if let Err(e) = &result {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+    // Everything that matters is closed (the collector's store flushed, the spools closed or
+    // crash-safe): skip freeing the fleet's memory piece by piece, which took seconds with
+    // 3,000 agents on a loaded machine.
+    std::process::exit(0)
 }
 
 /// When the first SIGINT or SIGTERM arrived.
