@@ -134,12 +134,19 @@ fn plan(seed: u64) -> Plan {
     let mut d = Draw::new(seed);
     let fault_free = d.chance(0.22);
     let terminals = draw_terminals(&mut d);
+    // Larger fleets mostly get a day or less: what keeps a 300-scenario eval within minutes
+    // while every corner (20,000 terminals for 72 h) still occurs.
+    let long_ok = terminals < 1500 || d.chance(0.25);
     let duration_h = if fault_free {
-        d.int(12, 72)
+        if long_ok && d.chance(0.5) {
+            d.int(24, 72)
+        } else {
+            d.int(12, 24)
+        }
     } else {
         match d.unit() {
             x if x < 0.35 => d.int(1, 6),
-            x if x < 0.70 => d.int(6, 24),
+            x if x < 0.70 || !long_ok => d.int(6, 24),
             x if x < 0.90 => d.int(24, 48),
             _ => d.int(48, 72),
         }
@@ -190,9 +197,9 @@ fn plan(seed: u64) -> Plan {
 /// 50 to 20,000, log-uniform within bands skewed to small fleets.
 fn draw_terminals(d: &mut Draw) -> u32 {
     let (lo, hi) = match d.unit() {
-        x if x < 0.40 => (50.0, 300.0),
-        x if x < 0.70 => (300.0, 1500.0),
-        x if x < 0.90 => (1500.0, 6000.0),
+        x if x < 0.48 => (50.0, 300.0),
+        x if x < 0.80 => (300.0, 1500.0),
+        x if x < 0.95 => (1500.0, 6000.0),
         _ => (6000.0, 20_000.0),
     };
     // The band bounds are small; rounding is the intent.
