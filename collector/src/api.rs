@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use storepulse_collector_core::{Fleet, TerminalEntry, TerminalState};
 use storepulse_shared::{
-    DropReason, LinkType, PayMethod, ProbeError, RecordBody, Scheme, TerminalId,
+    DropReason, LabelKey, PayMethod, ProbeError, RecordBody, Scheme, TerminalId,
 };
 use tracing::error;
 
@@ -66,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/labels", get(labels))
         .route("/api/v1/terminals", get(crate::api_terminals::list))
         .route("/api/v1/terminals/{id}", get(crate::api_terminals::detail))
         .route("/api/v1/terminals/{id}/records", get(records))
@@ -94,6 +95,21 @@ async fn whoami(
         crate::config::TokenRole::Admin => "admin",
     };
     axum::Json(serde_json::json!({ "token": name, "role": role, "can_change": role == "admin" }))
+}
+
+/// `GET /api/v1/labels`: the label vocabulary, so clients (the dashboard) need no copy of
+/// it: the labels a terminal carries (the filters of `/api/v1/terminals`, the `by` of
+/// `/api/v1/breakdown`), in `Identity` order, and the old short names still accepted as input.
+async fn labels() -> Json<Value> {
+    let labels: Vec<&str> = LabelKey::TERMINAL_LABELS
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    let aliases: serde_json::Map<String, Value> = LabelKey::ALIASES
+        .iter()
+        .map(|(alias, k)| ((*alias).to_owned(), json!(k.as_str())))
+        .collect();
+    Json(json!({ "labels": labels, "aliases": aliases }))
 }
 
 /// The OpenAPI 3.1 description of this API, compiled in.
@@ -174,20 +190,11 @@ async fn records(
 
 /// A terminal as listed by `GET /api/v1/terminals`.
 pub fn terminal_json(id: &TerminalId, e: &TerminalEntry, state: TerminalState) -> Value {
-    let labels = e.labels.as_ref().map(|l| {
-        json!({
-            "merchant_id": l.merchant_id.as_str(),
-            "store_id": l.store_id.as_str(),
-            "region": l.region.as_str(),
-            "city": l.city.as_str(),
-            "acquirer": l.acquirer.as_str(),
-            "qr_channel": l.qr_channel.as_str(),
-            "carrier": l.carrier.as_str(),
-            "link": link_name(l.link),
-            "model": l.model.as_str(),
-            "firmware": l.firmware.as_str(),
-            "app_version": l.app_version.as_str(),
-        })
+    let labels = e.identity.as_ref().map(|id| {
+        LabelKey::TERMINAL_LABELS
+            .iter()
+            .map(|&k| (k.as_str().to_owned(), json!(id.label(k))))
+            .collect::<serde_json::Map<_, _>>()
     });
     json!({
         "terminal_id": id.as_str(),
@@ -313,15 +320,6 @@ pub fn body_json(body: &RecordBody) -> (&'static str, Value) {
                 "txn_outcomes": d.txn_outcomes,
             }),
         ),
-    }
-}
-
-pub(crate) fn link_name(link: LinkType) -> &'static str {
-    match link {
-        LinkType::Wired => "wired",
-        LinkType::Wifi => "wifi",
-        LinkType::Cellular => "cellular",
-        LinkType::Unknown => "unknown",
     }
 }
 

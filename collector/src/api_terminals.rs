@@ -15,12 +15,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use storepulse_collector_core::{TerminalEntry, TerminalState, Thresholds};
 use storepulse_shared::taxonomy;
-use storepulse_shared::{RecordBody, Scheme, TerminalId};
+use storepulse_shared::{LabelKey, RecordBody, Scheme, TerminalId};
 use tracing::error;
 
 use crate::api::{ApiError, ApiState, body_json, terminal_json};
 use crate::now_unix_ms;
-use crate::rollup::{Breakdown, BreakdownError, Cell, RETENTION_MS, RollupLabel};
+use crate::rollup::{self, Breakdown, BreakdownError, Cell, RETENTION_MS};
 use crate::store::{RecordKey, RecordRow};
 
 /// Terminals returned when `limit` is not given.
@@ -66,27 +66,33 @@ fn bad_query(e: &QueryRejection) -> ApiError {
     ApiError::BadRequest(e.body_text())
 }
 
-/// Whether a terminal matches every given label filter.
+impl ListQuery {
+    /// The filter on one label, if given (the terminal id is searched with `q`).
+    fn label(&self, key: LabelKey) -> Option<&str> {
+        match key {
+            LabelKey::TerminalId => None,
+            LabelKey::MerchantId => self.merchant_id.as_deref(),
+            LabelKey::StoreId => self.store_id.as_deref(),
+            LabelKey::Region => self.region.as_deref(),
+            LabelKey::City => self.city.as_deref(),
+            LabelKey::Acquirer => self.acquirer.as_deref(),
+            LabelKey::QrChannel => self.qr_channel.as_deref(),
+            LabelKey::Carrier => self.carrier.as_deref(),
+            LabelKey::Link => self.link.as_deref(),
+            LabelKey::Model => self.model.as_deref(),
+            LabelKey::Firmware => self.firmware.as_deref(),
+            LabelKey::AppVersion => self.app_version.as_deref(),
+        }
+    }
+}
+
+/// Whether a terminal matches every given label filter (a terminal without labels matches
+/// none).
 fn labels_match(e: &TerminalEntry, q: &ListQuery) -> bool {
-    let filters: [(&Option<String>, Option<&str>); 11] = {
-        let l = e.labels.as_ref();
-        [
-            (&q.merchant_id, l.map(|l| l.merchant_id.as_str())),
-            (&q.store_id, l.map(|l| l.store_id.as_str())),
-            (&q.region, l.map(|l| l.region.as_str())),
-            (&q.city, l.map(|l| l.city.as_str())),
-            (&q.acquirer, l.map(|l| l.acquirer.as_str())),
-            (&q.qr_channel, l.map(|l| l.qr_channel.as_str())),
-            (&q.carrier, l.map(|l| l.carrier.as_str())),
-            (&q.link, l.map(|l| crate::api::link_name(l.link))),
-            (&q.model, l.map(|l| l.model.as_str())),
-            (&q.firmware, l.map(|l| l.firmware.as_str())),
-            (&q.app_version, l.map(|l| l.app_version.as_str())),
-        ]
-    };
-    filters
-        .iter()
-        .all(|(want, have)| want.as_deref().is_none_or(|w| *have == Some(w)))
+    LabelKey::TERMINAL_LABELS.iter().all(|&k| {
+        q.label(k)
+            .is_none_or(|want| e.identity.as_ref().is_some_and(|id| id.label(k) == want))
+    })
 }
 
 /// `GET /api/v1/terminals`: terminals sorted by id, filtered by labels (exact), `state` and
@@ -390,7 +396,7 @@ pub(crate) async fn breakdown(
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| bad_query(&e))?;
     let labels = || {
-        RollupLabel::ALL
+        rollup::LABELS
             .iter()
             .map(|l| l.as_str())
             .collect::<Vec<_>>()
@@ -400,7 +406,8 @@ pub(crate) async fn breakdown(
         .by
         .as_deref()
         .ok_or_else(|| ApiError::BadRequest(format!("`by` is required: one of {}", labels())))?;
-    let label = RollupLabel::parse(by)
+    let label = LabelKey::parse(by)
+        .filter(|l| rollup::LABELS.contains(l))
         .ok_or_else(|| ApiError::BadRequest(format!("`by` {by:?} is not one of {}", labels())))?;
     let limit = q.limit.unwrap_or(DEFAULT_BREAKDOWN_LIMIT);
     if limit == 0 || limit > MAX_BREAKDOWN_LIMIT {

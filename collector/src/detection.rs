@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use storepulse_collector_core::Fleet;
 use storepulse_collector_core::detect::{
-    Detector, DetectorConfig, Dim, Incident, IncidentEvent, IncidentId, IncidentKind,
+    Detector, DetectorConfig, Incident, IncidentEvent, IncidentId,
 };
-use storepulse_shared::{Identity, Record, TerminalId};
+use storepulse_shared::{Identity, IncidentKind, LabelKey, Record, TerminalId};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -174,27 +174,11 @@ impl IncidentBook {
 pub(crate) fn known_identities(fleet: &Fleet) -> Vec<Identity> {
     fleet
         .iter()
-        .filter_map(|(id, e)| {
-            let l = e.labels.as_ref()?;
-            Some(Identity {
-                terminal_id: id.clone(),
-                merchant_id: l.merchant_id.clone(),
-                store_id: l.store_id.clone(),
-                region: l.region.clone(),
-                city: l.city.clone(),
-                acquirer: l.acquirer.clone(),
-                qr_channel: l.qr_channel.clone(),
-                carrier: l.carrier.clone(),
-                link: l.link,
-                model: l.model.clone(),
-                firmware: l.firmware.clone(),
-                app_version: l.app_version.clone(),
-            })
-        })
+        .filter_map(|(_, e)| e.identity.clone())
         .collect()
 }
 
-fn in_scope(id: &Identity, scope: &[(Dim, String)]) -> bool {
+fn in_scope(id: &Identity, scope: &[(LabelKey, String)]) -> bool {
     storepulse_collector_core::coverage::covers(scope, id)
 }
 
@@ -261,7 +245,7 @@ fn expected_end(
                 && w.scope.iter().all(|(k, v)| {
                     i.scope
                         .iter()
-                        .any(|(d, sv)| Some(*d) == Dim::parse(k) && sv == v)
+                        .any(|(d, sv)| Some(*d) == LabelKey::parse(k) && sv == v)
                 })
         })
         .map(|w| w.ends_at_ms)
@@ -509,10 +493,10 @@ impl Loop {
     fn tick(&mut self, now: i64, book: &RwLock<IncidentBook>, metrics: &Metrics, alerts: &Alerts) {
         for w in alerts.windows() {
             if self.announced.insert(w.id.clone()) {
-                let scope: Vec<(Dim, String)> = w
+                let scope: Vec<(LabelKey, String)> = w
                     .scope
                     .iter()
-                    .filter_map(|(k, v)| Some((Dim::parse(k)?, v.clone())))
+                    .filter_map(|(k, v)| Some((LabelKey::parse(k)?, v.clone())))
                     .collect();
                 self.detector.handle_announcement(
                     now,

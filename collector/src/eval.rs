@@ -16,9 +16,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use storepulse_collector_core::detect::{
-    Detector, DetectorConfig, Dim, IncidentEvent, MaintenanceWindow,
+    Detector, DetectorConfig, IncidentEvent, MaintenanceWindow,
 };
-use storepulse_shared::{Identity, Record, RecordBody, TerminalId, taxonomy};
+use storepulse_shared::{Identity, IncidentKind, Record, RecordBody, TerminalId, taxonomy};
 use storepulse_sim::{Announcement, Scenario, Sink};
 
 /// Virtual seconds between two detector ticks.
@@ -29,13 +29,13 @@ const EARLY_MS: i64 = 10 * 60_000;
 const LATE_MS: i64 = 60 * 60_000;
 
 /// A ground-truth incident: kind, scope pairs, start and end (Unix ms).
-type Truth = (String, BTreeSet<(String, String)>, i64, i64);
+type Truth = (IncidentKind, BTreeSet<(String, String)>, i64, i64);
 
 /// One state of a detected incident: when, kind, scope.
 #[derive(Debug, Clone)]
 struct State {
     time_ms: i64,
-    kind: String,
+    kind: IncidentKind,
     scope: BTreeSet<(String, String)>,
 }
 
@@ -120,13 +120,12 @@ impl Adapter {
 
 impl Sink for Adapter {
     fn observed(&mut self, now_ms: i64, terminal: &TerminalId, body: &RecordBody) {
-        // The first payment a fault makes fail (an alertable code; cardholder and risk
-        // declines are the customer's) is the earliest moment data can show it.
-        if let RecordBody::TxnOutcome(tx) = body {
-            let c = taxonomy::classify(tx.scheme, &tx.code);
-            if !c.approved && c.alertable {
-                self.symptom_at(now_ms, terminal);
-            }
+        // The first payment a fault makes fail (the taxonomy's failure rule; cardholder and
+        // risk declines are the customer's) is the earliest moment data can show it.
+        if let RecordBody::TxnOutcome(tx) = body
+            && taxonomy::classify(tx.scheme, &tx.code).failure().is_some()
+        {
+            self.symptom_at(now_ms, terminal);
         }
     }
 
@@ -154,11 +153,7 @@ impl Sink for Adapter {
 
     fn announcement(&mut self, now_ms: i64, a: &Announcement) {
         self.advance(now_ms);
-        let scope = a
-            .scope
-            .pairs()
-            .filter_map(|(k, v)| Some((Dim::parse(k.as_str())?, v.to_owned())))
-            .collect();
+        let scope = a.scope.pairs().map(|(k, v)| (k, v.to_owned())).collect();
         self.det.handle_announcement(
             now_ms,
             MaintenanceWindow {
@@ -207,7 +202,7 @@ impl Adapter {
                 .collect();
             self.detected.entry(inc.id).or_default().states.push(State {
                 time_ms: t,
-                kind: inc.kind.as_str().to_owned(),
+                kind: inc.kind,
                 scope,
             });
         }
@@ -228,11 +223,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
     let mut in_scope: HashMap<TerminalId, Vec<usize>> = HashMap::new();
     for term in &scenario.fleet.terminals {
         for (i, inc) in scenario.incidents.iter().enumerate() {
-            if inc
-                .scope
-                .pairs()
-                .all(|(k, v)| k.value_of(&term.identity) == v)
-            {
+            if inc.scope.pairs().all(|(k, v)| term.identity.label(k) == v) {
                 in_scope
                     .entry(term.identity.terminal_id.clone())
                     .or_default()
@@ -273,7 +264,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
                 .pairs()
                 .map(|(k, v)| (k.as_str().to_owned(), v.to_owned()))
                 .collect();
-            (i.kind.as_str().to_owned(), scope, i.start_ms, i.end_ms)
+            (i.kind, scope, i.start_ms, i.end_ms)
         })
         .collect();
     let matches = |s: &State, t: &Truth| {

@@ -13,9 +13,10 @@
 //! the future of the caller's clock counts at the caller's time, one older than the retention
 //! is not counted (it is counted in [`Rollup::too_old`]).
 //!
-//! Outcomes are split like detection does (`collector/core/src/detect.rs`, `family_of`):
-//! *failures* are declined outcomes of an alertable code of a class detection watches
-//! (merchant/terminal configuration, terminal fault, network, platform, issuer, settlement);
+//! Outcomes are split by the taxonomy's failure rule, the one detection counts by
+//! (`Classification::failure`): *failures* are declined outcomes of an alertable code of a
+//! class detection watches (merchant/terminal configuration, terminal fault, network, platform,
+//! issuer, settlement);
 //! *declines* are cardholder and fraud/risk decisions (normal, never alerting); the rest of the
 //! non-approved outcomes (unknown or non-alertable codes) are *other*. The failure rate is
 //! failures / attempts.
@@ -31,7 +32,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use storepulse_shared::taxonomy::{self, ErrorClass};
-use storepulse_shared::{Identity, LinkType, Record, RecordBody};
+use storepulse_shared::{Identity, LabelKey, Record, RecordBody};
 
 /// How long buckets are kept, ms.
 pub const RETENTION_MS: i64 = 24 * 3_600_000;
@@ -40,108 +41,21 @@ pub const FINE_BUCKET_MS: i64 = 10 * 60_000;
 /// Bucket width of merchant_id and store_id, ms.
 pub const COARSE_BUCKET_MS: i64 = 3_600_000;
 
-/// A label the rollup breaks failures down by (names as in the terminal API).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RollupLabel {
-    /// `merchant_id`.
-    Merchant,
-    /// `store_id`.
-    Store,
-    /// `region`.
-    Region,
-    /// `city`.
-    City,
-    /// `acquirer`.
-    Acquirer,
-    /// `qr_channel`.
-    QrChannel,
-    /// `carrier`.
-    Carrier,
-    /// `link`.
-    Link,
-    /// `model`.
-    Model,
-    /// `firmware`.
-    Firmware,
-    /// `app_version`.
-    AppVersion,
+/// The labels the rollup breaks failures down by: every label a terminal announces besides its
+/// id ([`LabelKey::TERMINAL_LABELS`]).
+pub const LABELS: [LabelKey; 11] = LabelKey::TERMINAL_LABELS;
+
+/// Whether a label has many values (merchant, store): coarser buckets, top-N answers.
+pub fn high_cardinality(label: LabelKey) -> bool {
+    matches!(label, LabelKey::MerchantId | LabelKey::StoreId)
 }
 
-impl RollupLabel {
-    /// Every label, in API order.
-    pub const ALL: [RollupLabel; 11] = [
-        Self::Merchant,
-        Self::Store,
-        Self::Region,
-        Self::City,
-        Self::Acquirer,
-        Self::QrChannel,
-        Self::Carrier,
-        Self::Link,
-        Self::Model,
-        Self::Firmware,
-        Self::AppVersion,
-    ];
-
-    /// The API name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Merchant => "merchant_id",
-            Self::Store => "store_id",
-            Self::Region => "region",
-            Self::City => "city",
-            Self::Acquirer => "acquirer",
-            Self::QrChannel => "qr_channel",
-            Self::Carrier => "carrier",
-            Self::Link => "link",
-            Self::Model => "model",
-            Self::Firmware => "firmware",
-            Self::AppVersion => "app_version",
-        }
-    }
-
-    /// Parses an API name (`merchant` and `store` are accepted too).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "merchant" => Some(Self::Merchant),
-            "store" => Some(Self::Store),
-            _ => Self::ALL.into_iter().find(|l| l.as_str() == s),
-        }
-    }
-
-    /// Whether the label has many values (merchant, store): coarser buckets, top-N answers.
-    pub fn high_cardinality(self) -> bool {
-        matches!(self, Self::Merchant | Self::Store)
-    }
-
-    /// The bucket width, ms.
-    pub fn bucket_ms(self) -> i64 {
-        if self.high_cardinality() {
-            COARSE_BUCKET_MS
-        } else {
-            FINE_BUCKET_MS
-        }
-    }
-
-    fn value(self, id: &Identity) -> &str {
-        match self {
-            Self::Merchant => id.merchant_id.as_str(),
-            Self::Store => id.store_id.as_str(),
-            Self::Region => id.region.as_str(),
-            Self::City => id.city.as_str(),
-            Self::Acquirer => id.acquirer.as_str(),
-            Self::QrChannel => id.qr_channel.as_str(),
-            Self::Carrier => id.carrier.as_str(),
-            Self::Link => match id.link {
-                LinkType::Wired => "wired",
-                LinkType::Wifi => "wifi",
-                LinkType::Cellular => "cellular",
-                LinkType::Unknown => "unknown",
-            },
-            Self::Model => id.model.as_str(),
-            Self::Firmware => id.firmware.as_str(),
-            Self::AppVersion => id.app_version.as_str(),
-        }
+/// A label's bucket width, ms.
+pub fn label_bucket_ms(label: LabelKey) -> i64 {
+    if high_cardinality(label) {
+        COARSE_BUCKET_MS
+    } else {
+        FINE_BUCKET_MS
     }
 }
 
@@ -158,17 +72,16 @@ pub enum OutcomeKind {
     Other,
 }
 
-/// Classifies an outcome the way detection does.
+/// Classifies an outcome by the taxonomy's failure rule, as detection does.
 pub fn outcome_kind(scheme: storepulse_shared::Scheme, code: &str) -> OutcomeKind {
     let c = taxonomy::classify(scheme, code);
     if c.approved {
         return OutcomeKind::Approved;
     }
-    match c.class {
-        ErrorClass::Cardholder | ErrorClass::FraudRisk => OutcomeKind::Decline,
-        ErrorClass::Other => OutcomeKind::Other,
-        class if c.alertable => OutcomeKind::Failure(class),
-        _ => OutcomeKind::Other,
+    match (c.failure(), c.class) {
+        (Some(class), _) => OutcomeKind::Failure(class),
+        (None, ErrorClass::Cardholder | ErrorClass::FraudRisk) => OutcomeKind::Decline,
+        (None, _) => OutcomeKind::Other,
     }
 }
 
@@ -216,7 +129,7 @@ struct Bucket {
 
 #[derive(Debug)]
 struct LabelRollup {
-    label: RollupLabel,
+    label: LabelKey,
     names: Vec<Box<str>>,
     ids: HashMap<Box<str>, u32>,
     /// Ascending by start.
@@ -241,7 +154,7 @@ fn class_index(c: ErrorClass) -> u8 {
 }
 
 impl LabelRollup {
-    fn new(label: RollupLabel) -> Self {
+    fn new(label: LabelKey) -> Self {
         Self {
             label,
             names: Vec::new(),
@@ -279,7 +192,7 @@ impl LabelRollup {
     }
 
     fn evict(&mut self, oldest_ms: i64) {
-        let w = self.label.bucket_ms();
+        let w = label_bucket_ms(self.label);
         while self
             .buckets
             .front()
@@ -305,7 +218,7 @@ pub struct Rollup {
 impl Default for Rollup {
     fn default() -> Self {
         Self {
-            labels: RollupLabel::ALL.into_iter().map(LabelRollup::new).collect(),
+            labels: LABELS.into_iter().map(LabelRollup::new).collect(),
             latest_ms: i64::MIN,
             too_old: 0,
             counted: 0,
@@ -330,7 +243,7 @@ pub struct ValueRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Breakdown {
     /// The label.
-    pub label: RollupLabel,
+    pub label: LabelKey,
     /// Range actually covered, ms (`from` clipped to the retention, aligned to buckets).
     pub from_ms: i64,
     /// End of the range, ms (exclusive).
@@ -371,13 +284,13 @@ impl Rollup {
     }
 
     /// Oldest time retained at the rollup's latest time, ms.
-    pub fn retained_from(&self, label: RollupLabel) -> i64 {
+    pub fn retained_from(&self, label: LabelKey) -> i64 {
         self.retained_at(label, self.latest_ms)
     }
 
     /// Oldest time retained at `now_ms` (or at the latest time seen, if later), ms.
-    fn retained_at(&self, label: RollupLabel, now_ms: i64) -> i64 {
-        let w = label.bucket_ms();
+    fn retained_at(&self, label: LabelKey, now_ms: i64) -> i64 {
+        let w = label_bucket_ms(label);
         let oldest = self.latest_ms.max(now_ms).saturating_sub(RETENTION_MS);
         oldest - oldest.rem_euclid(w)
     }
@@ -411,8 +324,8 @@ impl Rollup {
             self.counted += 1;
             let kind = outcome_kind(t.scheme, &t.code);
             for l in &mut self.labels {
-                let v = l.intern(l.label.value(id));
-                let w = l.label.bucket_ms();
+                let v = l.intern(id.label(l.label));
+                let w = label_bucket_ms(l.label);
                 let b = l.bucket_mut(at - at.rem_euclid(w));
                 let c = b.cells.entry(v).or_default();
                 c.attempts = c.attempts.saturating_add(1);
@@ -440,15 +353,12 @@ impl Rollup {
     }
 
     /// Buckets held for `label`.
-    pub fn buckets(&self, label: RollupLabel) -> usize {
+    pub fn buckets(&self, label: LabelKey) -> usize {
         self.label(label).buckets.len()
     }
 
-    fn label(&self, label: RollupLabel) -> &LabelRollup {
-        let i = RollupLabel::ALL
-            .iter()
-            .position(|&l| l == label)
-            .unwrap_or(0);
+    fn label(&self, label: LabelKey) -> &LabelRollup {
+        let i = LABELS.iter().position(|&l| l == label).unwrap_or(0);
         &self.labels[i]
     }
 
@@ -457,7 +367,7 @@ impl Rollup {
     /// counted back from the latest time seen.
     pub fn breakdown(
         &self,
-        label: RollupLabel,
+        label: LabelKey,
         from_ms: i64,
         to_ms: i64,
         bucket_ms: Option<i64>,
@@ -472,7 +382,7 @@ impl Rollup {
     pub fn breakdown_at(
         &self,
         now_ms: i64,
-        label: RollupLabel,
+        label: LabelKey,
         from_ms: i64,
         to_ms: i64,
         bucket_ms: Option<i64>,
@@ -481,7 +391,7 @@ impl Rollup {
         if to_ms <= from_ms {
             return Err(BreakdownError::EmptyRange);
         }
-        let base = label.bucket_ms();
+        let base = label_bucket_ms(label);
         let w = bucket_ms.unwrap_or(base);
         if w <= 0 || w % base != 0 || w > RETENTION_MS {
             return Err(BreakdownError::BadBucket(base));
@@ -525,7 +435,7 @@ impl Rollup {
                 .then_with(|| name(a.0).cmp(name(b.0)))
         });
         chosen.truncate(limit);
-        if !label.high_cardinality() {
+        if !high_cardinality(label) {
             chosen.sort_by(|a, b| name(a.0).cmp(name(b.0)));
         }
         let mut index: Vec<Option<u32>> = vec![None; lr.names.len()];
@@ -585,7 +495,7 @@ impl Rollup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use storepulse_shared::{Label, PayMethod, Scheme, TerminalId, TxnOutcome};
+    use storepulse_shared::{Label, LinkType, PayMethod, Scheme, TerminalId, TxnOutcome};
 
     fn ident(t: &str, region: &str, store: &str) -> Identity {
         let l = |s: &str| Label::new(s).expect("label");
@@ -650,7 +560,7 @@ mod tests {
         r.record(now, Some(&b), &[txn(T0, "00"), txn(T0, "00")]);
         r.record(now, None, &[txn(T0, "03")]);
         let bd = r
-            .breakdown(RollupLabel::Region, T0, now, None, 10)
+            .breakdown(LabelKey::Region, T0, now, None, 10)
             .expect("breakdown");
         assert_eq!(bd.buckets, vec![T0, T0 + 600_000, T0 + 1_200_000]);
         assert_eq!(bd.rows.len(), 2);
@@ -669,7 +579,7 @@ mod tests {
         assert_eq!(bd.rows[1].total.failures, 0);
         // Hourly buckets for stores; top-N by failures.
         let bd = r
-            .breakdown(RollupLabel::Store, T0, now, None, 1)
+            .breakdown(LabelKey::StoreId, T0, now, None, 1)
             .expect("breakdown");
         assert_eq!(bd.bucket_ms, COARSE_BUCKET_MS);
         assert_eq!(bd.total_values, 2);
@@ -677,16 +587,16 @@ mod tests {
         assert_eq!(bd.rows[0].value, "S1");
         // Coarser answer buckets.
         let bd = r
-            .breakdown(RollupLabel::Region, T0, now, Some(COARSE_BUCKET_MS), 10)
+            .breakdown(LabelKey::Region, T0, now, Some(COARSE_BUCKET_MS), 10)
             .expect("breakdown");
         assert_eq!(bd.buckets, vec![T0]);
         assert_eq!(bd.rows[0].series[0].attempts, 3);
         assert_eq!(
-            r.breakdown(RollupLabel::Region, T0, now, Some(7), 10),
+            r.breakdown(LabelKey::Region, T0, now, Some(7), 10),
             Err(BreakdownError::BadBucket(FINE_BUCKET_MS))
         );
         assert_eq!(
-            r.breakdown(RollupLabel::Region, now, T0, None, 10),
+            r.breakdown(LabelKey::Region, now, T0, None, 10),
             Err(BreakdownError::EmptyRange)
         );
     }
@@ -696,11 +606,11 @@ mod tests {
         let mut r = Rollup::new();
         let a = ident("T1", "R01", "S1");
         r.record(T0, Some(&a), &[txn(T0, "03")]);
-        assert_eq!(r.buckets(RollupLabel::Region), 1);
+        assert_eq!(r.buckets(LabelKey::Region), 1);
         assert_eq!(r.cells(), 11);
         // 23 h later the bucket is still there.
         r.evict(T0 + 23 * 3_600_000);
-        assert_eq!(r.buckets(RollupLabel::Region), 1);
+        assert_eq!(r.buckets(LabelKey::Region), 1);
         // 24 h after the bucket ended, it is gone, for every label.
         r.evict(T0 + RETENTION_MS + COARSE_BUCKET_MS);
         assert_eq!(r.cells(), 0);
@@ -710,18 +620,18 @@ mod tests {
         assert_eq!(r.too_old, 1);
         // The future one counts at the caller's time.
         let bd = r
-            .breakdown(RollupLabel::Region, now - 1, now + 1, None, 10)
+            .breakdown(LabelKey::Region, now - 1, now + 1, None, 10)
             .expect("breakdown");
         assert_eq!(bd.rows[0].total.attempts, 1);
         // A range before the retention is clipped and flagged, or refused if wholly before.
         let bd = r
-            .breakdown(RollupLabel::Region, T0, now + 1, None, 10)
+            .breakdown(LabelKey::Region, T0, now + 1, None, 10)
             .expect("breakdown");
         assert!(bd.clipped);
-        assert_eq!(bd.from_ms, r.retained_from(RollupLabel::Region));
+        assert_eq!(bd.from_ms, r.retained_from(LabelKey::Region));
         assert!(bd.buckets.len() <= 145);
         assert_eq!(
-            r.breakdown(RollupLabel::Region, T0, T0 + 1, None, 10),
+            r.breakdown(LabelKey::Region, T0, T0 + 1, None, 10),
             Err(BreakdownError::TooOld)
         );
     }

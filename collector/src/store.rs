@@ -204,7 +204,8 @@ impl Store {
                 .and_then(|s| TerminalId::new(s).ok())
                 .ok_or_else(|| StoreError::Corrupt(format!("registry key {k:02x?}")))?;
             let stored = decode_terminal(&v)?;
-            fleet.insert(id, stored.into());
+            let entry = stored.into_entry(&id);
+            fleet.insert(id, entry);
         }
         Ok(fleet)
     }

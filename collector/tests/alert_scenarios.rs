@@ -10,13 +10,13 @@ use std::path::Path;
 
 use storepulse_collector::detection::{AlertBridge, explained_by};
 use storepulse_collector_core::detect::{
-    Detector, DetectorConfig, Dim, IncidentEvent, MaintenanceWindow,
+    Detector, DetectorConfig, IncidentEvent, MaintenanceWindow,
 };
 use storepulse_collector_core::notify::{
     self as notify, MaintenanceMode, Matcher, Notification, NotificationKind, Notifier,
     NotifyConfig, Severity, Silence,
 };
-use storepulse_shared::{Identity, Record, TerminalId};
+use storepulse_shared::{Identity, LabelKey, Record, TerminalId};
 use storepulse_sim::{Announcement, Scenario, Sink};
 
 const TICK_MS: i64 = 10_000;
@@ -110,10 +110,7 @@ impl Sink for Pipeline {
         self.det.handle_announcement(
             now_ms,
             MaintenanceWindow {
-                scope: pairs
-                    .iter()
-                    .filter_map(|(k, v)| Some((Dim::parse(k)?, v.clone())))
-                    .collect(),
+                scope: a.scope.pairs().map(|(k, v)| (k, v.to_owned())).collect(),
                 start_ms: a.start_ms,
                 end_ms: a.end_ms,
             },
@@ -251,7 +248,7 @@ fn a_silence_mutes_pages_but_not_detection() {
     let merchant = sc.incidents[0]
         .scope
         .pairs()
-        .find(|(k, _)| k.as_str() == "merchant")
+        .find(|(k, _)| *k == LabelKey::MerchantId)
         .map(|(_, v)| v.to_owned())
         .expect("merchant scope");
     // Without a silence, it pages.
@@ -264,7 +261,8 @@ fn a_silence_mutes_pages_but_not_detection() {
         "not paged: {:?}",
         p.opened
     );
-    // With a silence on that merchant for the whole day, nothing about it is sent...
+    // With a silence on that merchant for the whole day, nothing about it is sent (the
+    // silence uses the old short name `merchant`, still accepted for `merchant_id`)...
     let mut p = Pipeline::new(config(MaintenanceMode::LowUrgency), false);
     p.notifier.handle_silence(Silence {
         id: "s1".into(),
@@ -282,7 +280,7 @@ fn a_silence_mutes_pages_but_not_detection() {
             n.incident
                 .scope
                 .iter()
-                .any(|(k, v)| k == "merchant" && *v == merchant)
+                .any(|(k, v)| k == "merchant_id" && *v == merchant)
         })
         .collect();
     assert!(paged.is_empty(), "silenced incident paged: {paged:?}");

@@ -328,7 +328,7 @@ async fn flaky_receiver_gets_everything_exactly_once_across_a_restart() {
                 &format!("F{i}"),
                 "merchant_config",
                 Severity::Major,
-                &[("merchant", "M1")],
+                &[("merchant_id", "M1")],
             )
         })
         .collect();
@@ -489,7 +489,7 @@ async fn pagerduty_events_follow_the_v2_field_rules() {
         "P2",
         "store_offline",
         Severity::Minor,
-        &[("store", "M1-S1")],
+        &[("store_id", "M1-S1")],
     );
     n.alerts.handle_incident(long.clone());
     n.alerts.handle_incident(minor.clone());
@@ -575,6 +575,8 @@ async fn api_silences_and_maintenance_mute_without_hiding() {
         .expect("post silence");
     assert_eq!(r.status(), 201);
     let silence: Value = r.json().await.expect("json");
+    // The old short name is accepted and kept in the canonical spelling incidents carry.
+    assert_eq!(silence["matchers"][0], "merchant_id=M0003", "{silence}");
     let r = http
         .post(url("/api/v1/alerts/maintenance"))
         .json(&json!({"scope": {"acquirer": "ACQ-A"}, "ends_at": in_an_hour, "announcement": "ACQ-A upgrade / 升级"}))
@@ -594,7 +596,7 @@ async fn api_silences_and_maintenance_mute_without_hiding() {
         "S1",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M0003")],
+        &[("merchant_id", "M0003")],
     ));
     n.alerts.handle_incident(snapshot(
         "W1",
@@ -606,7 +608,7 @@ async fn api_silences_and_maintenance_mute_without_hiding() {
         "X1",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M0009")],
+        &[("merchant_id", "M0009")],
     ));
     eventually("X1 delivered", 10, async || {
         (state.lock().expect("lock").accepted.len() == 1).then_some(())

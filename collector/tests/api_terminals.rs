@@ -9,12 +9,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 use storepulse_collector::api::{ApiState, router};
 use storepulse_collector::detection::IncidentBook;
-use storepulse_collector::rollup::{BreakdownError, RETENTION_MS, Rollup, RollupLabel};
+use storepulse_collector::rollup::{BreakdownError, RETENTION_MS, Rollup};
 use storepulse_collector::store::{RecordKey, Store, StoredRecord, WriteSet};
-use storepulse_collector_core::{Fleet, Labels, TerminalEntry, Thresholds};
+use storepulse_collector_core::{Fleet, TerminalEntry, Thresholds};
 use storepulse_shared::{
-    Heartbeat, Identity, Label, LinkType, NetQuality, PayMethod, Record, RecordBody, Scheme, Seq,
-    TerminalId, TxnOutcome,
+    Heartbeat, Identity, Label, LabelKey, LinkType, NetQuality, PayMethod, Record, RecordBody,
+    Scheme, Seq, TerminalId, TxnOutcome,
 };
 
 const TH: Thresholds = Thresholds {
@@ -93,11 +93,11 @@ async fn fixture() -> Fixture {
         TerminalId::new("X1").expect("id"),
         TerminalEntry::new(now - 1000),
     );
-    assert!(fleet.entry(&ids[0].terminal_id).is_some_and(|e| {
-        e.labels
-            .as_ref()
-            .is_some_and(|l| *l == Labels::from_identity(&ids[0]))
-    }));
+    assert!(
+        fleet
+            .entry(&ids[0].terminal_id)
+            .is_some_and(|e| { e.identity.as_ref() == Some(&ids[0]) })
+    );
 
     let store = Store::in_memory();
     let t01 = ids[0].terminal_id.clone();
@@ -532,7 +532,7 @@ fn rollup_evicts_by_the_time_passed_in() {
     // Still there a day after the first outcome, minus a bucket.
     r.evict(t0 + RETENTION_MS - 600_000);
     let b = r
-        .breakdown(RollupLabel::Region, t0 - 1, t0 + RETENTION_MS, None, 10)
+        .breakdown(LabelKey::Region, t0 - 1, t0 + RETENTION_MS, None, 10)
         .expect("breakdown");
     assert_eq!(b.rows[0].total.attempts, 3);
     assert_eq!(b.rows[0].total.failures, 1);
@@ -540,7 +540,7 @@ fn rollup_evicts_by_the_time_passed_in() {
     r.evict(t0 + RETENTION_MS + 30 * 60_000);
     let b = r
         .breakdown(
-            RollupLabel::Region,
+            LabelKey::Region,
             t0,
             t0 + RETENTION_MS + 2 * 3_600_000,
             None,
@@ -555,7 +555,7 @@ fn rollup_evicts_by_the_time_passed_in() {
     r.evict(t0 + 3 * RETENTION_MS);
     assert_eq!(r.cells(), 0);
     assert_eq!(
-        r.breakdown(RollupLabel::Region, t0, t0 + 1, None, 10),
+        r.breakdown(LabelKey::Region, t0, t0 + 1, None, 10),
         Err(BreakdownError::TooOld)
     );
 }

@@ -96,20 +96,3 @@ fn three_fault_free_days_open_nothing() {
     // days before them: ordinary variation must not look like payments that stopped.
     check("control_three_days.toml");
 }
-
-#[test]
-fn the_simulator_and_the_detector_name_the_same_kinds() {
-    // eval matches detected incidents to the ground truth by kind name; the two enums must not
-    // drift apart (the detector has `unknown` on top, which no scenario may expect).
-    use storepulse_collector_core::detect::IncidentKind as Detected;
-    let sim: Vec<&str> = storepulse_sim::IncidentKind::ALL
-        .iter()
-        .map(|k| k.as_str())
-        .collect();
-    let det: Vec<&str> = Detected::ALL
-        .iter()
-        .filter(|&&k| k != Detected::Unknown)
-        .map(|k| k.as_str())
-        .collect();
-    assert_eq!(sim, det);
-}

@@ -133,7 +133,8 @@ try {
   await page.click("#token-form button[type=submit]");
   await page.waitForSelector("#silence-form");
   await fillSilence();
-  const created = page.locator("#silences-table tr[data-silence]", { hasText: `merchant=${merchant}` });
+  // Typed with the old short name, kept in the canonical one (merchant_id).
+  const created = page.locator("#silences-table tr[data-silence]", { hasText: `merchant_id=${merchant}` });
   await created.first().waitFor({ timeout: 10_000 });
   await page.screenshot({ path: `${out}/10-silence-created.png`, fullPage: true });
   await created.first().locator("button.end").click();

@@ -4,8 +4,9 @@
 // from the catalogue in i18n.js; times show with their zone and how long ago.
 "use strict";
 
-const LABELS = ["merchant_id", "store_id", "region", "city", "acquirer", "qr_channel", "carrier", "link", "model", "firmware", "app_version"];
-const HEAT_LABELS = ["region", "acquirer", "carrier", "firmware", "model", "merchant_id", "store_id", "city", "qr_channel"];
+// The label vocabulary (filters of the terminal search, rows of the heat table) comes from the
+// API (GET /api/v1/labels), loaded with the first refresh: no copy of it lives here.
+let LABELS = [];
 
 // Language: ?lang=zh|en (handy for wall displays), then the last choice, then the browser's.
 const langParam = new URLSearchParams(location.search).get("lang");
@@ -98,16 +99,19 @@ function askToken() {
 
 async function refresh() {
   try {
-    const [active, resolved, summary] = await Promise.all([
+    const [active, resolved, summary, labels] = await Promise.all([
       getJson("/api/v1/incidents?state=active"),
       getJson("/api/v1/incidents?state=resolved&limit=20"),
       getJson("/api/v1/summary"),
+      LABELS.length ? null : getJson("/api/v1/labels"),
     ]);
+    if (labels) LABELS = labels.labels;
     data = { active: active.incidents, resolved: resolved.incidents, summary };
     $("updated").textContent = fmtAbs(Date.now());
     $("conn").textContent = t("live");
     $("conn").className = "ok";
-    render(false);
+    // The first time the labels arrive, forms built without them are built again.
+    render(Boolean(labels));
   } catch (e) {
     if (e instanceof NeedToken) { askToken(); return; }
     $("conn").textContent = t("disconnected");
@@ -263,7 +267,7 @@ async function loadHeat() {
 }
 
 function overviewSkeleton() {
-  const opts = HEAT_LABELS.map((l) => `<option value="${l}" ${l === heat.by ? "selected" : ""}>${esc(labelName(l))}</option>`).join("");
+  const opts = LABELS.map((l) => `<option value="${l}" ${l === heat.by ? "selected" : ""}>${esc(labelName(l))}</option>`).join("");
   const ranges = [[1, "last_1h"], [6, "last_6h"], [24, "last_24h"]].map(([h, k]) => `<option value="${h}" ${heat.range === h ? "selected" : ""}>${t(k)}</option>`).join("");
   const sorts = ["worst", "volume", "name"].map((k) => `<option value="${k}" ${heat.sort === k ? "selected" : ""}>${t("sort_" + k)}</option>`).join("");
   return `<div id="ov"><section class="tiles" id="tiles"></section><div id="chart"></div>

@@ -1,7 +1,9 @@
 //! storepulse-shared: the wire protocol between agents and the collector.
 //!
 //! This crate is pure data and pure functions: frame encoding and a sans-IO frame decoder
-//! ([`frame`]), the messages ([`message`]) and the validated identity newtypes ([`ids`]).
+//! ([`frame`]), the messages ([`message`]), the validated identity newtypes ([`ids`]), the
+//! error-code taxonomy ([`taxonomy`]) and the fleet's vocabulary: label keys and incident kinds
+//! ([`vocab`]).
 //! It does no IO and pulls in no async runtime, QUIC or storage crate.
 //! `PROTOCOL.md` at the repository root is the normative description of the same format.
 
@@ -10,10 +12,12 @@ pub mod frame;
 pub mod ids;
 pub mod message;
 pub mod taxonomy;
+pub mod vocab;
 
 pub use frame::{FrameDecoder, FrameError, FrameType, MAX_FRAME_BYTES_DEFAULT, encode_frame};
 pub use ids::{IdError, Label, MAX_TXN_CODE_BYTES, Seq, TerminalId, validate_txn_code};
 pub use message::*;
+pub use vocab::{IncidentKind, LabelKey};
 
 /// ALPN protocol identifier negotiated on every QUIC connection.
 pub const ALPN: &[u8] = b"storepulse/1";

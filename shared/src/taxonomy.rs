@@ -3,6 +3,10 @@
 //! The table is `shared/data/error-codes.csv`, compiled into the binary and parsed once on first
 //! use. Unknown codes classify as [`ErrorClass::Other`], not alertable, with `known == false`, so
 //! they can be counted and shown.
+//!
+//! The failure rule lives here too ([`Classification::failure`]): an outcome is a *failure*
+//! when it was declined with an alertable code of a class detection watches. Detection, the
+//! breakdown rollup and eval's symptom clock all count failures by this one rule.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -124,6 +128,13 @@ impl ErrorClass {
         })
     }
 
+    /// Whether detection watches this class: merchant and terminal configuration, terminal
+    /// fault, network, platform, issuer and settlement. Cardholder and fraud/risk decisions
+    /// are the customer's, `Other` is approvals and unknown codes: never failures.
+    pub fn is_watched(self) -> bool {
+        !matches!(self, Self::Cardholder | Self::FraudRisk | Self::Other)
+    }
+
     /// Every class, in a stable order.
     pub const ALL: [ErrorClass; 10] = [
         Self::Cardholder,
@@ -137,6 +148,15 @@ impl ErrorClass {
         Self::Settlement,
         Self::Other,
     ];
+}
+
+impl Classification {
+    /// The failure rule: `Some(class)` when the outcome is a failure (declined, alertable code,
+    /// watched class), `None` for approvals, declines of the customer's and unknown or
+    /// non-alertable codes.
+    pub fn failure(&self) -> Option<ErrorClass> {
+        (!self.approved && self.alertable && self.class.is_watched()).then_some(self.class)
+    }
 }
 
 impl Scheme {
@@ -327,6 +347,23 @@ mod tests {
                 .filter(|r| matches!(r.class, ErrorClass::Cardholder | ErrorClass::FraudRisk))
                 .all(|r| !r.alertable)
         );
+    }
+
+    #[test]
+    fn only_watched_classes_are_alertable() {
+        // So "declined with an alertable code" and the failure rule are the same thing.
+        for r in all() {
+            assert!(!r.alertable || r.class.is_watched(), "{r:?}");
+            let c = classify(r.scheme, &r.code);
+            assert_eq!(c.failure().is_some(), !c.approved && c.alertable, "{r:?}");
+        }
+        assert_eq!(
+            classify(Scheme::Iso8583, "03").failure(),
+            Some(ErrorClass::MerchantConfig)
+        );
+        assert_eq!(classify(Scheme::Iso8583, "51").failure(), None);
+        assert_eq!(classify(Scheme::Cup, "00").failure(), None);
+        assert_eq!(classify(Scheme::Cup, "ZZ").failure(), None);
     }
 
     #[test]

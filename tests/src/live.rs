@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use storepulse_agent::Agent;
 use storepulse_agent_core::NewRecord;
-use storepulse_shared::{Identity, LinkType, TerminalId};
+use storepulse_shared::{Identity, TerminalId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -85,15 +85,6 @@ pub struct LiveFleet {
     agents: HashMap<TerminalId, LiveAgent>,
 }
 
-fn link_name(l: LinkType) -> &'static str {
-    match l {
-        LinkType::Wired => "wired",
-        LinkType::Wifi => "wifi",
-        LinkType::Cellular => "cellular",
-        LinkType::Unknown => "unknown",
-    }
-}
-
 fn agent_config(
     id: &Identity,
     dir: &Path,
@@ -144,7 +135,7 @@ idle_timeout_secs = {idle}
         acquirer = q(id.acquirer.as_str()),
         qr = q(id.qr_channel.as_str()),
         carrier = q(id.carrier.as_str()),
-        link = link_name(id.link),
+        link = id.link.as_str(),
         model = q(id.model.as_str()),
         firmware = q(id.firmware.as_str()),
         app = q(id.app_version.as_str()),

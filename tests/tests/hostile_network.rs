@@ -221,8 +221,9 @@ async fn detection_is_still_right_through_loss_and_delay() -> Result<()> {
         "http://{}/api/v1/incidents?state=all",
         collector.http_addr()
     );
-    let expected =
-        |i: &serde_json::Value| i["kind"] == "merchant_config" && i["scope"]["merchant"] == "M0002";
+    let expected = |i: &serde_json::Value| {
+        i["kind"] == "merchant_config" && i["scope"]["merchant_id"] == "M0002"
+    };
     wait_for(
         Duration::from_secs(60),
         "merchant_config incident for M0002",

@@ -142,7 +142,7 @@ async fn live_detection_opens_the_incident_in_the_api() -> Result<()> {
             v["incidents"]
                 .as_array()?
                 .iter()
-                .find(|i| i["kind"] == "merchant_config" && i["scope"]["merchant"] == "M0002")
+                .find(|i| i["kind"] == "merchant_config" && i["scope"]["merchant_id"] == "M0002")
                 .cloned()
         },
     )

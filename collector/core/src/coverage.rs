@@ -5,9 +5,9 @@
 //! (from the terminal's `Hello`). The answer lists the most severe first, then the oldest, and
 //! carries no other terminal's data: only incidents the terminal is itself part of.
 
-use storepulse_shared::{CoveringIncident, Identity, IncidentList, LinkType, ScopeLabel};
+use storepulse_shared::{CoveringIncident, Identity, IncidentList, LabelKey, ScopeLabel};
 
-use crate::detect::{Dim, Incident, IncidentKind};
+use crate::detect::{Incident, IncidentKind};
 
 /// One open incident with what the shell knows about it besides the detector's view.
 #[derive(Debug, Clone, Copy)]
@@ -22,41 +22,9 @@ pub struct Candidate<'a> {
     pub expected_end_unix_ms: Option<i64>,
 }
 
-/// A terminal's value of one label.
-pub fn label_of(id: &Identity, dim: Dim) -> &str {
-    match dim {
-        Dim::Terminal => id.terminal_id.as_str(),
-        Dim::Store => id.store_id.as_str(),
-        Dim::Merchant => id.merchant_id.as_str(),
-        Dim::City => id.city.as_str(),
-        Dim::Region => id.region.as_str(),
-        Dim::Acquirer => id.acquirer.as_str(),
-        Dim::QrChannel => id.qr_channel.as_str(),
-        Dim::Carrier => id.carrier.as_str(),
-        Dim::Model => id.model.as_str(),
-        Dim::Firmware => id.firmware.as_str(),
-        Dim::Link => match id.link {
-            LinkType::Wired => "wired",
-            LinkType::Wifi => "wifi",
-            LinkType::Cellular => "cellular",
-            LinkType::Unknown => "unknown",
-        },
-    }
-}
-
 /// Whether a terminal lies inside a scope (every label equal).
-pub fn covers(scope: &[(Dim, String)], id: &Identity) -> bool {
-    scope.iter().all(|(d, v)| label_of(id, *d) == v)
-}
-
-/// The label key as the API and the wire name it (the `Identity` field name).
-pub fn wire_key(dim: Dim) -> &'static str {
-    match dim {
-        Dim::Terminal => "terminal_id",
-        Dim::Store => "store_id",
-        Dim::Merchant => "merchant_id",
-        other => other.as_str(),
-    }
+pub fn covers(scope: &[(LabelKey, String)], id: &Identity) -> bool {
+    scope.iter().all(|(k, v)| id.label(*k) == v)
 }
 
 /// Rank of a severity name, most severe first.
@@ -108,7 +76,7 @@ fn covering(c: Candidate<'_>) -> CoveringIncident {
             .scope
             .iter()
             .map(|(d, v)| ScopeLabel {
-                key: wire_key(*d).to_owned(),
+                key: d.as_str().to_owned(),
                 value: v.clone(),
             })
             .collect(),
@@ -179,7 +147,7 @@ pub fn till_advice(kind: IncidentKind) -> (&'static str, &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use storepulse_shared::{Label, TerminalId};
+    use storepulse_shared::{Label, LinkType, TerminalId};
 
     use super::*;
     use crate::detect::{Evidence, Family};
@@ -202,7 +170,7 @@ mod tests {
         }
     }
 
-    fn incident(n: u64, kind: IncidentKind, scope: &[(Dim, &str)], started: i64) -> Incident {
+    fn incident(n: u64, kind: IncidentKind, scope: &[(LabelKey, &str)], started: i64) -> Incident {
         Incident {
             id: n,
             kind,
@@ -242,23 +210,33 @@ mod tests {
         let mine = incident(
             1,
             IncidentKind::MerchantConfig,
-            &[(Dim::Merchant, "M1")],
+            &[(LabelKey::MerchantId, "M1")],
             10,
         );
-        let other = incident(2, IncidentKind::MerchantConfig, &[(Dim::Merchant, "M2")], 5);
+        let other = incident(
+            2,
+            IncidentKind::MerchantConfig,
+            &[(LabelKey::MerchantId, "M2")],
+            5,
+        );
         let acq = incident(
             3,
             IncidentKind::AcquirerMaintenance,
-            &[(Dim::Acquirer, "ACQ-A")],
+            &[(LabelKey::Acquirer, "ACQ-A")],
             1,
         );
         let two_labels = incident(
             4,
             IncidentKind::CarrierOutage,
-            &[(Dim::Carrier, "CMCC"), (Dim::Region, "R02")],
+            &[(LabelKey::Carrier, "CMCC"), (LabelKey::Region, "R02")],
             1,
         );
-        let mut over = incident(5, IncidentKind::StoreOffline, &[(Dim::Merchant, "M1")], 1);
+        let mut over = incident(
+            5,
+            IncidentKind::StoreOffline,
+            &[(LabelKey::MerchantId, "M1")],
+            1,
+        );
         over.resolved_ms = Some(20);
         let c = |i, sev| Candidate {
             incident: i,
@@ -320,7 +298,14 @@ mod tests {
     #[test]
     fn the_answer_is_bounded() {
         let many: Vec<Incident> = (0..40)
-            .map(|n| incident(n, IncidentKind::Unknown, &[(Dim::Region, "R01")], n as i64))
+            .map(|n| {
+                incident(
+                    n,
+                    IncidentKind::Unknown,
+                    &[(LabelKey::Region, "R01")],
+                    n as i64,
+                )
+            })
             .collect();
         let list = answer(
             1,

@@ -4,8 +4,8 @@
 //!
 //! # Method
 //!
-//! * **Classify.** Every payment outcome goes through the taxonomy; alertable classes fall
-//!   into five families (merchant config, terminal config, terminal fault, availability =
+//! * **Classify.** Every payment outcome goes through the taxonomy; failures (its one rule,
+//!   `Classification::failure`) fall into five families (merchant config, terminal config, terminal fault, availability =
 //!   network/platform/issuer, settlement). Cardholder and fraud-risk declines never count.
 //! * **Windows.** Live outcomes are counted per minute of *observation time* in every
 //!   single-label group (terminal, store, merchant, city, region, acquirer, QR channel, carrier,
@@ -51,8 +51,8 @@
 //!   `q` the learned miss probability, floored), and a greedy cover picks the label group
 //!   with the best `evidence + binomial fit` (a city of which 95 % went quiet beats the region
 //!   it is in, and beats each of its stores), explains its terminals away and repeats.
-//! * **Kinds.** The scope's keys, the family and the signal name the kind (table in
-//!   [`IncidentKind`]); anything else is `Unknown`. An availability anomaly on an acquirer or
+//! * **Kinds.** The scope's keys, the family and the signal name the kind (table on
+//!   `Detector::kind_of`); anything else is `Unknown`. An availability anomaly on an acquirer or
 //!   QR channel inside an announced window is maintenance.
 //! * **Lifecycle.** An anomaly refreshes the open incident with the same scope, is absorbed by
 //!   a wider open incident of a compatible family whose terminals contain its own, or widens a
@@ -69,11 +69,12 @@ mod text;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use storepulse_shared::taxonomy::{self, ErrorClass};
-use storepulse_shared::{Identity, Record, RecordBody, Scheme, TerminalId};
+use storepulse_shared::{Identity, LabelKey, Record, RecordBody, Scheme, TerminalId};
 
-pub use state::{Dim, Family};
+pub use state::Family;
+pub use storepulse_shared::IncidentKind;
 
-use self::state::{DIMSETS, NFAM, State, WINDOWED};
+use self::state::{DIMS, DIMSETS, NFAM, State, WINDOWED, ix};
 use self::stats::{deficit, surprise, xlnx};
 use crate::rca::{self, Cube, Direction, KpiKind, Params, RatioSample};
 
@@ -126,48 +127,6 @@ pub struct DetectorConfig {
     pub busy_points: f32,
     /// Floor of the fleet's share of distressed heartbeats (the null of the device test).
     pub min_hot_share: f64,
-}
-
-/// What kind of incident: the 11 kinds of the scenario library, and `Unknown`.
-///
-/// | scope keys | family / signal | kind |
-/// |---|---|---|
-/// | terminal | silence, terminal-fault codes | `TerminalFault` |
-/// | terminal | terminal-config or merchant-config codes | `TerminalConfig` |
-/// | store | silence | `StoreOffline` |
-/// | store | availability codes | `StoreNetwork` |
-/// | merchant or store | merchant-config codes | `MerchantConfig` |
-/// | firmware (+ model) | terminal-fault codes | `FirmwareRegression` |
-/// | carrier (+ region/city) | silence or availability | `CarrierOutage` |
-/// | region or city | silence or availability | `RegionalOutage` |
-/// | acquirer or qr_channel | availability | `AcquirerOutage` (`AcquirerMaintenance` in an announced window) |
-/// | qr_channel | settlement codes | `QrNotificationDelay` |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IncidentKind {
-    /// One terminal's hardware (codes, or a dead device).
-    TerminalFault,
-    /// One terminal's settings.
-    TerminalConfig,
-    /// One store's network quality.
-    StoreNetwork,
-    /// One store offline.
-    StoreOffline,
-    /// A merchant's (or one branch's) configuration at the acquirer.
-    MerchantConfig,
-    /// A firmware cohort.
-    FirmwareRegression,
-    /// A carrier (in a region).
-    CarrierOutage,
-    /// A region or city.
-    RegionalOutage,
-    /// An acquirer or QR channel failing.
-    AcquirerOutage,
-    /// An acquirer or QR channel failing inside an announced maintenance window.
-    AcquirerMaintenance,
-    /// QR payments left without a final state.
-    QrNotificationDelay,
-    /// Significant, localised, but matching no known pattern.
-    Unknown,
 }
 
 /// A stable incident id (sequential per detector).
@@ -255,9 +214,10 @@ pub struct Incident {
     pub id: IncidentId,
     /// Kind.
     pub kind: IncidentKind,
-    /// Scope: label key and value pairs, sorted by key (`terminal`, `store`, `merchant`,
-    /// `city`, `region`, `acquirer`, `qr_channel`, `carrier`, `model`, `firmware`).
-    pub scope: Vec<(Dim, String)>,
+    /// Scope: label key and value pairs, in the detector's key order (`terminal_id`,
+    /// `store_id`, `merchant_id`, `city`, `region`, `acquirer`, `qr_channel`, `carrier`,
+    /// `model`, `firmware`; a carrier's refinements name `carrier` first).
+    pub scope: Vec<(LabelKey, String)>,
     /// Terminals affected (silent, or with failures of the family in the window).
     pub affected_terminals: u32,
     /// Distinct stores of those terminals.
@@ -301,7 +261,7 @@ pub enum IncidentEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceWindow {
     /// Which acquirer / channel: label pairs (`acquirer` or `qr_channel`).
-    pub scope: Vec<(Dim, String)>,
+    pub scope: Vec<(LabelKey, String)>,
     /// Start, Unix ms.
     pub start_ms: i64,
     /// End, Unix ms.
@@ -331,7 +291,7 @@ pub struct Detector {
     /// Per family: significance of unexplained flags at the last localisation.
     tried: Vec<HashMap<u32, f64>>,
     /// Silence scopes seen at the previous tick (confirmation).
-    pending: HashMap<Vec<(Dim, u32)>, i64>,
+    pending: HashMap<Vec<(LabelKey, u32)>, i64>,
     last_tick: i64,
     /// Minute of the last volume test.
     last_volume_min: i64,
@@ -343,7 +303,7 @@ pub struct Detector {
 struct Open {
     inc: Incident,
     family: Family,
-    scope_ids: Vec<(Dim, u32)>,
+    scope_ids: Vec<(LabelKey, u32)>,
     members: Vec<u32>,
     last_active: i64,
     last_attempt: i64,
@@ -357,7 +317,7 @@ struct Open {
 #[derive(Debug, Clone)]
 struct Anomaly {
     family: Family,
-    scope: Vec<(Dim, u32)>,
+    scope: Vec<(LabelKey, u32)>,
     members: Vec<u32>,
     attempts: u64,
     observed: f64,
@@ -414,42 +374,6 @@ impl Default for DetectorConfig {
     }
 }
 
-impl IncidentKind {
-    /// Every kind, `Unknown` last.
-    pub const ALL: [IncidentKind; 12] = [
-        Self::TerminalFault,
-        Self::TerminalConfig,
-        Self::StoreNetwork,
-        Self::StoreOffline,
-        Self::MerchantConfig,
-        Self::FirmwareRegression,
-        Self::CarrierOutage,
-        Self::RegionalOutage,
-        Self::AcquirerOutage,
-        Self::AcquirerMaintenance,
-        Self::QrNotificationDelay,
-        Self::Unknown,
-    ];
-
-    /// The kind's name as used by the scenario library and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TerminalFault => "terminal_fault",
-            Self::TerminalConfig => "terminal_config",
-            Self::StoreNetwork => "store_network",
-            Self::StoreOffline => "store_offline",
-            Self::MerchantConfig => "merchant_config",
-            Self::FirmwareRegression => "firmware_regression",
-            Self::CarrierOutage => "carrier_outage",
-            Self::RegionalOutage => "regional_outage",
-            Self::AcquirerOutage => "acquirer_outage",
-            Self::AcquirerMaintenance => "acquirer_maintenance",
-            Self::QrNotificationDelay => "qr_notification_delay",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
 impl Evidence {
     /// Observed failure rate.
     pub fn observed_rate(&self) -> f64 {
@@ -490,6 +414,7 @@ impl Incident {
     }
 }
 
+/// The family a failure's class belongs to (`None` for classes that are never failures).
 fn family_of(class: ErrorClass) -> Option<Family> {
     match class {
         ErrorClass::MerchantConfig => Some(Family::MerchantConfig),
@@ -667,17 +592,14 @@ impl Detector {
             }
             RecordBody::TxnOutcome(tx) if live => {
                 let c = taxonomy::classify(tx.scheme, &tx.code);
-                let fam = if c.approved || !c.alertable {
-                    None
-                } else {
-                    family_of(c.class)
-                };
+                // The taxonomy's failure rule, grouped into families.
+                let fam = c.failure().and_then(family_of);
                 let minute = record.time_unix_ms.div_euclid(MINUTE_MS);
                 self.st.count(ti, minute, fam);
                 // Runs of failures (no approval in between) per terminal and per store, by
                 // plane: a misconfigured terminal answers card payments with terminal-config
                 // codes and QR payments with merchant-config codes.
-                for k in [Dim::Terminal.index(), Dim::Store.index()] {
+                for k in [ix(LabelKey::TerminalId), ix(LabelKey::StoreId)] {
                     let g = self.st.terms[t].groups[k] as usize;
                     let run = &mut self.st.groups[g].run;
                     if c.approved {
@@ -700,7 +622,7 @@ impl Detector {
                     // merchant who saw it fail twice may be dialling already. (At most one
                     // early tick a second: a flood of failures must not become a flood of
                     // ticks.)
-                    for k in [Dim::Terminal.index(), Dim::Store.index()] {
+                    for k in [ix(LabelKey::TerminalId), ix(LabelKey::StoreId)] {
                         let g = self.st.terms[t].groups[k] as usize;
                         if plane_of(f).any(|i| self.run_evidence(g, i).is_some())
                             && !self.contained(fam_index(f), &self.st.groups[g].members)
@@ -866,7 +788,7 @@ impl Detector {
         for t in hot {
             let term = &self.st.terms[t];
             let h = &term.health;
-            let g = term.groups[Dim::Terminal.index()] as usize;
+            let g = term.groups[ix(LabelKey::TerminalId)] as usize;
             let (att, fails) = self.st.window(g, now_min, 60);
             let exp = att as f64 * self.st.rate(g, fi, prior, prior_n);
             let device = f64::from(h.run) * -q.log10();
@@ -876,7 +798,7 @@ impl Detector {
             }
             out.push(Anomaly {
                 family: Family::TerminalFault,
-                scope: vec![(Dim::Terminal, term.labels[Dim::Terminal.index()])],
+                scope: vec![(LabelKey::TerminalId, term.labels[ix(LabelKey::TerminalId)])],
                 members: vec![t as u32],
                 attempts: att,
                 observed: fails[fi] as f64,
@@ -1132,7 +1054,7 @@ impl Detector {
 
     /// Whether `scope` is one acquirer or QR channel inside one of its announced maintenance
     /// windows (with grace) at `now`.
-    fn announced(&self, scope: &[(Dim, u32)], now: i64) -> bool {
+    fn announced(&self, scope: &[(LabelKey, u32)], now: i64) -> bool {
         let [(d, v)] = scope else { return false };
         self.windows.iter().any(|w| {
             let same = matches!(w.scope.as_slice(), [(wd, wv)]
@@ -1146,7 +1068,7 @@ impl Detector {
     /// availability anomaly of an acquirer or channel inside its announced window is a
     /// hypothesis named in advance and needs only
     /// [`DetectorConfig::announced_significance`]; anything else [`Self::threshold`].
-    fn need(&self, fi: usize, scope: &[(Dim, u32)], now: i64) -> f64 {
+    fn need(&self, fi: usize, scope: &[(LabelKey, u32)], now: i64) -> f64 {
         if fi == AVAILABILITY && self.announced(scope, now) {
             self.cfg.announced_significance
         } else {
@@ -1156,7 +1078,7 @@ impl Detector {
 
     /// The significance a scope must reach: the base threshold plus the price of having
     /// looked at every scope of its shape (Bonferroni over the label values of its keys).
-    fn threshold(&self, scope: &[(Dim, u32)]) -> f64 {
+    fn threshold(&self, scope: &[(LabelKey, u32)]) -> f64 {
         let price: f64 = scope
             .iter()
             .map(|&(d, _)| (self.st.interner.cardinality(d).max(1) as f64).log10())
@@ -1251,7 +1173,7 @@ impl Detector {
             return true;
         }
         if Family::COUNTED[fi] == Family::MerchantConfig
-            && DIMSETS[self.st.groups[g].dimset] == [Dim::Merchant]
+            && DIMSETS[self.st.groups[g].dimset] == [LabelKey::MerchantId]
         {
             // Merchant-config incidents open on two or more of a merchant's stores (or
             // terminals) that together hold most of its terminals are one registration
@@ -1290,7 +1212,13 @@ impl Detector {
     }
 
     /// Exact counts of family `fi` over the terminals of `scope` in the last `w` minutes.
-    fn measure(&self, now_min: i64, fi: usize, scope: Vec<(Dim, u32)>, w: i64) -> Option<Anomaly> {
+    fn measure(
+        &self,
+        now_min: i64,
+        fi: usize,
+        scope: Vec<(LabelKey, u32)>,
+        w: i64,
+    ) -> Option<Anomaly> {
         let members = self.st.members_of(&scope);
         if members.is_empty() {
             return None;
@@ -1330,7 +1258,10 @@ impl Detector {
         }
         let mut s = surprise(obs as f64, exp);
         let single = (scope.len() == 1).then(|| scope[0].0);
-        if fi == AVAILABILITY && matches!(single, Some(Dim::Terminal | Dim::Store)) && obs >= 2 {
+        if fi == AVAILABILITY
+            && matches!(single, Some(LabelKey::TerminalId | LabelKey::StoreId))
+            && obs >= 2
+        {
             s = fisher2(
                 s,
                 self.nq_evidence(&members, now_min * MINUTE_MS + MINUTE_MS - 1),
@@ -1338,9 +1269,9 @@ impl Detector {
         }
         let mut pass = s >= self.need(fi, &scope, now_min * MINUTE_MS) && obs >= 2;
         let group = match single {
-            Some(Dim::Terminal | Dim::Store) => {
+            Some(LabelKey::TerminalId | LabelKey::StoreId) => {
                 let d = scope[0].0;
-                Some(self.st.terms[members[0] as usize].groups[d.index()] as usize)
+                Some(self.st.terms[members[0] as usize].groups[ix(d)] as usize)
             }
             _ => None,
         };
@@ -1368,7 +1299,7 @@ impl Detector {
 
     /// Root-cause localisation of family `fi` over the last `w` minutes with [`rca`].
     fn localize(&self, now_min: i64, fi: usize, w: i64) -> Vec<Anomaly> {
-        let names: Vec<&str> = state::Dim::ALL.iter().map(|d| d.as_str()).collect();
+        let names: Vec<&str> = DIMS.iter().map(|d| d.as_str()).collect();
         let mut cube = Cube::new(&names, KpiKind::Ratio);
         let prior = self.cfg.prior_rates[fi];
         let mut ids = vec![0u32; names.len()];
@@ -1383,7 +1314,7 @@ impl Detector {
                 continue;
             }
             let grp = &self.st.groups[g];
-            for (i, d) in state::Dim::ALL.into_iter().enumerate() {
+            for (i, d) in DIMS.into_iter().enumerate() {
                 let v = self.st.interner.value(d, term.labels[i]);
                 match cube.intern(i, v) {
                     Ok(id) => ids[i] = id,
@@ -1412,15 +1343,18 @@ impl Detector {
         };
         let mut out: Vec<Anomaly> = Vec::new();
         for c in causes {
-            let mut scope: Vec<(Dim, u32)> = Vec::new();
+            let mut scope: Vec<(LabelKey, u32)> = Vec::new();
             for (k, v) in c.labels(&cube) {
-                let Some(d) = Dim::parse(k) else { continue };
+                let Some(d) = LabelKey::parse(k) else {
+                    continue;
+                };
                 let Some(id) = self.st.interner.lookup(d, v) else {
                     continue;
                 };
                 scope.push((d, id));
             }
-            scope.sort();
+            // The detector's own key order (see `DIMS`), not `LabelKey`'s.
+            scope.sort_by_key(|&(d, v)| (ix(d), v));
             let scope = self.narrowed(now_min, fi, w, scope);
             if let Some(a) = self.measure(now_min, fi, scope, w)
                 && !out.iter().any(|o| subset(&a.members, &o.members))
@@ -1436,10 +1370,16 @@ impl Detector {
     /// for merchant config, one terminal for terminal config or fault — that group is the
     /// scope. A fleet whose terminals share one QR channel must not get a channel-wide
     /// incident for one merchant's registration.
-    fn narrowed(&self, now_min: i64, fi: usize, w: i64, scope: Vec<(Dim, u32)>) -> Vec<(Dim, u32)> {
+    fn narrowed(
+        &self,
+        now_min: i64,
+        fi: usize,
+        w: i64,
+        scope: Vec<(LabelKey, u32)>,
+    ) -> Vec<(LabelKey, u32)> {
         let dim = match Family::COUNTED[fi] {
-            Family::MerchantConfig => Dim::Merchant,
-            Family::TerminalConfig | Family::TerminalFault => Dim::Terminal,
+            Family::MerchantConfig => LabelKey::MerchantId,
+            Family::TerminalConfig | Family::TerminalFault => LabelKey::TerminalId,
             _ => return scope,
         };
         let members = self.st.members_of(&scope);
@@ -1451,7 +1391,7 @@ impl Detector {
             if f[fi] == 0 {
                 continue;
             }
-            let g = term.groups[dim.index()];
+            let g = term.groups[ix(dim)];
             match common {
                 None => common = Some(g),
                 Some(c) if c == g => {}
@@ -1469,7 +1409,7 @@ impl Detector {
     /// The store group of terminal `t` if the store has other terminals and none of them has
     /// been paid since the terminal's merchant-config failures began.
     fn store_wide(&self, t: usize) -> Option<usize> {
-        let store = self.st.terms[t].groups[Dim::Store.index()] as usize;
+        let store = self.st.terms[t].groups[ix(LabelKey::StoreId)] as usize;
         let members = &self.st.groups[store].members;
         if members.len() < 2 || members.len() > 64 {
             return None;
@@ -1492,36 +1432,61 @@ impl Detector {
     fn canonical(&self, a: &mut Anomaly) {
         let Some(&t0) = a.members.first() else { return };
         let labels = self.st.terms[t0 as usize].labels;
-        let order: &[Dim] = match a.family {
-            Family::TerminalConfig | Family::TerminalFault => {
-                &[Dim::Terminal, Dim::Store, Dim::Merchant]
-            }
-            Family::MerchantConfig => &[Dim::Merchant, Dim::Store, Dim::Terminal],
-            _ => &[Dim::Store, Dim::Terminal, Dim::Merchant],
+        let order: &[LabelKey] = match a.family {
+            Family::TerminalConfig | Family::TerminalFault => &[
+                LabelKey::TerminalId,
+                LabelKey::StoreId,
+                LabelKey::MerchantId,
+            ],
+            Family::MerchantConfig => &[
+                LabelKey::MerchantId,
+                LabelKey::StoreId,
+                LabelKey::TerminalId,
+            ],
+            _ => &[
+                LabelKey::StoreId,
+                LabelKey::TerminalId,
+                LabelKey::MerchantId,
+            ],
         };
         for &d in order {
-            let g = self.st.terms[t0 as usize].groups[d.index()] as usize;
+            let g = self.st.terms[t0 as usize].groups[ix(d)] as usize;
             if self.st.groups[g].members == a.members {
-                a.scope = vec![(d, labels[d.index()])];
+                a.scope = vec![(d, labels[ix(d)])];
                 return;
             }
         }
     }
 
+    /// The kind of an anomaly: the scope's keys, the family and the signal name it; anything
+    /// else is `Unknown`.
+    ///
+    /// | scope keys | family / signal | kind |
+    /// |---|---|---|
+    /// | terminal_id | silence, terminal-fault codes | `TerminalFault` |
+    /// | terminal_id | terminal-config or merchant-config codes | `TerminalConfig` |
+    /// | store_id | silence | `StoreOffline` |
+    /// | store_id | availability codes | `StoreNetwork` |
+    /// | merchant_id or store_id | merchant-config codes | `MerchantConfig` |
+    /// | firmware (+ model) | terminal-fault codes | `FirmwareRegression` |
+    /// | carrier (+ region/city) | silence or availability | `CarrierOutage` |
+    /// | region or city | silence or availability | `RegionalOutage` |
+    /// | acquirer or qr_channel | availability | `AcquirerOutage` (`AcquirerMaintenance` in an announced window) |
+    /// | qr_channel | settlement codes | `QrNotificationDelay` |
     fn kind_of(&self, a: &Anomaly, now: i64) -> IncidentKind {
-        use Dim::*;
-        let keys: BTreeSet<Dim> = a.scope.iter().map(|s| s.0).collect();
-        let only = |ks: &[Dim]| keys.len() == ks.len() && ks.iter().all(|k| keys.contains(k));
-        let within = |ks: &[Dim]| keys.iter().all(|k| ks.contains(k));
+        use LabelKey::*;
+        let keys: BTreeSet<LabelKey> = a.scope.iter().map(|s| s.0).collect();
+        let only = |ks: &[LabelKey]| keys.len() == ks.len() && ks.iter().all(|k| keys.contains(k));
+        let within = |ks: &[LabelKey]| keys.iter().all(|k| ks.contains(k));
         let carrierish = keys.contains(&Carrier) && within(&[Carrier, Region, City, Link]);
         let regional = only(&[Region]) || only(&[City]);
         let channel = only(&[Acquirer]) || only(&[QrChannel]);
         match a.family {
-            Family::Silence if only(&[Terminal]) => IncidentKind::TerminalFault,
-            Family::Silence if only(&[Store]) => IncidentKind::StoreOffline,
+            Family::Silence if only(&[TerminalId]) => IncidentKind::TerminalFault,
+            Family::Silence if only(&[StoreId]) => IncidentKind::StoreOffline,
             Family::Silence | Family::Availability if carrierish => IncidentKind::CarrierOutage,
             Family::Silence | Family::Availability if regional => IncidentKind::RegionalOutage,
-            Family::Availability if only(&[Store]) => IncidentKind::StoreNetwork,
+            Family::Availability if only(&[StoreId]) => IncidentKind::StoreNetwork,
             Family::Availability if channel => {
                 if self.announced(&a.scope, now) {
                     IncidentKind::AcquirerMaintenance
@@ -1529,13 +1494,13 @@ impl Detector {
                     IncidentKind::AcquirerOutage
                 }
             }
-            Family::MerchantConfig if only(&[Merchant]) || only(&[Store]) => {
+            Family::MerchantConfig if only(&[MerchantId]) || only(&[StoreId]) => {
                 IncidentKind::MerchantConfig
             }
-            Family::MerchantConfig | Family::TerminalConfig if only(&[Terminal]) => {
+            Family::MerchantConfig | Family::TerminalConfig if only(&[TerminalId]) => {
                 IncidentKind::TerminalConfig
             }
-            Family::TerminalFault if only(&[Terminal]) => IncidentKind::TerminalFault,
+            Family::TerminalFault if only(&[TerminalId]) => IncidentKind::TerminalFault,
             Family::TerminalFault if keys.contains(&Firmware) && within(&[Firmware, Model]) => {
                 IncidentKind::FirmwareRegression
             }
@@ -1548,7 +1513,7 @@ impl Detector {
         &mut self,
         now: i64,
         mut a: Anomaly,
-        seen_pending: &mut HashMap<Vec<(Dim, u32)>, i64>,
+        seen_pending: &mut HashMap<Vec<(LabelKey, u32)>, i64>,
     ) {
         if a.family == Family::MerchantConfig && a.members.len() == 1 {
             // One terminal answering terminal-config codes too is misconfigured itself (its
@@ -1661,10 +1626,10 @@ impl Detector {
     }
 
     fn build(&self, now: i64, a: &Anomaly, kind: IncidentKind, id: IncidentId) -> Incident {
-        let scope: Vec<(Dim, String)> = a
+        let scope: Vec<(LabelKey, String)> = a
             .scope
             .iter()
-            .filter(|(d, _)| *d != Dim::Link)
+            .filter(|(d, _)| *d != LabelKey::Link)
             .map(|&(d, v)| (d, self.st.interner.value(d, v).to_owned()))
             .collect();
         let since = now - a.window_min.max(ACTIVE_WINDOW_MIN) * MINUTE_MS;
@@ -1734,11 +1699,11 @@ impl Detector {
         top.truncate(5);
         let stores: BTreeSet<u32> = affected
             .iter()
-            .map(|&t| self.st.terms[t as usize].labels[Dim::Store.index()])
+            .map(|&t| self.st.terms[t as usize].labels[ix(LabelKey::StoreId)])
             .collect();
         let merchants: BTreeSet<u32> = affected
             .iter()
-            .map(|&t| self.st.terms[t as usize].labels[Dim::Merchant.index()])
+            .map(|&t| self.st.terms[t as usize].labels[ix(LabelKey::MerchantId)])
             .collect();
         let fi = Family::COUNTED.iter().position(|&f| f == a.family);
         let baseline_rate = fi.map_or(0.0, |fi| {
@@ -1838,7 +1803,7 @@ impl Detector {
                 let g = o
                     .scope_ids
                     .first()
-                    .map(|&(d, _)| self.st.terms[o.members[0] as usize].groups[d.index()] as usize);
+                    .map(|&(d, _)| self.st.terms[o.members[0] as usize].groups[ix(d)] as usize);
                 let low = g.is_some_and(|g| {
                     let exp = self.st.groups[g]
                         .vol
@@ -1861,7 +1826,7 @@ impl Detector {
                 let plane: Vec<usize> = plane_of(fam).collect();
                 let single = (o.scope_ids.len() == 1).then(|| {
                     let t0 = o.members[0] as usize;
-                    self.st.terms[t0].groups[o.scope_ids[0].0.index()] as usize
+                    self.st.terms[t0].groups[ix(o.scope_ids[0].0)] as usize
                 });
                 let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
                 let (mut att60, mut obs60, mut exp60) = (0u64, 0u64, 0.0);

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use storepulse_shared::{Identity, Label, LinkType, Record, RecordBody, TerminalId};
+use storepulse_shared::{Identity, Record, RecordBody, TerminalId};
 
 /// When a terminal counts as stale or offline, measured from the last time the collector heard
 /// from it.
@@ -33,33 +33,6 @@ pub enum TerminalState {
     Stale,
     /// Silent for `offline_after` or longer.
     Offline,
-}
-
-/// The labels a terminal announced in its last `Hello`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Labels {
-    /// Merchant number.
-    pub merchant_id: Label,
-    /// Store (branch) id.
-    pub store_id: Label,
-    /// Region.
-    pub region: Label,
-    /// City.
-    pub city: Label,
-    /// Card acquirer.
-    pub acquirer: Label,
-    /// QR channel.
-    pub qr_channel: Label,
-    /// Carrier or ISP.
-    pub carrier: Label,
-    /// Link type.
-    pub link: LinkType,
-    /// Hardware model.
-    pub model: Label,
-    /// Firmware version.
-    pub firmware: Label,
-    /// POS application version.
-    pub app_version: Label,
 }
 
 /// How record times are checked against the collector's clock.
@@ -141,8 +114,9 @@ pub struct DropTotals {
 /// (`last_heartbeat_unix_ms`) are the agent's clock and are informational only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TerminalEntry {
-    /// Labels from the last accepted `Hello`; `None` until one was accepted.
-    pub labels: Option<Labels>,
+    /// Identity and labels from the last accepted `Hello` (read a label with
+    /// [`Identity::label`]); `None` until one was accepted.
+    pub identity: Option<Identity>,
     /// When the collector first heard from the terminal (collector clock, Unix ms).
     pub first_seen_unix_ms: i64,
     /// When the collector last heard from the terminal (collector clock, Unix ms).
@@ -174,30 +148,11 @@ pub struct Fleet {
     terminals: BTreeMap<TerminalId, TerminalEntry>,
 }
 
-impl Labels {
-    /// The labels carried in a `Hello` identity.
-    pub fn from_identity(identity: &Identity) -> Self {
-        Self {
-            merchant_id: identity.merchant_id.clone(),
-            store_id: identity.store_id.clone(),
-            region: identity.region.clone(),
-            city: identity.city.clone(),
-            acquirer: identity.acquirer.clone(),
-            qr_channel: identity.qr_channel.clone(),
-            carrier: identity.carrier.clone(),
-            link: identity.link,
-            model: identity.model.clone(),
-            firmware: identity.firmware.clone(),
-            app_version: identity.app_version.clone(),
-        }
-    }
-}
-
 impl TerminalEntry {
     /// A terminal first heard from at `now_unix_ms`.
     pub fn new(now_unix_ms: i64) -> Self {
         Self {
-            labels: None,
+            identity: None,
             first_seen_unix_ms: now_unix_ms,
             last_seen_unix_ms: now_unix_ms,
             last_heartbeat_unix_ms: None,
@@ -237,7 +192,7 @@ impl TerminalEntry {
         spool_epoch: u64,
     ) {
         self.touch(now_unix_ms);
-        self.labels = Some(Labels::from_identity(identity));
+        self.identity = Some(identity.clone());
         agent_version.clone_into(&mut self.agent_version);
         self.spool_epoch = Some(spool_epoch);
     }
@@ -333,7 +288,7 @@ impl Fleet {
 
 #[cfg(test)]
 mod tests {
-    use storepulse_shared::{Heartbeat, Seq, SpoolDrops};
+    use storepulse_shared::{Heartbeat, Label, LinkType, Seq, SpoolDrops};
 
     use super::*;
 
@@ -407,9 +362,9 @@ mod tests {
         e.observe_hello(10, &identity("T1"), "0.1.0", 42);
         assert_eq!(e.agent_version, "0.1.0");
         assert_eq!(e.spool_epoch, Some(42));
-        let labels = e.labels.as_ref().expect("labels set");
-        assert_eq!(labels.city.as_str(), "上海");
-        assert_eq!(labels.link, LinkType::Cellular);
+        let id = e.identity.as_ref().expect("labels set");
+        assert_eq!(id.city.as_str(), "上海");
+        assert_eq!(id.link, LinkType::Cellular);
         assert_eq!(e.last_seen_unix_ms, 10);
     }
 

@@ -14,6 +14,6 @@ pub mod rca;
 pub mod session;
 
 pub use fleet::{
-    ClockPolicy, DropTotals, Fleet, Labels, TerminalEntry, TerminalState, Thresholds, TimeFix,
+    ClockPolicy, DropTotals, Fleet, TerminalEntry, TerminalState, Thresholds, TimeFix,
 };
 pub use session::{BatchError, Refusal, Session, Step, validate_batch};

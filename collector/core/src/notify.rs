@@ -35,6 +35,8 @@ mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use storepulse_shared::LabelKey;
+
 pub use self::matcher::{MatchOp, Matcher, MatcherError, all_match};
 pub use self::outbox::{
     AttemptOutcome, Disposition, Outbox, OutboxEntry, OutboxStats, RetryPolicy, SplitMix64,
@@ -378,7 +380,14 @@ impl Default for NotifyConfig {
 
 impl Notifier {
     /// A notifier with no incidents, silences or windows.
-    pub fn new(cfg: NotifyConfig) -> Self {
+    pub fn new(mut cfg: NotifyConfig) -> Self {
+        // Label keys in their canonical spelling (`merchant` → `merchant_id`), as incidents
+        // carry them.
+        for rule in &mut cfg.inhibit_rules {
+            for k in &mut rule.equal {
+                *k = LabelKey::canonical(k).to_owned();
+            }
+        }
         Self {
             cfg,
             incidents: BTreeMap::new(),
@@ -432,8 +441,12 @@ impl Notifier {
         self.silences.remove(id).is_some()
     }
 
-    /// Adds or replaces a maintenance window.
-    pub fn handle_maintenance(&mut self, window: MaintenanceWindow) {
+    /// Adds or replaces a maintenance window. Its scope keys take their canonical spelling
+    /// (`merchant` → `merchant_id`).
+    pub fn handle_maintenance(&mut self, mut window: MaintenanceWindow) {
+        for (k, _) in &mut window.scope {
+            *k = LabelKey::canonical(k).to_owned();
+        }
         self.windows.insert(window.id.clone(), window);
     }
 

@@ -161,7 +161,7 @@ fn run(bad_merchant: usize, correct: bool) -> Vec<(IncidentKind, String, i64)> {
 
 fn check_detected(bad_merchant: usize) {
     let opened = run(bad_merchant, true);
-    let scope = format!("merchant=M{bad_merchant}");
+    let scope = format!("merchant_id=M{bad_merchant}");
     assert_eq!(
         opened
             .iter()

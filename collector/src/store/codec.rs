@@ -2,8 +2,8 @@
 //! Values of older layouts are read through `super::legacy`.
 
 use serde::{Deserialize, Serialize};
-use storepulse_collector_core::{DropTotals, Labels, TerminalEntry};
-use storepulse_shared::{Label, LinkType, TerminalId};
+use storepulse_collector_core::{DropTotals, TerminalEntry};
+use storepulse_shared::{Identity, Label, LinkType, TerminalId};
 
 use super::legacy::{StoredRecordV1, StoredTerminalV1};
 use super::{RecordKey, StoreError, StoredRecord};
@@ -26,7 +26,9 @@ pub(super) struct StoredTerminal {
     pub(super) clock_skewed: bool,
 }
 
-/// A terminal's labels as stored (postcard, fields in order).
+/// A terminal's labels as stored (postcard, fields in order): the `Identity` fields after the
+/// terminal id (the id is the registry key). A frozen on-disk layout: its fields and their
+/// order are the store format, whatever the label vocabulary becomes.
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredLabels {
     merchant_id: Label,
@@ -40,6 +42,41 @@ pub(super) struct StoredLabels {
     model: Label,
     firmware: Label,
     app_version: Label,
+}
+
+impl StoredLabels {
+    fn from_identity(id: &Identity) -> Self {
+        Self {
+            merchant_id: id.merchant_id.clone(),
+            store_id: id.store_id.clone(),
+            region: id.region.clone(),
+            city: id.city.clone(),
+            acquirer: id.acquirer.clone(),
+            qr_channel: id.qr_channel.clone(),
+            carrier: id.carrier.clone(),
+            link: id.link,
+            model: id.model.clone(),
+            firmware: id.firmware.clone(),
+            app_version: id.app_version.clone(),
+        }
+    }
+
+    fn into_identity(self, terminal_id: TerminalId) -> Identity {
+        Identity {
+            terminal_id,
+            merchant_id: self.merchant_id,
+            store_id: self.store_id,
+            region: self.region,
+            city: self.city,
+            acquirer: self.acquirer,
+            qr_channel: self.qr_channel,
+            carrier: self.carrier,
+            link: self.link,
+            model: self.model,
+            firmware: self.firmware,
+            app_version: self.app_version,
+        }
+    }
 }
 
 impl RecordKey {
@@ -131,19 +168,7 @@ pub(super) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Store
 impl From<&TerminalEntry> for StoredTerminal {
     fn from(e: &TerminalEntry) -> Self {
         Self {
-            labels: e.labels.as_ref().map(|l| StoredLabels {
-                merchant_id: l.merchant_id.clone(),
-                store_id: l.store_id.clone(),
-                region: l.region.clone(),
-                city: l.city.clone(),
-                acquirer: l.acquirer.clone(),
-                qr_channel: l.qr_channel.clone(),
-                carrier: l.carrier.clone(),
-                link: l.link,
-                model: l.model.clone(),
-                firmware: l.firmware.clone(),
-                app_version: l.app_version.clone(),
-            }),
+            labels: e.identity.as_ref().map(StoredLabels::from_identity),
             first_seen_unix_ms: e.first_seen_unix_ms,
             last_seen_unix_ms: e.last_seen_unix_ms,
             last_heartbeat_unix_ms: e.last_heartbeat_unix_ms,
@@ -159,22 +184,12 @@ impl From<&TerminalEntry> for StoredTerminal {
     }
 }
 
-impl From<StoredTerminal> for TerminalEntry {
-    fn from(s: StoredTerminal) -> Self {
+impl StoredTerminal {
+    /// The registry entry of terminal `id` (the registry key).
+    pub(super) fn into_entry(self, id: &TerminalId) -> TerminalEntry {
+        let s = self;
         let mut e = TerminalEntry::new(s.first_seen_unix_ms);
-        e.labels = s.labels.map(|l| Labels {
-            merchant_id: l.merchant_id,
-            store_id: l.store_id,
-            region: l.region,
-            city: l.city,
-            acquirer: l.acquirer,
-            qr_channel: l.qr_channel,
-            carrier: l.carrier,
-            link: l.link,
-            model: l.model,
-            firmware: l.firmware,
-            app_version: l.app_version,
-        });
+        e.identity = s.labels.map(|l| l.into_identity(id.clone()));
         e.last_seen_unix_ms = s.last_seen_unix_ms;
         e.last_heartbeat_unix_ms = s.last_heartbeat_unix_ms;
         e.agent_version = s.agent_version;

@@ -65,7 +65,7 @@ impl From<StoredTerminalV1> for StoredTerminal {
 mod tests {
     use serde::Serialize;
     use storepulse_collector_core::TerminalEntry;
-    use storepulse_shared::{PayMethod, Scheme, TxnOutcome};
+    use storepulse_shared::{Identity, Label, LinkType, PayMethod, Scheme, TerminalId, TxnOutcome};
 
     use super::super::codec::{decode_record, decode_terminal, encode};
     use super::*;
@@ -122,12 +122,29 @@ mod tests {
         let older_reader: StoredRecordV1 = postcard::from_bytes(&new).expect("older reader");
         assert_eq!(older_reader.time_unix_ms, 5);
 
+        let t1 = TerminalId::new("T1").expect("id");
+        let l = |s: &str| Label::new(s).expect("label");
         let mut e = TerminalEntry::new(10);
         e.clock_offset_ms = Some(-3_600_000);
         e.clock_skewed = true;
+        // The labels are stored without the id (the registry key) and get it back.
+        e.identity = Some(Identity {
+            terminal_id: t1.clone(),
+            merchant_id: l("M1"),
+            store_id: l("M1-S1"),
+            region: l("R1"),
+            city: l("上海"),
+            acquirer: l("ACQ-A"),
+            qr_channel: l("QR-A"),
+            carrier: l("CMCC"),
+            link: LinkType::Cellular,
+            model: l("A920"),
+            firmware: l("2.4.0"),
+            app_version: l("5.1.2"),
+        });
         let bytes = encode(&StoredTerminal::from(&e)).expect("encode");
         assert_eq!(
-            TerminalEntry::from(decode_terminal(&bytes).expect("new layout")),
+            decode_terminal(&bytes).expect("new layout").into_entry(&t1),
             e
         );
         // The old layout is the new one without its two trailing fields (None, false).
@@ -136,7 +153,7 @@ mod tests {
         assert_eq!(&bytes[bytes.len() - 2..], &[0, 0]);
         let old = &bytes[..bytes.len() - 2];
         assert_eq!(
-            TerminalEntry::from(decode_terminal(old).expect("old layout")),
+            decode_terminal(old).expect("old layout").into_entry(&t1),
             plain
         );
     }

@@ -19,13 +19,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use storepulse_agent_core::{DropCounts, RecordKind};
 use storepulse_shared::{
-    EndpointProbe, Heartbeat, Identity, Label, NetQuality, PayMethod, ProbeError, Record,
+    EndpointProbe, Heartbeat, Identity, Label, LabelKey, NetQuality, PayMethod, ProbeError, Record,
     RecordBody, Scheme, Seq, TerminalId, TxnOutcome,
 };
 
 use crate::calls::{self, CallReason, MerchantCall, StoreCalls, TermCalls};
 use crate::codes::{Effect, pick, scheme_index};
-use crate::fleet::{LabelKey, unit_hash};
+use crate::fleet::unit_hash;
 use crate::scenario::{Fault, FaultKind, Scenario, Scope};
 use crate::time::{HOUR_MS, next_hour_boundary};
 use crate::traffic::Traffic;

@@ -7,7 +7,7 @@
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use storepulse_shared::{Identity, Label, LinkType, Scheme, TerminalId};
+use storepulse_shared::{Identity, Label, LabelKey, LinkType, Scheme, TerminalId};
 
 /// Carriers (mobile network operators, also the ISPs of wired stores), with their share when a
 /// fleet has the default three.
@@ -63,31 +63,6 @@ pub struct FleetSpec {
     /// Heartbeat intervals, seconds, with the share of terminals beating at each (shares sum
     /// to 1). One entry: the whole fleet beats at that interval.
     pub heartbeat_mix: Vec<(u32, f64)>,
-}
-
-/// A label key a scope may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LabelKey {
-    /// Terminal id.
-    Terminal,
-    /// Store id.
-    Store,
-    /// Merchant id.
-    Merchant,
-    /// City.
-    City,
-    /// Region.
-    Region,
-    /// Acquirer (card payments).
-    Acquirer,
-    /// QR channel.
-    QrChannel,
-    /// Carrier or ISP.
-    Carrier,
-    /// Hardware model.
-    Model,
-    /// Firmware version.
-    Firmware,
 }
 
 /// Merchant traffic profile: when in the day customers pay.
@@ -196,59 +171,6 @@ impl FleetSpec {
             carriers: 3,
             chain_regions: 2,
             heartbeat_mix: vec![(60, 1.0)],
-        }
-    }
-}
-
-impl LabelKey {
-    /// Every key, in a stable order.
-    pub const ALL: [LabelKey; 10] = [
-        Self::Terminal,
-        Self::Store,
-        Self::Merchant,
-        Self::City,
-        Self::Region,
-        Self::Acquirer,
-        Self::QrChannel,
-        Self::Carrier,
-        Self::Model,
-        Self::Firmware,
-    ];
-
-    /// The key as written in scenario files and used by detection.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Terminal => "terminal",
-            Self::Store => "store",
-            Self::Merchant => "merchant",
-            Self::City => "city",
-            Self::Region => "region",
-            Self::Acquirer => "acquirer",
-            Self::QrChannel => "qr_channel",
-            Self::Carrier => "carrier",
-            Self::Model => "model",
-            Self::Firmware => "firmware",
-        }
-    }
-
-    /// Parses a key.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// The value of this label in an identity.
-    pub fn value_of(self, id: &Identity) -> &str {
-        match self {
-            Self::Terminal => id.terminal_id.as_str(),
-            Self::Store => id.store_id.as_str(),
-            Self::Merchant => id.merchant_id.as_str(),
-            Self::City => id.city.as_str(),
-            Self::Region => id.region.as_str(),
-            Self::Acquirer => id.acquirer.as_str(),
-            Self::QrChannel => id.qr_channel.as_str(),
-            Self::Carrier => id.carrier.as_str(),
-            Self::Model => id.model.as_str(),
-            Self::Firmware => id.firmware.as_str(),
         }
     }
 }
@@ -442,12 +364,12 @@ impl Fleet {
         match key {
             LabelKey::Region => self.regions.iter().any(|r| r.as_str() == value),
             LabelKey::City => self.cities.iter().any(|(c, _)| c.as_str() == value),
-            LabelKey::Merchant => self.merchants.iter().any(|m| m.id.as_str() == value),
-            LabelKey::Store => self.stores.iter().any(|s| s.id.as_str() == value),
+            LabelKey::MerchantId => self.merchants.iter().any(|m| m.id.as_str() == value),
+            LabelKey::StoreId => self.stores.iter().any(|s| s.id.as_str() == value),
             _ => self
                 .terminals
                 .iter()
-                .any(|t| key.value_of(&t.identity) == value),
+                .any(|t| t.identity.label(key) == value),
         }
     }
 
@@ -455,7 +377,7 @@ impl Fleet {
     pub fn value_hint(&self, key: LabelKey) -> String {
         let mut vals: Vec<&str> = Vec::new();
         for t in &self.terminals {
-            let v = key.value_of(&t.identity);
+            let v = t.identity.label(key);
             if !vals.contains(&v) {
                 vals.push(v);
             }
@@ -486,7 +408,7 @@ impl Fleet {
                 scope
                     .clone()
                     .into_iter()
-                    .all(|(k, v)| k.value_of(&self.terminals[i].identity) == v)
+                    .all(|(k, v)| self.terminals[i].identity.label(k) == v)
             })
             .collect()
     }
@@ -635,13 +557,13 @@ mod tests {
     #[test]
     fn select_intersects_labels() {
         let f = Fleet::generate(&FleetSpec::with_terminals(400), 3);
-        let sel = f.select([(LabelKey::Merchant, "M0002")]);
+        let sel = f.select([(LabelKey::MerchantId, "M0002")]);
         assert!(!sel.is_empty());
         assert!(
             sel.iter()
                 .all(|&i| f.terminals[i].identity.merchant_id.as_str() == "M0002")
         );
         assert!(f.has_value(LabelKey::Carrier, "CMCC"));
-        assert!(!f.has_value(LabelKey::Merchant, "M9999"));
+        assert!(!f.has_value(LabelKey::MerchantId, "M9999"));
     }
 }

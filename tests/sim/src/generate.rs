@@ -19,9 +19,9 @@
 
 use std::fmt::Write as _;
 
-use storepulse_shared::LinkType;
+use storepulse_shared::{LabelKey, LinkType};
 
-use crate::fleet::{Fleet, FleetSpec, LabelKey, unit_hash};
+use crate::fleet::{Fleet, FleetSpec, unit_hash};
 use crate::scenario::FaultKind;
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, format_date, format_rfc3339};
 

@@ -32,14 +32,20 @@
 //! |---|---|
 //! | region | `R01`, `R02`, ... (`fleet.regions`) |
 //! | city | `R01-C01` ... (`fleet.cities_per_region` per region) |
-//! | merchant | `M0001` ...: chains first (`fleet.chains` of them, each with `fleet.chain_stores` stores), then single shops |
-//! | store | `M0001-S001` ... (single shops have exactly `Mnnnn-S001`) |
-//! | terminal | `M0001-S001-T1` ... (every store has `-T1`) |
+//! | merchant_id | `M0001` ...: chains first (`fleet.chains` of them, each with `fleet.chain_stores` stores), then single shops |
+//! | store_id | `M0001-S001` ... (single shops have exactly `Mnnnn-S001`) |
+//! | terminal_id | `M0001-S001-T1` ... (every store has `-T1`) |
 //! | acquirer | `ACQ-A`, `ACQ-B`, ... (A, C, ... answer with CUP codes; B, D, ... with ISO 8583) |
 //! | qr_channel | `QR-A`, `QR-B`, ... (QR payments: WeChat Pay 55 %, Alipay 40 %, UnionPay QR 5 %) |
 //! | carrier | `CMCC`, `CUCC`, `CTCC`, `CBN` (the first `fleet.carriers`; SIM carrier for cellular terminals, the store's ISP otherwise) |
+//! | link | `wired`, `wifi`, `cellular` |
 //! | model | `A920`, `N910` (handheld, cellular or Wi-Fi), `P2`, `V2-Pro` (countertop) |
 //! | firmware | `2.3.0` (20 %), `2.3.1` (50 %), `2.4.0` (30 %) |
+//! | app_version | `5.1.2`, `5.2.0` |
+//!
+//! Scope keys are the label keys of `storepulse_shared::LabelKey`; the short forms `merchant`,
+//! `store` and `terminal` (used by the files written before the keys took their `Identity`
+//! names) are accepted for `merchant_id`, `store_id` and `terminal_id`.
 //!
 //! Generation stops at exactly `fleet.terminals` terminals, so a chain or shop past that count
 //! does not exist; naming it in a scope is a load error with the line. Shapes from all
@@ -103,7 +109,7 @@
 //! kind = "merchant_config"            # see below
 //! start = "+10h30m"                   # offset from start, or RFC 3339
 //! end = "+12h"
-//! scope = { merchant = "M0003" }      # label = value, all must match; values must exist
+//! scope = { merchant_id = "M0003" }   # label = value, all must match; values must exist
 //! intensity = 0.9                     # 0..1, default 1
 //! codes = ["iso8583:03"]              # optional override, scheme:code from the taxonomy
 //! # announced_at = "+2h"              # acquirer_maintenance only (required there)
@@ -111,7 +117,7 @@
 //!
 //! [[incident]]                        # ground truth
 //! kind = "merchant_config"            # one of the 11 incident kinds
-//! scope = { merchant = "M0003" }
+//! scope = { merchant_id = "M0003" }
 //! start = "+10h30m"
 //! end = "+12h"
 //! ```
@@ -120,12 +126,12 @@
 //!
 //! | kind | scope must name | effect |
 //! |---|---|---|
-//! | `terminal_fault` | terminal | terminal-fault codes (ISO 30/88, CUP A0, SIGNERROR, ...), hot and busy heartbeats; `silent = true`: the terminal dies (no records, reboots after) |
-//! | `terminal_config` | terminal | terminal-config codes (CUP 97 not registered, 58, ...) |
-//! | `store_network` | store | RTT ×(1+9i), loss up to 25 %·i, timeouts (68 / SYSTEMERROR) for half of i, fewer payments |
-//! | `store_offline` | store | link down: nothing arrives, payments fail locally, backlog replays after |
-//! | `merchant_config` | merchant | merchant-config codes (03, MCHID_NOT_EXIST, ACQ.SELLER_NOT_EXIST, ...) on all its terminals |
-//! | `routing_missing` | store | merchant-config codes on one branch (03, MCH_NOT_EXISTS, ACQ.INVALID_STORE_ID) |
+//! | `terminal_fault` | terminal_id | terminal-fault codes (ISO 30/88, CUP A0, SIGNERROR, ...), hot and busy heartbeats; `silent = true`: the terminal dies (no records, reboots after) |
+//! | `terminal_config` | terminal_id | terminal-config codes (CUP 97 not registered, 58, ...) |
+//! | `store_network` | store_id | RTT ×(1+9i), loss up to 25 %·i, timeouts (68 / SYSTEMERROR) for half of i, fewer payments |
+//! | `store_offline` | store_id | link down: nothing arrives, payments fail locally, backlog replays after |
+//! | `merchant_config` | merchant_id | merchant-config codes (03, MCHID_NOT_EXIST, ACQ.SELLER_NOT_EXIST, ...) on all its terminals |
+//! | `routing_missing` | store_id | merchant-config codes on one branch (03, MCH_NOT_EXISTS, ACQ.INVALID_STORE_ID) |
 //! | `firmware_regression` | firmware | terminal-fault and routing codes (30, 92, SIGNERROR, ...) on that version |
 //! | `carrier_outage` | carrier | cellular terminals only: share i go silent, the rest degrade |
 //! | `regional_outage` | region or city | share i of the stores go silent |
@@ -162,11 +168,14 @@ pub mod traffic;
 
 pub use calls::{CallReason, MerchantCall};
 pub use engine::{Announcement, RunStats, Sink, run};
-pub use fleet::{Fleet, FleetSpec, LabelKey};
+pub use fleet::{Fleet, FleetSpec};
 pub use log::{CountingSink, EventLog, Fnv64};
 pub use scenario::{
-    CallProfile, CallRules, DeliverySpec, Fault, FaultKind, Incident, IncidentKind, Scenario,
-    ScenarioError, Scope,
+    CallProfile, CallRules, DeliverySpec, Fault, FaultKind, Incident, Scenario, ScenarioError,
+    Scope,
 };
 pub use shape::FleetClass;
+/// The vocabulary is the shared one: detection and the simulator name labels and incident
+/// kinds alike.
+pub use storepulse_shared::{IncidentKind, LabelKey};
 pub use traffic::{DayKind, TrafficSpec};

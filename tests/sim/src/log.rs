@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 use std::io;
 
-use storepulse_shared::{Identity, LinkType, PayMethod, Record, RecordBody, TerminalId};
+use storepulse_shared::{Identity, PayMethod, Record, RecordBody, TerminalId};
 
 use crate::calls::{CallReason, MerchantCall};
 use crate::engine::{Announcement, Sink};
@@ -101,15 +101,6 @@ impl io::Write for Fnv64 {
     }
 }
 
-fn link_str(l: LinkType) -> &'static str {
-    match l {
-        LinkType::Wired => "wired",
-        LinkType::Wifi => "wifi",
-        LinkType::Cellular => "cellular",
-        LinkType::Unknown => "unknown",
-    }
-}
-
 fn opt_f32(v: Option<f32>) -> String {
     v.map_or_else(|| "-".to_string(), |x| x.to_string())
 }
@@ -185,7 +176,7 @@ impl<W: io::Write> Sink for EventLog<W> {
             id.acquirer,
             id.qr_channel,
             id.carrier,
-            link_str(id.link),
+            id.link.as_str(),
             id.model,
             id.firmware,
             id.app_version

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use storepulse_shared::Scheme;
+use storepulse_shared::{IncidentKind, LabelKey, Scheme};
 
-use crate::fleet::{Fleet, FleetSpec, LabelKey};
+use crate::fleet::{Fleet, FleetSpec};
 use crate::time::format_rfc3339;
 use crate::traffic::TrafficSpec;
 
@@ -57,33 +57,6 @@ pub enum FaultKind {
     QrNotificationDelay,
     /// A holiday rush of insufficient-funds declines (not an incident).
     DeclineSurge,
-}
-
-/// Incident kinds of the ground truth (issue 4 matches on these names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IncidentKind {
-    /// One terminal's hardware.
-    TerminalFault,
-    /// One terminal's settings.
-    TerminalConfig,
-    /// One store's network quality.
-    StoreNetwork,
-    /// One store offline.
-    StoreOffline,
-    /// A merchant's (or one branch's) configuration at the acquirer.
-    MerchantConfig,
-    /// A firmware cohort.
-    FirmwareRegression,
-    /// A carrier in a region.
-    CarrierOutage,
-    /// A region or city.
-    RegionalOutage,
-    /// An acquirer or QR channel.
-    AcquirerOutage,
-    /// Announced acquirer maintenance.
-    AcquirerMaintenance,
-    /// QR notices missing.
-    QrNotificationDelay,
 }
 
 /// A conjunction of label = value pairs. Empty means the whole fleet.
@@ -272,9 +245,9 @@ impl FaultKind {
     pub fn required_keys(self) -> &'static [LabelKey] {
         use LabelKey::*;
         match self {
-            Self::TerminalFault | Self::TerminalConfig => &[Terminal],
-            Self::StoreNetwork | Self::StoreOffline | Self::RoutingMissing => &[Store],
-            Self::MerchantConfig => &[Merchant],
+            Self::TerminalFault | Self::TerminalConfig => &[TerminalId],
+            Self::StoreNetwork | Self::StoreOffline | Self::RoutingMissing => &[StoreId],
+            Self::MerchantConfig => &[MerchantId],
             Self::FirmwareRegression => &[Firmware],
             Self::CarrierOutage => &[Carrier],
             Self::RegionalOutage => &[Region, City],
@@ -282,45 +255,6 @@ impl FaultKind {
             Self::QrNotificationDelay => &[QrChannel],
             Self::DeclineSurge => &[],
         }
-    }
-}
-
-impl IncidentKind {
-    /// Every kind, in a stable order.
-    pub const ALL: [IncidentKind; 11] = [
-        Self::TerminalFault,
-        Self::TerminalConfig,
-        Self::StoreNetwork,
-        Self::StoreOffline,
-        Self::MerchantConfig,
-        Self::FirmwareRegression,
-        Self::CarrierOutage,
-        Self::RegionalOutage,
-        Self::AcquirerOutage,
-        Self::AcquirerMaintenance,
-        Self::QrNotificationDelay,
-    ];
-
-    /// The snake_case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TerminalFault => "terminal_fault",
-            Self::TerminalConfig => "terminal_config",
-            Self::StoreNetwork => "store_network",
-            Self::StoreOffline => "store_offline",
-            Self::MerchantConfig => "merchant_config",
-            Self::FirmwareRegression => "firmware_regression",
-            Self::CarrierOutage => "carrier_outage",
-            Self::RegionalOutage => "regional_outage",
-            Self::AcquirerOutage => "acquirer_outage",
-            Self::AcquirerMaintenance => "acquirer_maintenance",
-            Self::QrNotificationDelay => "qr_notification_delay",
-        }
-    }
-
-    /// Parses a name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 }
 
@@ -352,12 +286,6 @@ impl fmt::Display for Scope {
 }
 
 impl fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for IncidentKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

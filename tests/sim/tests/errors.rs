@@ -129,6 +129,12 @@ fn incident_mistakes() {
         "kind = \"maintenance\"\nscope",
     );
     assert_names(&m, 21, &["unknown incident kind", "maintenance"]);
+    // `unknown` is detection's word for "no known pattern", never a ground truth.
+    let m = mistake(
+        "kind = \"acquirer_maintenance\"\nscope",
+        "kind = \"unknown\"\nscope",
+    );
+    assert_names(&m, 21, &["unknown incident kind", "\"unknown\""]);
     let m = mistake(
         "scope = { acquirer = \"ACQ-A\" }\nstart = \"+6h\"\nend = \"+7h\"\n",
         "scope = { acquirer = \"ACQ-A\" }\nstart = \"+6h\"\nend = \"+6h\"\n",

@@ -3,35 +3,43 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use storepulse_shared::{Identity, LinkType, TerminalId};
+use storepulse_shared::{Identity, LabelKey, TerminalId};
 
-/// Label dimensions detection groups terminals by. `Link` is internal: it lets a carrier
-/// outage be localised to the carrier's cellular terminals, and is dropped from reported
-/// scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Dim {
-    /// Terminal id.
-    Terminal,
-    /// Store id.
-    Store,
-    /// Merchant id.
-    Merchant,
-    /// City.
-    City,
-    /// Region.
-    Region,
-    /// Card acquirer.
-    Acquirer,
-    /// QR channel.
-    QrChannel,
-    /// Carrier or ISP.
-    Carrier,
-    /// Hardware model.
-    Model,
-    /// Firmware version.
-    Firmware,
-    /// Link type (internal refinement, never reported).
-    Link,
+/// The label keys detection groups terminals by, in the detector's own index order: it fixes
+/// tie-breaks (the localiser's attribute order, scope sorting), so changing it changes results.
+/// `link` is internal: it lets a carrier outage be localised to the carrier's cellular
+/// terminals, and is dropped from reported scopes. `app_version` is not a detection dimension.
+pub(crate) const DIMS: [LabelKey; NDIM] = [
+    LabelKey::TerminalId,
+    LabelKey::StoreId,
+    LabelKey::MerchantId,
+    LabelKey::City,
+    LabelKey::Region,
+    LabelKey::Acquirer,
+    LabelKey::QrChannel,
+    LabelKey::Carrier,
+    LabelKey::Model,
+    LabelKey::Firmware,
+    LabelKey::Link,
+];
+
+/// Index of `key` in [`DIMS`]; `app_version`, which is not a dimension, maps past the end
+/// (lookups with it find nothing).
+pub(crate) const fn ix(key: LabelKey) -> usize {
+    match key {
+        LabelKey::TerminalId => 0,
+        LabelKey::StoreId => 1,
+        LabelKey::MerchantId => 2,
+        LabelKey::City => 3,
+        LabelKey::Region => 4,
+        LabelKey::Acquirer => 5,
+        LabelKey::QrChannel => 6,
+        LabelKey::Carrier => 7,
+        LabelKey::Model => 8,
+        LabelKey::Firmware => 9,
+        LabelKey::Link => 10,
+        LabelKey::AppVersion => NDIM,
+    }
 }
 
 /// Number of dimensions.
@@ -74,22 +82,22 @@ pub(crate) struct Bucket {
 
 /// Groupings ("dimsets") a terminal belongs to. The first ten are single labels and carry
 /// windows; the rest are carrier refinements used by silence localisation.
-pub(crate) const DIMSETS: &[&[Dim]] = &[
-    &[Dim::Terminal],
-    &[Dim::Store],
-    &[Dim::Merchant],
-    &[Dim::City],
-    &[Dim::Region],
-    &[Dim::Acquirer],
-    &[Dim::QrChannel],
-    &[Dim::Carrier],
-    &[Dim::Model],
-    &[Dim::Firmware],
-    &[Dim::Carrier, Dim::Region],
-    &[Dim::Carrier, Dim::City],
-    &[Dim::Carrier, Dim::Link],
-    &[Dim::Carrier, Dim::Region, Dim::Link],
-    &[Dim::Carrier, Dim::City, Dim::Link],
+pub(crate) const DIMSETS: &[&[LabelKey]] = &[
+    &[LabelKey::TerminalId],
+    &[LabelKey::StoreId],
+    &[LabelKey::MerchantId],
+    &[LabelKey::City],
+    &[LabelKey::Region],
+    &[LabelKey::Acquirer],
+    &[LabelKey::QrChannel],
+    &[LabelKey::Carrier],
+    &[LabelKey::Model],
+    &[LabelKey::Firmware],
+    &[LabelKey::Carrier, LabelKey::Region],
+    &[LabelKey::Carrier, LabelKey::City],
+    &[LabelKey::Carrier, LabelKey::Link],
+    &[LabelKey::Carrier, LabelKey::Region, LabelKey::Link],
+    &[LabelKey::Carrier, LabelKey::City, LabelKey::Link],
 ];
 
 /// Dimsets with windows.
@@ -280,49 +288,6 @@ pub(crate) struct State {
     half_life_min: f64,
 }
 
-impl Dim {
-    /// Every dimension, in index order.
-    pub const ALL: [Dim; NDIM] = [
-        Dim::Terminal,
-        Dim::Store,
-        Dim::Merchant,
-        Dim::City,
-        Dim::Region,
-        Dim::Acquirer,
-        Dim::QrChannel,
-        Dim::Carrier,
-        Dim::Model,
-        Dim::Firmware,
-        Dim::Link,
-    ];
-
-    /// The label key as used in scopes and scenario files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Dim::Terminal => "terminal",
-            Dim::Store => "store",
-            Dim::Merchant => "merchant",
-            Dim::City => "city",
-            Dim::Region => "region",
-            Dim::Acquirer => "acquirer",
-            Dim::QrChannel => "qr_channel",
-            Dim::Carrier => "carrier",
-            Dim::Model => "model",
-            Dim::Firmware => "firmware",
-            Dim::Link => "link",
-        }
-    }
-
-    /// Parses a label key.
-    pub fn parse(s: &str) -> Option<Dim> {
-        Dim::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
 impl Family {
     /// The family's name.
     pub fn as_str(self) -> &'static str {
@@ -360,22 +325,13 @@ impl Family {
     }
 }
 
-fn link_str(l: LinkType) -> &'static str {
-    match l {
-        LinkType::Wired => "wired",
-        LinkType::Wifi => "wifi",
-        LinkType::Cellular => "cellular",
-        LinkType::Unknown => "unknown",
-    }
-}
-
 impl Interner {
-    pub(crate) fn intern(&mut self, dim: Dim, v: &str) -> u32 {
+    pub(crate) fn intern(&mut self, dim: LabelKey, v: &str) -> u32 {
         if self.values.is_empty() {
             self.values = vec![Vec::new(); NDIM];
             self.ids = vec![HashMap::new(); NDIM];
         }
-        let d = dim.index();
+        let d = ix(dim);
         if let Some(&id) = self.ids[d].get(v) {
             return id;
         }
@@ -386,18 +342,18 @@ impl Interner {
         id
     }
 
-    pub(crate) fn lookup(&self, dim: Dim, v: &str) -> Option<u32> {
-        self.ids.get(dim.index())?.get(v).copied()
+    pub(crate) fn lookup(&self, dim: LabelKey, v: &str) -> Option<u32> {
+        self.ids.get(ix(dim))?.get(v).copied()
     }
 
     /// Distinct values seen of a dimension.
-    pub(crate) fn cardinality(&self, dim: Dim) -> usize {
-        self.values.get(dim.index()).map_or(0, Vec::len)
+    pub(crate) fn cardinality(&self, dim: LabelKey) -> usize {
+        self.values.get(ix(dim)).map_or(0, Vec::len)
     }
 
-    pub(crate) fn value(&self, dim: Dim, id: u32) -> &str {
+    pub(crate) fn value(&self, dim: LabelKey, id: u32) -> &str {
         self.values
-            .get(dim.index())
+            .get(ix(dim))
             .and_then(|v| v.get(id as usize))
             .map_or("", String::as_str)
     }
@@ -434,22 +390,9 @@ impl State {
     }
 
     fn labels_of(&mut self, id: &Identity) -> [u32; NDIM] {
-        let vals: [&str; NDIM] = [
-            id.terminal_id.as_str(),
-            id.store_id.as_str(),
-            id.merchant_id.as_str(),
-            id.city.as_str(),
-            id.region.as_str(),
-            id.acquirer.as_str(),
-            id.qr_channel.as_str(),
-            id.carrier.as_str(),
-            id.model.as_str(),
-            id.firmware.as_str(),
-            link_str(id.link),
-        ];
         let mut out = [0; NDIM];
-        for (i, d) in Dim::ALL.into_iter().enumerate() {
-            out[i] = self.interner.intern(d, vals[i]);
+        for (i, d) in DIMS.into_iter().enumerate() {
+            out[i] = self.interner.intern(d, id.label(d));
         }
         out
     }
@@ -457,7 +400,7 @@ impl State {
     fn group_for(&mut self, dimset: usize, labels: &[u32; NDIM]) -> u32 {
         let mut values = [u32::MAX; 3];
         for (i, d) in DIMSETS[dimset].iter().enumerate() {
-            values[i] = labels[d.index()];
+            values[i] = labels[ix(*d)];
         }
         if let Some(&g) = self.group_ids.get(&(dimset, values)) {
             return g;
@@ -677,7 +620,7 @@ impl State {
     }
 
     /// Scope label of a group: `(dim, value)` pairs.
-    pub(crate) fn group_scope(&self, g: usize) -> Vec<(Dim, u32)> {
+    pub(crate) fn group_scope(&self, g: usize) -> Vec<(LabelKey, u32)> {
         let grp = &self.groups[g];
         DIMSETS[grp.dimset]
             .iter()
@@ -687,7 +630,7 @@ impl State {
     }
 
     /// Terminals matching every `(dim, value)` pair, ascending.
-    pub(crate) fn members_of(&self, scope: &[(Dim, u32)]) -> Vec<u32> {
+    pub(crate) fn members_of(&self, scope: &[(LabelKey, u32)]) -> Vec<u32> {
         // Start from the smallest single-label group, then filter.
         let mut best: Option<&Vec<u32>> = None;
         for &(d, v) in scope {
@@ -712,7 +655,7 @@ impl State {
             .filter(|&t| {
                 scope
                     .iter()
-                    .all(|&(d, v)| self.terms[t as usize].labels[d.index()] == v)
+                    .all(|&(d, v)| self.terms[t as usize].labels[ix(d)] == v)
             })
             .collect()
     }

@@ -202,7 +202,7 @@ fn merchant_fault_opens_one_merchant_config_incident() {
     });
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::MerchantConfig, "merchant=M5".to_owned())]
+        vec![(IncidentKind::MerchantConfig, "merchant_id=M5".to_owned())]
     );
     let inc = d.det.incidents().next().expect("open");
     assert_eq!(inc.affected_merchants, 1);
@@ -232,7 +232,7 @@ fn resolves_after_hold_time() {
     d.run(60, 80, &store, &|_| 0.1, &normal);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::StoreOffline, "store=M2-S0".to_owned())]
+        vec![(IncidentKind::StoreOffline, "store_id=M2-S0".to_owned())]
     );
     d.run(80, 85, &|_| false, &|_| 0.1, &normal);
     assert!(
@@ -312,7 +312,10 @@ fn two_terminal_config_codes_in_a_row_open_a_terminal_config_incident() {
     d.idle(m + 21, m + 22);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::TerminalConfig, "terminal=M1-S0-T1".to_owned())]
+        vec![(
+            IncidentKind::TerminalConfig,
+            "terminal_id=M1-S0-T1".to_owned()
+        )]
     );
 }
 
@@ -335,7 +338,7 @@ fn merchant_codes_on_one_terminal_of_an_unpaid_store_point_at_the_store() {
     d.idle(m + 4, m + 6);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::MerchantConfig, "store=M2-S0".to_owned())]
+        vec![(IncidentKind::MerchantConfig, "store_id=M2-S0".to_owned())]
     );
 }
 
@@ -348,7 +351,10 @@ fn merchant_codes_on_one_terminal_while_its_sibling_is_paid_point_at_the_termina
     d.idle(m + 4, m + 6);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::TerminalConfig, "terminal=M2-S0-T0".to_owned())]
+        vec![(
+            IncidentKind::TerminalConfig,
+            "terminal_id=M2-S0-T0".to_owned()
+        )]
     );
 }
 
@@ -379,7 +385,7 @@ fn degraded_network_samples_make_two_timeouts_a_store_network_incident() {
     let d = two_timeouts(true);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::StoreNetwork, "store=M3-S1".to_owned())]
+        vec![(IncidentKind::StoreNetwork, "store_id=M3-S1".to_owned())]
     );
     let inc = d.det.incidents().next().expect("open");
     let (rtt, base) = inc.evidence.rtt_ms.expect("network evidence");
@@ -444,7 +450,7 @@ fn two_acquirer_timeouts(announced: bool) -> Driver {
         d.det.handle_announcement(
             T0 + m * MIN,
             MaintenanceWindow {
-                scope: vec![(Dim::Acquirer, "ACQ-A".to_owned())],
+                scope: vec![(LabelKey::Acquirer, "ACQ-A".to_owned())],
                 start_ms: T0 + m * MIN,
                 end_ms: T0 + (m + 60) * MIN,
             },
@@ -505,7 +511,10 @@ fn a_hot_busy_device_is_a_terminal_fault_before_any_payment_fails() {
     });
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::TerminalFault, "terminal=M1-S0-T1".to_owned())]
+        vec![(
+            IncidentKind::TerminalFault,
+            "terminal_id=M1-S0-T1".to_owned()
+        )]
     );
     let (inc, resolved) = d.events.iter().fold((None, None), |(o, r), e| match e {
         IncidentEvent::Opened(i) => (Some(i.clone()), r),
@@ -595,7 +604,7 @@ fn an_intermittent_merchant_fault_is_not_a_terminal_config() {
             .collect();
         assert_eq!(
             open,
-            vec![(IncidentKind::MerchantConfig, "merchant=M2".to_owned())],
+            vec![(IncidentKind::MerchantConfig, "merchant_id=M2".to_owned())],
             "seed {seed}: opened {opened:?}"
         );
     }
@@ -645,7 +654,7 @@ fn payments_that_stop_while_terminals_report_are_an_incident() {
     cycle(&mut d, 2 * day, stop + 60, stop, merchant_m4, false);
     assert_eq!(
         d.opened(),
-        vec![(IncidentKind::Unknown, "merchant=M4".to_owned())]
+        vec![(IncidentKind::Unknown, "merchant_id=M4".to_owned())]
     );
     let inc = d.det.incidents().next().expect("open").clone();
     assert_eq!(inc.evidence.family, Family::Volume);
@@ -721,6 +730,9 @@ fn a_decisive_run_asks_for_a_tick_at_once() {
     }
     assert_eq!(
         opened,
-        vec![(IncidentKind::TerminalConfig, "terminal=M1-S0-T1".to_owned())]
+        vec![(
+            IncidentKind::TerminalConfig,
+            "terminal_id=M1-S0-T1".to_owned()
+        )]
     );
 }

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use storepulse_shared::LabelKey;
+
 /// How a matcher compares a label's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MatchOp {
@@ -36,7 +38,8 @@ pub enum MatcherError {
 }
 
 impl Matcher {
-    /// Parses `name=value`, `name!=value` or `name=~a|b|c` (surrounding spaces ignored).
+    /// Parses `name=value`, `name!=value` or `name=~a|b|c` (surrounding spaces ignored). A
+    /// label key's old short name (`merchant`, `store`, `terminal`) becomes its canonical one.
     pub fn parse(text: &str) -> Result<Self, MatcherError> {
         let t = text.trim();
         let (name, op) = if let Some((n, v)) = t.split_once("!=") {
@@ -54,7 +57,9 @@ impl Matcher {
             return Err(MatcherError::BadName(text.to_owned()));
         }
         Ok(Self {
-            name: name.to_owned(),
+            // `merchant=M1` still means the merchant after the keys took their canonical
+            // names (`merchant_id`); incident labels always carry the canonical name.
+            name: LabelKey::canonical(name).to_owned(),
             op,
         })
     }
@@ -123,5 +128,19 @@ mod tests {
             Matcher::parse("re gion=x"),
             Err(MatcherError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn old_short_label_names_mean_the_canonical_ones() {
+        let labels = l(&[("kind", "merchant_config"), ("merchant_id", "M1")]);
+        let m = Matcher::parse("merchant=M1").expect("parses");
+        assert_eq!(m.name, "merchant_id");
+        assert_eq!(m.to_string(), "merchant_id=M1");
+        assert!(m.matches(&labels));
+        assert_eq!(
+            Matcher::parse("store!=S1").expect("parses").name,
+            "store_id"
+        );
+        assert_eq!(Matcher::parse("kind=x").expect("parses").name, "kind");
     }
 }

@@ -78,7 +78,7 @@ fn lifecycle_group_wait_update_repeat_resolve() {
         "1",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M0003")],
+        &[("merchant_id", "M0003")],
     );
     n.handle_incident(0, a.clone());
     assert!(drain(&mut n, 29_999).is_empty(), "group wait");
@@ -121,7 +121,12 @@ fn lifecycle_group_wait_update_repeat_resolve() {
 fn idempotency_keys_are_stable_and_distinct() {
     let run = || {
         let mut n = Notifier::new(cfg());
-        let mut a = inc("7", "store_offline", Severity::Minor, &[("store", "M1-S1")]);
+        let mut a = inc(
+            "7",
+            "store_offline",
+            Severity::Minor,
+            &[("store_id", "M1-S1")],
+        );
         n.handle_incident(0, a.clone());
         n.tick(30_000);
         n.tick(90 * MIN);
@@ -147,7 +152,7 @@ fn idempotency_keys_are_stable_and_distinct() {
 #[test]
 fn resolved_within_group_wait_sends_nothing() {
     let mut n = Notifier::new(cfg());
-    let mut a = inc("1", "store_offline", Severity::Minor, &[("store", "S")]);
+    let mut a = inc("1", "store_offline", Severity::Minor, &[("store_id", "S")]);
     n.handle_incident(0, a.clone());
     a.resolved_at_ms = Some(10_000);
     n.handle_incident(10_000, a);
@@ -183,7 +188,7 @@ fn silence_mutes_but_does_not_hide() {
             "1",
             "merchant_config",
             Severity::Major,
-            &[("merchant", "M0003")],
+            &[("merchant_id", "M0003")],
         ),
     );
     n.handle_incident(
@@ -192,7 +197,7 @@ fn silence_mutes_but_does_not_hide() {
             "2",
             "merchant_config",
             Severity::Major,
-            &[("merchant", "M0004")],
+            &[("merchant_id", "M0004")],
         ),
     );
     assert_eq!(drain(&mut n, MIN), [t("2", "am", Firing)]);
@@ -211,7 +216,7 @@ fn a_paged_receiver_gets_the_resolution_even_when_silenced() {
         "1",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M1")],
+        &[("merchant_id", "M1")],
     );
     n.handle_incident(0, a.clone());
     assert_eq!(drain(&mut n, MIN), [t("1", "am", Firing)]);
@@ -315,7 +320,7 @@ fn a_regional_outage_pages_once_not_once_per_store() {
             Severity::Minor,
             &[("region", "R02")],
         );
-        s.scope.push(("store".into(), format!("M{i:04}-S001")));
+        s.scope.push(("store_id".into(), format!("M{i:04}-S001")));
         s.explained_by = Some("R".into());
         n.handle_incident(i * 10, s);
     }
@@ -370,7 +375,7 @@ fn inhibition_rule_with_equal_labels() {
             "M1",
             "merchant_config",
             Severity::Major,
-            &[("acquirer", "ACQ-A"), ("merchant", "M1")],
+            &[("acquirer", "ACQ-A"), ("merchant_id", "M1")],
         ),
     );
     n.handle_incident(
@@ -379,7 +384,7 @@ fn inhibition_rule_with_equal_labels() {
             "M2",
             "merchant_config",
             Severity::Major,
-            &[("acquirer", "ACQ-B"), ("merchant", "M2")],
+            &[("acquirer", "ACQ-B"), ("merchant_id", "M2")],
         ),
     );
     n.handle_incident(
@@ -388,7 +393,7 @@ fn inhibition_rule_with_equal_labels() {
             "M3",
             "merchant_config",
             Severity::Major,
-            &[("merchant", "M3")],
+            &[("merchant_id", "M3")],
         ),
     );
     assert_eq!(
@@ -409,13 +414,13 @@ fn restored_incidents_resume_or_resolve_after_grace() {
         "1",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M1")],
+        &[("merchant_id", "M1")],
     );
     let b = inc(
         "2",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M2")],
+        &[("merchant_id", "M2")],
     );
     before.handle_incident(0, a.clone());
     before.handle_incident(0, b);
@@ -444,7 +449,7 @@ fn a_reused_id_resolves_the_old_incident_first() {
         "1",
         "merchant_config",
         Severity::Major,
-        &[("merchant", "M1")],
+        &[("merchant_id", "M1")],
     );
     n.handle_incident(0, a.clone());
     drain(&mut n, MIN);

@@ -2,9 +2,11 @@
 //! intensity, kept only when the ground truth it implies can be told apart (see the module docs
 //! of `generate`).
 
+use storepulse_shared::LabelKey;
+
 use super::draw::Draw;
 use super::{cellular, regional_takes_a_store, round2, takes_down};
-use crate::fleet::{Fleet, LabelKey};
+use crate::fleet::Fleet;
 use crate::scenario::FaultKind;
 use crate::time::{HOUR_MS, MINUTE_MS};
 
@@ -246,11 +248,13 @@ fn scope_for(
 ) -> Vec<(LabelKey, String)> {
     use LabelKey::*;
     let id = &fleet.terminals[anchor].identity;
-    let one = |k: LabelKey| vec![(k, k.value_of(id).to_owned())];
+    let one = |k: LabelKey| vec![(k, id.label(k).to_owned())];
     match kind {
-        FaultKind::TerminalFault | FaultKind::TerminalConfig => one(Terminal),
-        FaultKind::StoreNetwork | FaultKind::StoreOffline | FaultKind::RoutingMissing => one(Store),
-        FaultKind::MerchantConfig => one(Merchant),
+        FaultKind::TerminalFault | FaultKind::TerminalConfig => one(TerminalId),
+        FaultKind::StoreNetwork | FaultKind::StoreOffline | FaultKind::RoutingMissing => {
+            one(StoreId)
+        }
+        FaultKind::MerchantConfig => one(MerchantId),
         FaultKind::FirmwareRegression if d.chance(0.3) => {
             vec![
                 (Firmware, id.firmware.as_str().to_owned()),
@@ -273,7 +277,7 @@ fn scope_for(
         FaultKind::DeclineSurge => match d.unit() {
             x if x < 0.5 => Vec::new(),
             x if x < 0.75 => one(Region),
-            _ => one(Merchant),
+            _ => one(MerchantId),
         },
     }
 }

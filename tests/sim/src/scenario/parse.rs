@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde::Deserialize;
-use storepulse_shared::Scheme;
 use storepulse_shared::taxonomy::lookup;
+use storepulse_shared::{IncidentKind, LabelKey, Scheme};
 use toml::Spanned;
 
 use super::{
-    CallProfile, CallRules, DeliverySpec, Fault, FaultKind, Incident, IncidentKind, Scenario,
-    ScenarioError, Scope,
+    CallProfile, CallRules, DeliverySpec, Fault, FaultKind, Incident, Scenario, ScenarioError,
+    Scope,
 };
-use crate::fleet::{Fleet, FleetSpec, LabelKey, unit_hash};
+use crate::fleet::{Fleet, FleetSpec, unit_hash};
 use crate::time::{parse_date, parse_duration, parse_rfc3339, parse_time};
 use crate::traffic::TrafficSpec;
 
@@ -260,17 +260,23 @@ pub(super) fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     }
     let mut incidents = Vec::new();
     for i in &raw.incident {
-        let kind = IncidentKind::parse(i.kind.get_ref()).ok_or_else(|| {
-            let kinds: Vec<&str> = IncidentKind::ALL.iter().map(|k| k.as_str()).collect();
-            ctx.err(
-                i.kind.span(),
-                format!(
-                    "unknown incident kind {:?}; expected one of {}",
-                    i.kind.get_ref(),
-                    kinds.join(", ")
-                ),
-            )
-        })?;
+        // Ground truth names a known pattern: `unknown` is detection's word for none.
+        let kind = IncidentKind::parse(i.kind.get_ref())
+            .filter(|&k| k != IncidentKind::Unknown)
+            .ok_or_else(|| {
+                let kinds: Vec<&str> = IncidentKind::ALL[..IncidentKind::ALL.len() - 1]
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
+                ctx.err(
+                    i.kind.span(),
+                    format!(
+                        "unknown incident kind {:?}; expected one of {}",
+                        i.kind.get_ref(),
+                        kinds.join(", ")
+                    ),
+                )
+            })?;
         let scope = ctx.scope(&i.scope, &fleet)?;
         let s = ctx.time(&i.start, start.unix_ms, "start")?;
         let e = ctx.time(&i.end, start.unix_ms, "end")?;
