@@ -27,8 +27,8 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use storepulse_collector_core::ratelimit::{RateLimit, RateLimitConfig, TokenBucket, Verdict};
 use storepulse_collector_core::{Refusal, Session, Step};
 use storepulse_shared::{
-    Ack, FrameDecoder, Goodbye, GoodbyeReason, Message, Seq, TerminalId, Welcome, close_code,
-    encode_frame,
+    Ack, CertRefusal, CertResult, FrameDecoder, Goodbye, GoodbyeReason, Message, RenewResponse,
+    Seq, TerminalId, Welcome, close_code, encode_frame,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
@@ -584,6 +584,17 @@ async fn drive(
                         .await
                         .is_err()
                     {
+                        return End::Gone;
+                    }
+                }
+                Ok(Step::Renew(_csr)) => {
+                    let result = CertResult::Refused {
+                        reason: CertRefusal::Unavailable,
+                        retry_after_secs: 86_400,
+                        detail: "this collector does not issue certificates online".into(),
+                    };
+                    let frame = encode_frame(&Message::RenewResponse(RenewResponse { result }));
+                    if send.write_all(&frame).await.is_err() {
                         return End::Gone;
                     }
                 }

@@ -38,7 +38,7 @@ pub(crate) fn check_frames(data: &[u8]) {
         "decoding must not depend on how the bytes were split into reads"
     );
 
-    // Every frame laid out in the input, decoded as each of the five types.
+    // Every frame laid out in the input, decoded as each of the eleven types.
     let mut rest = stream;
     while rest.len() >= HEADER_BYTES {
         let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
@@ -50,6 +50,12 @@ pub(crate) fn check_frames(data: &[u8]) {
             FrameType::Ack,
             FrameType::Welcome,
             FrameType::Goodbye,
+            FrameType::IncidentQuery,
+            FrameType::IncidentList,
+            FrameType::EnrolRequest,
+            FrameType::EnrolResponse,
+            FrameType::RenewRequest,
+            FrameType::RenewResponse,
         ] {
             check_payload(ty, payload);
         }

@@ -6,7 +6,10 @@
 
 use serde::Serialize;
 
-use crate::message::{Ack, Batch, Goodbye, Hello, IncidentList, IncidentQuery, Message, Welcome};
+use crate::message::{
+    Ack, Batch, EnrolRequest, EnrolResponse, Goodbye, Hello, IncidentList, IncidentQuery, Message,
+    RenewRequest, RenewResponse, Welcome,
+};
 
 /// Default maximum payload length, bytes (1 MiB).
 pub const MAX_FRAME_BYTES_DEFAULT: u32 = 1 << 20;
@@ -32,6 +35,14 @@ pub enum FrameType {
     IncidentQuery = 0x06,
     /// [`IncidentList`], collector to agent (message set 2).
     IncidentList = 0x07,
+    /// [`EnrolRequest`], agent to collector, enrolment connections only.
+    EnrolRequest = 0x08,
+    /// [`EnrolResponse`], collector to agent, enrolment connections only.
+    EnrolResponse = 0x09,
+    /// [`RenewRequest`], agent to collector (message set 3).
+    RenewRequest = 0x0a,
+    /// [`RenewResponse`], collector to agent (message set 3).
+    RenewResponse = 0x0b,
 }
 
 /// Why bytes could not be turned into a message. Any of these closes the connection.
@@ -86,6 +97,10 @@ impl FrameType {
             0x05 => Self::Goodbye,
             0x06 => Self::IncidentQuery,
             0x07 => Self::IncidentList,
+            0x08 => Self::EnrolRequest,
+            0x09 => Self::EnrolResponse,
+            0x0a => Self::RenewRequest,
+            0x0b => Self::RenewResponse,
             other => return Err(FrameError::UnknownType(other)),
         })
     }
@@ -100,6 +115,10 @@ impl FrameType {
             Self::Goodbye => "Goodbye",
             Self::IncidentQuery => "IncidentQuery",
             Self::IncidentList => "IncidentList",
+            Self::EnrolRequest => "EnrolRequest",
+            Self::EnrolResponse => "EnrolResponse",
+            Self::RenewRequest => "RenewRequest",
+            Self::RenewResponse => "RenewResponse",
         }
     }
 }
@@ -115,6 +134,10 @@ impl Message {
             Self::Goodbye(_) => FrameType::Goodbye,
             Self::IncidentQuery(_) => FrameType::IncidentQuery,
             Self::IncidentList(_) => FrameType::IncidentList,
+            Self::EnrolRequest(_) => FrameType::EnrolRequest,
+            Self::EnrolResponse(_) => FrameType::EnrolResponse,
+            Self::RenewRequest(_) => FrameType::RenewRequest,
+            Self::RenewResponse(_) => FrameType::RenewResponse,
         }
     }
 }
@@ -144,6 +167,10 @@ pub fn encode_frame(msg: &Message) -> Vec<u8> {
         Message::Goodbye(m) => enc(FrameType::Goodbye, m),
         Message::IncidentQuery(m) => enc(FrameType::IncidentQuery, m),
         Message::IncidentList(m) => enc(FrameType::IncidentList, m),
+        Message::EnrolRequest(m) => enc(FrameType::EnrolRequest, m),
+        Message::EnrolResponse(m) => enc(FrameType::EnrolResponse, m),
+        Message::RenewRequest(m) => enc(FrameType::RenewRequest, m),
+        Message::RenewResponse(m) => enc(FrameType::RenewResponse, m),
     }
 }
 
@@ -170,6 +197,10 @@ pub fn decode_payload(ty: FrameType, payload: &[u8]) -> Result<Message, FrameErr
         FrameType::Goodbye => Message::Goodbye(dec::<Goodbye>(ty, payload)?),
         FrameType::IncidentQuery => Message::IncidentQuery(dec::<IncidentQuery>(ty, payload)?),
         FrameType::IncidentList => Message::IncidentList(dec::<IncidentList>(ty, payload)?),
+        FrameType::EnrolRequest => Message::EnrolRequest(dec::<EnrolRequest>(ty, payload)?),
+        FrameType::EnrolResponse => Message::EnrolResponse(dec::<EnrolResponse>(ty, payload)?),
+        FrameType::RenewRequest => Message::RenewRequest(dec::<RenewRequest>(ty, payload)?),
+        FrameType::RenewResponse => Message::RenewResponse(dec::<RenewResponse>(ty, payload)?),
     })
 }
 
@@ -395,6 +426,33 @@ mod tests {
             }),
             Message::IncidentQuery(IncidentQuery { query_id: 9 }),
             Message::IncidentList(sample_incident_list()),
+            Message::Goodbye(Goodbye {
+                reason: GoodbyeReason::Revoked,
+                retry_after_secs: 3600,
+                detail: String::new(),
+            }),
+            Message::EnrolRequest(EnrolRequest {
+                protocol_version: crate::ENROL_PROTOCOL_VERSION,
+                agent_version: "0.1.0".into(),
+                terminal_id: TerminalId::new("T0001").expect("valid"),
+                token: "tok".into(),
+                csr_der: vec![0x30, 0x82, 1, 2],
+            }),
+            Message::EnrolResponse(EnrolResponse {
+                result: CertResult::Refused {
+                    reason: CertRefusal::NotAccepted,
+                    retry_after_secs: 60,
+                    detail: "no".into(),
+                },
+            }),
+            Message::RenewRequest(RenewRequest {
+                csr_der: vec![1, 2, 3],
+            }),
+            Message::RenewResponse(RenewResponse {
+                result: CertResult::Issued {
+                    certificate_der: vec![0x30; 300],
+                },
+            }),
         ];
         let mut dec = FrameDecoder::new(MAX_FRAME_BYTES_DEFAULT);
         for m in &msgs {
@@ -442,6 +500,24 @@ mod tests {
             hex.join(" "),
             "02 00 00 00 12 01 01 07 80 a0 ab fe f9 62 02 01 02 30 33 a4 03 00 00"
         );
+    }
+
+    /// The renewal worked examples of PROTOCOL.md section 8.
+    #[test]
+    fn renewal_bytes_match_protocol_md() {
+        let bytes = encode_frame(&Message::RenewResponse(RenewResponse {
+            result: CertResult::Refused {
+                reason: CertRefusal::Unavailable,
+                retry_after_secs: 3600,
+                detail: "no CA".into(),
+            },
+        }));
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.join(" "), "0b 00 00 00 0a 01 02 90 1c 05 6e 6f 20 43 41");
+        let req = encode_frame(&Message::RenewRequest(RenewRequest {
+            csr_der: vec![0x30, 0x81, 0xf0],
+        }));
+        assert_eq!(req, vec![0x0a, 0, 0, 0, 4, 3, 0x30, 0x81, 0xf0]);
     }
 
     #[test]

@@ -23,14 +23,32 @@ pub use vocab::{IncidentKind, LabelKey};
 pub const ALPN: &[u8] = b"storepulse/1";
 
 /// The newest message set, carried in `Hello` and echoed in `Welcome`: 2 adds
-/// `IncidentQuery` and `IncidentList` to the messages of 1 (PROTOCOL.md section 7).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// `IncidentQuery` and `IncidentList` to the messages of 1; 3 adds certificate renewal
+/// (`RenewRequest`, `RenewResponse`) and the `Goodbye` reasons `Revoked` and
+/// `CertificateExpired` (PROTOCOL.md section 7).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The oldest message set a collector of this version still accepts.
 pub const MIN_PROTOCOL_VERSION: u16 = 1;
 
 /// The first message set with `IncidentQuery` and `IncidentList`.
 pub const INCIDENTS_PROTOCOL_VERSION: u16 = 2;
+
+/// The first message set with certificate renewal and the `Goodbye` reasons `Revoked` and
+/// `CertificateExpired`.
+pub const RENEWAL_PROTOCOL_VERSION: u16 = 3;
+
+/// ALPN of enrolment connections (a separate endpoint without client certificates).
+pub const ENROL_ALPN: &[u8] = b"storepulse-enrol/1";
+
+/// Version carried in [`EnrolRequest`].
+pub const ENROL_PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame payload on an enrolment connection, bytes (a CSR is well under 1 KiB).
+pub const ENROL_MAX_FRAME_BYTES: u32 = 16 * 1024;
+
+/// Largest CSR the collector signs, bytes of DER.
+pub const MAX_CSR_BYTES: usize = 4096;
 
 /// QUIC application error codes used when a peer closes a connection.
 ///

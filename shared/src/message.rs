@@ -30,6 +30,15 @@ pub enum Message {
     IncidentQuery(IncidentQuery),
     /// Collector to agent (message set 2): the answer to an [`IncidentQuery`].
     IncidentList(IncidentList),
+    /// Agent to collector, on an enrolment connection (ALPN `storepulse-enrol/1`): a bootstrap
+    /// token and a certificate signing request.
+    EnrolRequest(EnrolRequest),
+    /// Collector to agent, on an enrolment connection: the certificate, or why not.
+    EnrolResponse(EnrolResponse),
+    /// Agent to collector (message set 3): a new certificate for the connected terminal.
+    RenewRequest(RenewRequest),
+    /// Collector to agent (message set 3): the renewed certificate, or why not.
+    RenewResponse(RenewResponse),
 }
 
 /// How the terminal reaches the internet.
@@ -302,6 +311,88 @@ pub enum GoodbyeReason {
     /// The agent sent faster than its rate limit.
     RateLimited,
     /// The collector failed internally (for example its store).
+    InternalError,
+    /// Message set 3: the terminal's certificate was revoked; do not come back before
+    /// `retry_after_secs`, and not with the same certificate.
+    Revoked,
+    /// Message set 3: the certificate the connection was opened with has expired; reconnect
+    /// with the renewed one.
+    CertificateExpired,
+}
+
+/// First and only frame an agent sends on an enrolment connection (ALPN
+/// [`crate::ENROL_ALPN`]): who it is, the bootstrap token it was given, and a certificate
+/// signing request for a key it generated itself (the key never leaves the terminal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    /// [`crate::ENROL_PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+    /// Agent software version, free text.
+    pub agent_version: String,
+    /// The terminal asking; the CSR's subject CN must be the same.
+    pub terminal_id: TerminalId,
+    /// The bootstrap token, as the operator handed it out.
+    pub token: String,
+    /// PKCS#10 certificate signing request, DER.
+    pub csr_der: Vec<u8>,
+}
+
+/// The collector's answer on an enrolment connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    /// The certificate, or why not.
+    pub result: CertResult,
+}
+
+/// Message set 3, agent to collector on its connection: a certificate signing request for a
+/// new key, subject CN = the connected terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// PKCS#10 certificate signing request, DER.
+    pub csr_der: Vec<u8>,
+}
+
+/// Message set 3, collector to agent: the answer to the connection's oldest unanswered
+/// [`RenewRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenewResponse {
+    /// The certificate, or why not.
+    pub result: CertResult,
+}
+
+/// A signed certificate, or a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CertResult {
+    /// The certificate (DER), issued by the fleet CA, subject CN = the terminal id.
+    Issued {
+        /// X.509 certificate, DER.
+        certificate_der: Vec<u8>,
+    },
+    /// No certificate.
+    Refused {
+        /// Why, in broad terms (the collector's log has the exact reason).
+        reason: CertRefusal,
+        /// Do not ask again before this many seconds (0: at the agent's discretion).
+        retry_after_secs: u32,
+        /// Human-readable detail; never says whether a token or a terminal exists.
+        detail: String,
+    },
+}
+
+/// Why no certificate was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CertRefusal {
+    /// The token and terminal id were not accepted (unknown, expired or used-up token, or a
+    /// terminal outside the token's scope or the inventory: deliberately not told apart).
+    NotAccepted,
+    /// The request itself is wrong: undecodable CSR, bad signature, a key type the fleet does
+    /// not use, or a subject CN other than the terminal id.
+    BadRequest,
+    /// The collector cannot issue certificates now (no CA key online, or issuing disabled).
+    Unavailable,
+    /// Too many requests; retry after `retry_after_secs`.
+    RateLimited,
+    /// The collector failed internally.
     InternalError,
 }
 

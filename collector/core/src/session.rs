@@ -10,7 +10,7 @@
 use storepulse_shared::ids::validate_id;
 use storepulse_shared::{
     Batch, FrameError, GoodbyeReason, Hello, INCIDENTS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
-    Message, PROTOCOL_VERSION, RecordBody, TerminalId, close_code,
+    Message, PROTOCOL_VERSION, RENEWAL_PROTOCOL_VERSION, RecordBody, TerminalId, close_code,
 };
 
 /// What an invalid transaction code is replaced by (see [`sanitize_codes`]).
@@ -37,6 +37,9 @@ pub enum Step {
         /// Seqs whose transaction code was invalid and replaced by [`INVALID_CODE`].
         invalid_codes: Vec<u64>,
     },
+    /// The agent asks for a renewed certificate (message set 3): check and sign the CSR
+    /// (DER), answer with a `RenewResponse`. The connection goes on either way.
+    Renew(Vec<u8>),
     /// The agent said goodbye: close the connection normally.
     PeerLeft,
 }
@@ -169,6 +172,14 @@ impl Session {
         matches!(self.phase, Phase::Ready { .. })
     }
 
+    /// The message set agreed at `Hello`; `None` before.
+    pub fn version(&self) -> Option<u16> {
+        match self.phase {
+            Phase::Ready { version, .. } => Some(version),
+            _ => None,
+        }
+    }
+
     /// A decoded frame arrived.
     pub fn handle_message(&mut self, msg: Message) -> Result<Step, Refusal> {
         let result = match (self.phase, msg) {
@@ -190,6 +201,15 @@ impl Session {
                 } else {
                     Err(Refusal::protocol(format!(
                         "IncidentQuery needs message set {INCIDENTS_PROTOCOL_VERSION}; the Hello said {version}"
+                    )))
+                }
+            }
+            (Phase::Ready { version, .. }, Message::RenewRequest(r)) => {
+                if version >= RENEWAL_PROTOCOL_VERSION {
+                    Ok(Step::Renew(r.csr_der))
+                } else {
+                    Err(Refusal::protocol(format!(
+                        "RenewRequest needs message set {RENEWAL_PROTOCOL_VERSION}; the Hello said {version}"
                     )))
                 }
             }
@@ -461,6 +481,36 @@ mod tests {
         assert_eq!(
             r.expect_err("refused").close_code,
             close_code::PROTOCOL_ERROR
+        );
+    }
+
+    #[test]
+    fn renewal_needs_message_set_3() {
+        let renew = || Message::RenewRequest(storepulse_shared::RenewRequest { csr_der: vec![1] });
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 2)))
+            .expect("version 2 accepted");
+        assert_eq!(s.version(), Some(2));
+        assert_eq!(
+            s.handle_message(renew()).expect_err("refused").close_code,
+            close_code::PROTOCOL_ERROR
+        );
+        let mut s = session();
+        assert_eq!(
+            s.handle_message(renew())
+                .expect_err("before Hello")
+                .close_code,
+            close_code::PROTOCOL_ERROR
+        );
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 3)))
+            .expect("version 3 accepted");
+        assert_eq!(s.version(), Some(3));
+        assert_eq!(s.handle_message(renew()), Ok(Step::Renew(vec![1])));
+        assert_eq!(
+            s.handle_message(renew()),
+            Ok(Step::Renew(vec![1])),
+            "and again"
         );
     }
 
