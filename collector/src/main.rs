@@ -83,17 +83,44 @@ enum PkiCommand {
         #[arg(long, default_value = pki::DEFAULT_SERVER_NAME)]
         server_name: String,
     },
-    /// Issue a client certificate for a terminal.
+    /// Issue keys and client certificates for terminals (pre-provisioning; enrolled agents
+    /// make their own keys instead).
     Issue {
         /// PKI directory.
         #[arg(long)]
         dir: PathBuf,
-        /// Terminal id (becomes the certificate CN).
+        /// Terminal id (becomes the certificate CN); repeat for several.
         #[arg(long)]
-        terminal: String,
-        /// Issue even if the terminal already has a certificate.
+        terminal: Vec<String>,
+        /// File with one terminal id per line (blank lines and `#` comments skipped), or an
+        /// inventory CSV (`.csv`: its terminal_id column).
+        #[arg(long, value_name = "FILE")]
+        terminals_file: Option<PathBuf>,
+        /// Certificate lifetime, days.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
+        /// Issue even if a terminal already has a certificate.
         #[arg(long)]
         force: bool,
+    },
+    /// The offline signer: check certificate signing requests (from `storepulse-agent enrol
+    /// --csr-out`) and sign them with the CA key; writes <out-dir>/<terminal>.pem.
+    Sign {
+        /// PKI directory (with ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// CSR file (PEM or DER); repeat for several.
+        #[arg(long, required = true)]
+        csr: Vec<PathBuf>,
+        /// Where to write the certificates.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Refuse CSRs for terminals not in this inventory CSV.
+        #[arg(long, value_name = "CSV")]
+        inventory: Option<PathBuf>,
+        /// Certificate lifetime, days.
+        #[arg(long, default_value_t = 90)]
+        days: u64,
     },
     /// Revoke a terminal's certificates and regenerate the CRL.
     Revoke {
@@ -103,6 +130,12 @@ enum PkiCommand {
         /// Terminal id.
         #[arg(long)]
         terminal: String,
+    },
+    /// List every issued certificate: terminal, serial, not after, state.
+    List {
+        /// PKI directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -212,27 +245,122 @@ fn run_pki(command: PkiCommand) -> ExitCode {
         PkiCommand::Issue {
             dir,
             terminal,
+            terminals_file,
+            days,
             force,
-        } => pki::issue(&dir, &terminal, force).map(|i| {
-            println!(
-                "issued {} (serial {}) key {}",
-                i.cert.display(),
-                i.serial_hex,
-                i.key.display()
-            );
-        }),
+        } => {
+            let mut terminals = terminal;
+            if let Some(f) = terminals_file {
+                match read_terminals(&f) {
+                    Ok(t) => terminals.extend(t),
+                    Err(e) => {
+                        eprintln!("error: {e:#}");
+                        return ExitCode::from(EXIT_BAD_CONFIG);
+                    }
+                }
+            }
+            if terminals.is_empty() {
+                eprintln!("error: name at least one terminal (--terminal or --terminals-file)");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
+            pki::issue_many(&dir, &terminals, force, lifetime_days(days)).map(|issued| {
+                for i in issued {
+                    println!(
+                        "issued {} (serial {}) key {}",
+                        i.cert.display(),
+                        i.serial_hex,
+                        i.key.display()
+                    );
+                }
+            })
+        }
+        PkiCommand::Sign {
+            dir,
+            csr,
+            out_dir,
+            inventory,
+            days,
+        } => {
+            let inv = match inventory.map(|p| read_inventory_ids(&p)).transpose() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            pki::sign_csr_files(&dir, &csr, &out_dir, lifetime_days(days), inv.as_ref()).map(
+                |signed| {
+                    for (t, path) in signed {
+                        println!("signed {t}: {}", path.display());
+                    }
+                },
+            )
+        }
         PkiCommand::Revoke { dir, terminal } => pki::revoke(&dir, &terminal).map(|serials| {
             println!("revoked {terminal}: {}", serials.join(", "));
+        }),
+        PkiCommand::List { dir } => pki::list(&dir).map(|entries| {
+            for e in entries {
+                let state = if e.revoked {
+                    "revoked"
+                } else if e.expired {
+                    "expired"
+                } else {
+                    "valid"
+                };
+                println!("{}\t{}\t{}\t{state}", e.terminal, e.serial_hex, e.not_after);
+            }
         }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ pki::PkiError::InvalidTerminal { .. }) => {
+        Err(
+            e @ (pki::PkiError::InvalidTerminal { .. }
+            | pki::PkiError::Duplicate(_)
+            | pki::PkiError::Csr { .. }
+            | pki::PkiError::NotInInventory { .. }),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_BAD_CONFIG)
         }
         Err(e) => fail(e),
     }
+}
+
+fn lifetime_days(days: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(days.max(1) * 86_400)
+}
+
+/// Terminal ids from a list file (one per line) or an inventory CSV.
+fn read_terminals(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+    {
+        let (inv, _) = storepulse_collector_core::inventory::parse_csv(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut ids: Vec<String> = inv.iter().map(|(t, _)| t.to_string()).collect();
+        ids.sort();
+        return Ok(ids);
+    }
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+fn read_inventory_ids(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::HashSet<storepulse_shared::TerminalId>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (inv, _) = storepulse_collector_core::inventory::parse_csv(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(inv.iter().map(|(t, _)| t.clone()).collect())
 }
 
 /// Prints the error (typed errors name their cause in their message) and exits with 1.

@@ -8,6 +8,7 @@
 pub mod coverage;
 pub mod detect;
 pub mod fleet;
+pub mod inventory;
 pub mod notify;
 pub mod ratelimit;
 pub mod rca;
