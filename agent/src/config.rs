@@ -53,6 +53,58 @@ pub struct Config {
     pub probes: ProbesConfig,
     /// Uplink (QUIC) tunables.
     pub uplink: UplinkSettings,
+    /// Enrolment: how to get a certificate when there is none (`[enrol]`, optional).
+    pub enrol: Option<EnrolConfig>,
+}
+
+/// `[enrol]`, resolved: the collector's enrolment endpoint and the bootstrap token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrolConfig {
+    /// `host:port` of the collector's enrolment endpoint (UDP).
+    pub address: String,
+    /// TLS server name of the collector (default: `collector.server_name`).
+    pub server_name: String,
+    /// Where the bootstrap token comes from.
+    pub token: TokenSource,
+}
+
+/// The bootstrap token: in the config, or in a file read when enrolling.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Given in the config file.
+    Inline(String),
+    /// A file holding it (one line), absolute.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never log the token itself.
+            Self::Inline(_) => f.write_str("Inline(..)"),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
+}
+
+impl TokenSource {
+    /// The token, read from its file if need be (surrounding whitespace trimmed).
+    pub fn read(&self) -> Result<String, ConfigError> {
+        let token = match self {
+            Self::Inline(t) => t.clone(),
+            Self::File(path) => {
+                std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+                    path: path.clone(),
+                    cause,
+                })?
+            }
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() || token.len() > 128 {
+            return Err(invalid("enrol.token", "must be 1-128 bytes"));
+        }
+        Ok(token)
+    }
 }
 
 /// `[collector]`, resolved.
@@ -139,32 +191,69 @@ struct RawConfig {
     probes: RawProbes,
     #[serde(default)]
     uplink: RawUplink,
+    #[serde(default)]
+    enrol: Option<RawEnrol>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnrol {
+    /// `host:port` of the enrolment endpoint.
+    address: String,
+    /// TLS server name; defaults to `collector.server_name`.
+    #[serde(default)]
+    server_name: Option<String>,
+    /// The token itself.
+    #[serde(default)]
+    token: Option<String>,
+    /// A file holding the token.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawIdentity {
-    /// Terminal id; must equal the CN of the client certificate.
-    terminal_id: String,
+    /// Terminal id; must equal the CN of the client certificate. Exactly one of this and
+    /// `terminal_id_file`.
+    #[serde(default)]
+    terminal_id: Option<String>,
+    /// A file whose first line is the terminal id.
+    #[serde(default)]
+    terminal_id_file: Option<PathBuf>,
+    // Labels the agent does not know are sent as "unknown"; the collector's inventory fills
+    // them in.
+    #[serde(default = "unknown")]
     merchant_id: String,
+    #[serde(default = "unknown")]
     store_id: String,
+    #[serde(default = "unknown")]
     region: String,
+    #[serde(default = "unknown")]
     city: String,
+    #[serde(default = "unknown")]
     acquirer: String,
+    #[serde(default = "unknown")]
     qr_channel: String,
+    #[serde(default = "unknown")]
     carrier: String,
+    #[serde(default)]
     link: RawLink,
+    #[serde(default = "unknown")]
     model: String,
+    #[serde(default = "unknown")]
     firmware: String,
+    #[serde(default = "unknown")]
     app_version: String,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum RawLink {
     Wired,
     Wifi,
     Cellular,
+    #[default]
     Unknown,
 }
 
@@ -237,6 +326,9 @@ struct RawUplink {
     max_batch_records: u32,
 }
 
+fn unknown() -> String {
+    "unknown".to_owned()
+}
 fn default_server_name() -> String {
     "collector.storepulse.local".to_owned()
 }
@@ -331,8 +423,12 @@ impl Config {
             path: PathBuf::from("<config>"),
             message: e.to_string(),
         })?;
-        let identity = raw.identity.validate()?;
+        let identity = raw.identity.validate(base_dir)?;
         let collector = raw.collector.validate(base_dir)?;
+        let enrol = raw
+            .enrol
+            .map(|e| e.validate(base_dir, &collector.server_name))
+            .transpose()?;
         let spool = raw.spool.validate(base_dir)?;
         let intake = raw.intake.validate()?;
         let probes = raw.probes.validate()?;
@@ -344,6 +440,7 @@ impl Config {
             intake,
             probes,
             uplink,
+            enrol,
         })
     }
 }
@@ -380,10 +477,36 @@ fn positive(field: &str, v: u32) -> Result<u32, ConfigError> {
 }
 
 impl RawIdentity {
-    fn validate(self) -> Result<Identity, ConfigError> {
+    fn validate(self, base: &Path) -> Result<Identity, ConfigError> {
+        let terminal_id = match (self.terminal_id, self.terminal_id_file) {
+            (Some(id), None) => {
+                TerminalId::new(id).map_err(|e| invalid("identity.terminal_id", e))?
+            }
+            (None, Some(file)) => {
+                let path = resolve(base, "identity.terminal_id_file", file)?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(
+                        "identity.terminal_id_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let id = text.lines().next().unwrap_or("").trim();
+                TerminalId::new(id).map_err(|e| {
+                    invalid(
+                        "identity.terminal_id_file",
+                        format!("{}: terminal id {id:?} {e}", path.display()),
+                    )
+                })?
+            }
+            _ => {
+                return Err(invalid(
+                    "identity.terminal_id",
+                    "set exactly one of terminal_id and terminal_id_file",
+                ));
+            }
+        };
         Ok(Identity {
-            terminal_id: TerminalId::new(self.terminal_id)
-                .map_err(|e| invalid("identity.terminal_id", e))?,
+            terminal_id,
             merchant_id: id_label("identity.merchant_id", self.merchant_id)?,
             store_id: id_label("identity.store_id", self.store_id)?,
             region: label("identity.region", self.region)?,
@@ -404,32 +527,63 @@ impl RawIdentity {
     }
 }
 
-impl RawCollector {
-    fn validate(self, base: &Path) -> Result<CollectorConfig, ConfigError> {
-        let (host, port) = self
-            .address
-            .rsplit_once(':')
-            .ok_or_else(|| invalid("collector.address", "must be host:port"))?;
-        if host.is_empty() || host == "[]" {
-            return Err(invalid("collector.address", "host is empty"));
-        }
-        match port.parse::<u16>() {
-            Ok(p) if p != 0 => {}
+fn host_port(field: &str, address: &str) -> Result<(), ConfigError> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(field, "must be host:port"))?;
+    if host.is_empty() || host == "[]" {
+        return Err(invalid(field, "host is empty"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(invalid(field, format!("port {port:?} is not 1-65535"))),
+    }
+}
+
+fn dns_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    {
+        return Err(invalid(field, "must be a DNS name"));
+    }
+    Ok(())
+}
+
+impl RawEnrol {
+    fn validate(self, base: &Path, default_server: &str) -> Result<EnrolConfig, ConfigError> {
+        host_port("enrol.address", &self.address)?;
+        let server_name = self
+            .server_name
+            .unwrap_or_else(|| default_server.to_owned());
+        dns_name("enrol.server_name", &server_name)?;
+        let token = match (self.token, self.token_file) {
+            (Some(t), None) => TokenSource::Inline(t),
+            (None, Some(f)) => TokenSource::File(resolve(base, "enrol.token_file", f)?),
             _ => {
                 return Err(invalid(
-                    "collector.address",
-                    format!("port {port:?} is not 1-65535"),
+                    "enrol.token",
+                    "set exactly one of token and token_file",
                 ));
             }
+        };
+        if let TokenSource::Inline(t) = &token {
+            token.read().map(drop)?;
+            debug_assert!(!t.is_empty());
         }
-        if self.server_name.is_empty()
-            || !self
-                .server_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
-        {
-            return Err(invalid("collector.server_name", "must be a DNS name"));
-        }
+        Ok(EnrolConfig {
+            address: self.address,
+            server_name,
+            token,
+        })
+    }
+}
+
+impl RawCollector {
+    fn validate(self, base: &Path) -> Result<CollectorConfig, ConfigError> {
+        host_port("collector.address", &self.address)?;
+        dns_name("collector.server_name", &self.server_name)?;
         Ok(CollectorConfig {
             address: self.address,
             server_name: self.server_name,
@@ -674,5 +828,59 @@ path = "spool.redb"
             parse(&MINIMAL.replace("\"cellular\"", "\"5g\"")),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn identity_from_a_file_and_labels_default_to_unknown() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            tmp.path().join("terminal-id"),
+            "T-77\n# written at install\n",
+        )
+        .expect("write");
+        let text = r#"
+[identity]
+terminal_id_file = "terminal-id"
+[collector]
+address = "c.example:4433"
+ca_cert = "ca.pem"
+cert = "t.pem"
+key = "t.key"
+[spool]
+path = "spool.redb"
+[enrol]
+address = "c.example:4434"
+token_file = "enrol.token"
+"#;
+        let c = Config::parse(text, tmp.path()).expect("valid");
+        assert_eq!(c.identity.terminal_id.as_str(), "T-77");
+        assert_eq!(c.identity.city.as_str(), "unknown");
+        assert_eq!(c.identity.link, LinkType::Unknown);
+        let e = c.enrol.expect("enrol");
+        assert_eq!(e.server_name, "collector.storepulse.local");
+        assert_eq!(e.token, TokenSource::File(tmp.path().join("enrol.token")));
+        assert!(matches!(e.token.read(), Err(ConfigError::Read { .. })));
+        std::fs::write(tmp.path().join("enrol.token"), " tok-1 \n").expect("write");
+        assert_eq!(e.token.read().expect("token"), "tok-1");
+
+        std::fs::remove_file(tmp.path().join("terminal-id")).expect("rm");
+        match Config::parse(text, tmp.path()) {
+            Err(ConfigError::Invalid { field, reason }) => {
+                assert_eq!(field, "identity.terminal_id_file");
+                assert!(reason.contains("cannot read"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let both = MINIMAL.replace(
+            "terminal_id = \"T0001\"",
+            "terminal_id = \"T0001\"\nterminal_id_file = \"x\"",
+        );
+        assert_eq!(err_field(&both), "identity.terminal_id");
+        let no_token = format!("{MINIMAL}\n[enrol]\naddress = \"c:4434\"\n");
+        assert_eq!(err_field(&no_token), "enrol.token");
+        assert!(
+            !format!("{:?}", TokenSource::Inline("secret".into())).contains("secret"),
+            "a token is never logged"
+        );
     }
 }

@@ -5,9 +5,11 @@
 //! collector. All of them append to the spool through [`state::Agent`]; the link sends what
 //! the core's outbox state machine plans and deletes what the collector acknowledges.
 
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod diagnose;
+pub mod enrol;
 pub mod intake;
 pub mod link;
 pub mod probes;
@@ -30,6 +32,9 @@ pub enum RunError {
     /// The TLS files could not be loaded.
     #[error(transparent)]
     Tls(#[from] link::TlsError),
+    /// An interrupted certificate replacement could not be completed.
+    #[error(transparent)]
+    Certificate(#[from] certs::CertError),
     /// The intake could not listen on its address.
     #[error("cannot listen on intake.listen {addr}: {cause}")]
     Intake {
@@ -46,12 +51,17 @@ pub enum RunError {
 /// Runs the agent until `shutdown` resolves, then says goodbye to the collector and returns.
 ///
 /// Fails early, before anything is started, if the TLS files cannot be loaded
-/// ([`RunError::Tls`]), the spool cannot be opened, or the intake cannot bind.
+/// ([`RunError::Tls`]; a missing certificate is fine when `[enrol]` is configured: the link
+/// enrols first, while the intake already accepts outcomes), the spool cannot be opened, or
+/// the intake cannot bind.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let tls = link::client_config(&config.collector, &config.uplink)?;
+    certs::recover(&config.collector.cert, &config.collector.key)?;
+    if config.collector.cert.exists() || config.enrol.is_none() {
+        link::client_config(&config.collector, &config.uplink)?;
+    }
     let addr = config.intake.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -81,7 +91,7 @@ pub async fn run(
         })
     };
     let probes = tokio::spawn(probes::run(Arc::clone(&agent), stop_rx.clone()));
-    link::run(Arc::clone(&agent), tls, stop_rx.clone()).await;
+    link::run(Arc::clone(&agent), stop_rx.clone()).await;
     let _ = probes.await;
     match intake.await {
         Ok(Ok(())) => {}

@@ -3,6 +3,13 @@
 //!
 //! Network input never panics the agent: every decode or protocol error ends the connection,
 //! is recorded as `last_error` and leads to a reconnect after the core's backoff.
+//!
+//! Before each connection attempt the link makes sure there is a usable certificate: it
+//! completes an interrupted certificate replacement, enrols ([`crate::enrol`]) when there is no
+//! certificate or it has expired and `[enrol]` is configured, and reads the TLS files afresh (a
+//! renewed pair is used from the next connection on). On connections of message set 3 it
+//! renews the certificate from two thirds of its lifetime on (core
+//! [`storepulse_agent_core::Renewal`]).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,15 +24,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use storepulse_agent_core::Spool;
 use storepulse_agent_core::uplink::AckError;
 use storepulse_shared::{
-    ALPN, Batch, FrameDecoder, FrameError, Goodbye, GoodbyeReason, Hello, IncidentQuery,
-    MAX_FRAME_BYTES_DEFAULT, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, Welcome, close_code,
-    encode_frame,
+    ALPN, Batch, CertResult, FrameDecoder, FrameError, Goodbye, GoodbyeReason, Hello,
+    IncidentQuery, MAX_FRAME_BYTES_DEFAULT, MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION,
+    RENEWAL_PROTOCOL_VERSION, RenewRequest, Welcome, close_code, encode_frame,
 };
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout};
 use tracing::Instrument as _;
 
+use crate::certs::{self, CertError};
 use crate::config::{CollectorConfig, UplinkSettings};
+use crate::enrol::{self, EnrolError};
 use crate::spool::SpoolError;
 use crate::state::{Agent, Intervals, now, unix_ms};
 
@@ -33,6 +42,12 @@ use crate::state::{Agent, Intervals, now, unix_ms};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed on shutdown for the collector to receive our `Goodbye`.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a terminal whose certificate was revoked waits before it tries again.
+const REVOKED_RETRY: Duration = Duration::from_secs(3600);
+/// Wait after a refused enrolment without a hint.
+const ENROL_RETRY: Duration = Duration::from_secs(60);
+/// TLS alert `certificate_revoked`, carried by QUIC as CRYPTO_ERROR 0x100 + alert.
+const CRYPTO_CERTIFICATE_REVOKED: u64 = 0x100 + 44;
 
 /// The TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +147,18 @@ pub enum LinkError {
     /// The spool could not be read.
     #[error("cannot read the spool: {0}")]
     Spool(#[from] SpoolError),
+    /// The TLS files could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The certificate files could not be read or are unusable.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// There is no usable certificate and no way to get one.
+    #[error("{0}")]
+    NoCertificate(String),
+    /// Enrolment failed or was refused.
+    #[error(transparent)]
+    Enrol(#[from] EnrolError),
 }
 
 /// How a session ended without an error.
@@ -151,6 +178,7 @@ enum Event {
     Appended,
     Query,
     Timer,
+    Renew,
 }
 
 fn read_pem(field: &'static str, path: &Path) -> Result<BufReader<File>, TlsError> {
@@ -227,7 +255,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Keeps a connection to the collector until `stop` turns true. Errors end one connection,
 /// never the link: each is recorded as `last_error` and followed by a reconnect.
-pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::Receiver<bool>) {
+pub async fn run(agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
     // The message set to offer; one lower after a collector refused it (PROTOCOL.md section 7).
     let mut version = PROTOCOL_VERSION;
     loop {
@@ -250,10 +278,19 @@ pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::R
             continue;
         }
         agent.inner().uplink.handle_connecting(now());
-        let outcome = session(&agent, &tls, version, &mut stop).await;
+        let outcome = tokio::select! {
+            tls = prepare(&agent) => match tls {
+                Ok(tls) => session(&agent, &tls, version, &mut stop).await,
+                Err(e) => Err(e),
+            },
+            () = stopped(&mut stop) => return,
+        };
         agent.link().connection = None;
         agent.link().rtt.reset();
         agent.drop_queries();
+        if let Some(r) = agent.link().renewal.as_mut() {
+            r.handle_lost(unix_ms());
+        }
         let (retry_after, error) = match outcome {
             Ok(End::Shutdown) => return,
             Ok(End::Goodbye(g))
@@ -274,17 +311,86 @@ pub async fn run(agent: Arc<Agent>, tls: quinn::ClientConfig, mut stop: watch::R
             Ok(End::Goodbye(g)) => {
                 let floor = (g.retry_after_secs > 0)
                     .then(|| Duration::from_secs(g.retry_after_secs.into()));
+                if g.reason == GoodbyeReason::Revoked {
+                    tracing::error!(
+                        detail = %g.detail,
+                        "This terminal's certificate was revoked; the collector refuses it"
+                    );
+                }
                 (
                     floor,
                     format!("collector said goodbye ({:?}): {}", g.reason, g.detail),
                 )
             }
-            Err(e) => (None, e.to_string()),
+            Err(e) => (retry_floor(&e), e.to_string()),
         };
         let delay = agent.inner().uplink.handle_disconnected(now(), retry_after);
         tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "Uplink down");
         agent.link().last_error = Some(error);
     }
+}
+
+/// A floor on the reconnect delay for errors that retrying soon cannot fix.
+fn retry_floor(e: &LinkError) -> Option<Duration> {
+    match e {
+        LinkError::Enrol(EnrolError::Refused {
+            retry_after_secs, ..
+        }) => Some(if *retry_after_secs > 0 {
+            Duration::from_secs((*retry_after_secs).into())
+        } else {
+            ENROL_RETRY
+        }),
+        LinkError::Connection {
+            cause: quinn::ConnectionError::ConnectionClosed(close),
+            ..
+        } if u64::from(close.error_code) == CRYPTO_CERTIFICATE_REVOKED => {
+            tracing::error!(
+                "The collector refused this terminal's certificate as revoked; retrying in an hour"
+            );
+            Some(REVOKED_RETRY)
+        }
+        _ => None,
+    }
+}
+
+/// Makes sure a usable certificate is on disk (enrolling if need be) and builds the TLS config
+/// from the files as they are now.
+async fn prepare(agent: &Arc<Agent>) -> Result<quinn::ClientConfig, LinkError> {
+    let c = &agent.config().collector;
+    certs::recover(&c.cert, &c.key)?;
+    let current = if c.cert.exists() {
+        Some(certs::read_info(&c.cert)?)
+    } else {
+        None
+    };
+    let expired = current
+        .as_ref()
+        .is_some_and(|i| i.not_after_ms <= unix_ms());
+    if current.is_none() || expired {
+        let Some(e) = &agent.config().enrol else {
+            return Err(LinkError::NoCertificate(match current {
+                None => format!(
+                    "no certificate at {}: install one or configure [enrol]",
+                    c.cert.display()
+                ),
+                Some(i) => format!(
+                    "the certificate {} expired at {} ms; install a new one or configure [enrol]",
+                    c.cert.display(),
+                    i.not_after_ms
+                ),
+            }));
+        };
+        tracing::info!(address = %e.address, expired, "Enrolling with the bootstrap token");
+        let info = enrol::enrol_once(agent.config(), e).await?;
+        tracing::info!(
+            serial = %info.serial_hex,
+            not_after_unix_ms = info.not_after_ms,
+            "Enrolled: certificate stored"
+        );
+    }
+    let info = certs::read_info(&c.cert)?;
+    agent.set_certificate(info);
+    Ok(client_config(c, &agent.config().uplink)?)
 }
 
 async fn session(
@@ -437,7 +543,8 @@ async fn next_message(
     }
 }
 
-/// The connected loop: send what the core plans, handle acks, sleep until something happens.
+/// The connected loop: send what the core plans, handle acks, renew the certificate when due,
+/// sleep until something happens.
 async fn drive(
     agent: &Arc<Agent>,
     conn: &quinn::Connection,
@@ -447,6 +554,9 @@ async fn drive(
     mut buf: Vec<u8>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, LinkError> {
+    let version = agent.link().protocol_version;
+    // The key of the RenewRequest waiting for its answer.
+    let mut pending: Option<certs::Request> = None;
     loop {
         while let Some(frame) = next_batch(agent)? {
             send.write_all(&frame)
@@ -467,16 +577,51 @@ async fn drive(
             })?;
         }
         let timer = agent.inner().uplink.poll_timeout();
+        let renew_at = if version >= RENEWAL_PROTOCOL_VERSION {
+            agent
+                .link()
+                .renewal
+                .as_ref()
+                .and_then(storepulse_agent_core::Renewal::poll_timeout)
+                .map(|at_ms| {
+                    let wait = u64::try_from(at_ms.saturating_sub(unix_ms())).unwrap_or(0);
+                    tokio::time::Instant::now() + Duration::from_millis(wait)
+                })
+        } else {
+            None
+        };
         let event = tokio::select! {
             () = stopped(stop) => Event::Stop,
             r = recv.read(&mut buf) => Event::Received(r?),
             () = agent.appended() => Event::Appended,
             () = agent.query_wanted() => Event::Query,
             () = async { if let Some(t) = timer { sleep_until(t.into()).await } else { std::future::pending().await } } => Event::Timer,
+            () = async { if let Some(t) = renew_at { sleep_until(t).await } else { std::future::pending().await } } => Event::Renew,
         };
         match event {
             Event::Stop => return Ok(End::Shutdown),
             Event::Appended | Event::Query | Event::Timer => {}
+            Event::Renew => {
+                let due = agent
+                    .link()
+                    .renewal
+                    .as_mut()
+                    .is_some_and(|r| r.poll_renew(unix_ms()));
+                if due {
+                    let request = certs::new_request(&agent.config().identity.terminal_id)?;
+                    let frame = encode_frame(&Message::RenewRequest(RenewRequest {
+                        csr_der: request.csr_der.clone(),
+                    }));
+                    send.write_all(&frame)
+                        .await
+                        .map_err(|cause| LinkError::Write {
+                            what: "RenewRequest",
+                            cause,
+                        })?;
+                    tracing::info!("Renewing the certificate");
+                    pending = Some(request);
+                }
+            }
             Event::Received(None) => return Err(LinkError::Closed),
             Event::Received(Some(n)) => {
                 decoder.push(&buf[..n]);
@@ -503,6 +648,11 @@ async fn drive(
                         }
                         Message::Goodbye(g) => return Ok(End::Goodbye(g)),
                         Message::IncidentList(list) => agent.handle_incident_list(list),
+                        Message::RenewResponse(r) if pending.is_some() => {
+                            if let Some(request) = pending.take() {
+                                renewed(agent, request, r.result).await;
+                            }
+                        }
                         other => {
                             conn.close(
                                 VarInt::from_u32(close_code::PROTOCOL_ERROR),
@@ -513,6 +663,58 @@ async fn drive(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Handles the answer to our `RenewRequest`: check and store the new pair, or schedule a retry.
+async fn renewed(agent: &Arc<Agent>, request: certs::Request, result: CertResult) {
+    let refused = |agent: &Agent, retry_after_secs: u32| {
+        if let Some(r) = agent.link().renewal.as_mut() {
+            r.handle_refused(unix_ms(), retry_after_secs);
+        }
+    };
+    let der = match result {
+        CertResult::Issued { certificate_der } => certificate_der,
+        CertResult::Refused {
+            reason,
+            retry_after_secs,
+            detail,
+        } => {
+            tracing::warn!(?reason, retry_after_secs, %detail, "Certificate renewal refused");
+            refused(agent, retry_after_secs);
+            return;
+        }
+    };
+    let a = Arc::clone(agent);
+    let stored = tokio::task::spawn_blocking(move || {
+        let c = &a.config().collector;
+        let info = certs::check_issued(
+            &der,
+            &request.key,
+            &a.config().identity.terminal_id,
+            &c.ca_cert,
+        )?;
+        certs::store_pair(&c.cert, &c.key, &der, &request.key)?;
+        Ok::<_, CertError>(info)
+    })
+    .await;
+    match stored {
+        Ok(Ok(info)) => {
+            tracing::info!(
+                serial = %info.serial_hex,
+                not_after_unix_ms = info.not_after_ms,
+                "Certificate renewed and stored; the next connection uses it"
+            );
+            agent.set_certificate(info);
+        }
+        Ok(Err(error)) => {
+            tracing::error!(%error, "Renewed certificate not stored; keeping the current one");
+            refused(agent, 0);
+        }
+        Err(error) => {
+            tracing::error!(%error, "Certificate store task failed");
+            refused(agent, 0);
         }
     }
 }

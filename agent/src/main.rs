@@ -42,6 +42,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Get a certificate: enrol now with the bootstrap token of `[enrol]`, or (with
+    /// --csr-out) write a new key to `collector.key` and its certificate signing request to a
+    /// file for the offline signer (`storepulse-collector pki sign`).
+    Enrol {
+        /// Agent config file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Write a CSR here instead of enrolling online.
+        #[arg(long, value_name = "FILE")]
+        csr_out: Option<PathBuf>,
+    },
     /// Report one transaction outcome to the running agent's intake.
     ReportTxn {
         /// Agent config file (for the intake address).
@@ -102,10 +113,29 @@ fn main() -> ExitCode {
                     "config ok: terminal {} -> collector {}",
                     c.identity.terminal_id, c.collector.address
                 );
-                ExitCode::SUCCESS
+                match check_certificate(&c) {
+                    Ok(line) => {
+                        println!("{line}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(EXIT_CONFIG)
+                    }
+                }
             }
             Err(code) => code,
         },
+        Some(Command::Enrol { config, csr_out }) => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match csr_out {
+                Some(out) => write_csr(&c, &out),
+                None => runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(enrol_now(c))),
+            }
+        }
         Some(Command::Diagnose { config, json }) => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -163,6 +193,106 @@ fn main() -> ExitCode {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The certificate part of `check-config`: the installed pair belongs together, names this
+/// terminal, was issued by the fleet CA and has not expired; or, with none installed, that
+/// enrolment can start.
+fn check_certificate(c: &Config) -> Result<String, String> {
+    use storepulse_agent::certs;
+    let (cert, key) = (&c.collector.cert, &c.collector.key);
+    certs::recover(cert, key).map_err(|e| e.to_string())?;
+    if !cert.exists() {
+        return match &c.enrol {
+            Some(e) => {
+                e.token
+                    .read()
+                    .map_err(|e| format!("no certificate yet, and {e}"))?;
+                Ok(format!(
+                    "no certificate yet: the agent enrols at {} with its bootstrap token",
+                    e.address
+                ))
+            }
+            None => Err(format!(
+                "collector.cert: {} does not exist and there is no [enrol] section",
+                cert.display()
+            )),
+        };
+    }
+    let info = certs::check_installed(cert, key, &c.identity.terminal_id, &c.collector.ca_cert)
+        .map_err(|e| e.to_string())?;
+    let now = storepulse_agent::state::unix_ms();
+    if info.not_after_ms <= now && c.enrol.is_none() {
+        return Err(format!(
+            "collector.cert: {} expired (not after {} ms)",
+            cert.display(),
+            info.not_after_ms
+        ));
+    }
+    Ok(format!(
+        "certificate ok: serial {}, {} days left{}",
+        info.serial_hex,
+        (info.not_after_ms - now).max(0) / 86_400_000,
+        if info.not_after_ms <= now {
+            " (expired: the agent enrols again)"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// `enrol --csr-out`: a new key at `collector.key`, its CSR in `out` (PEM).
+fn write_csr(c: &Config, out: &std::path::Path) -> ExitCode {
+    use storepulse_agent::certs;
+    let result = certs::new_request(&c.identity.terminal_id).and_then(|req| {
+        certs::store_key_alone(&c.collector.cert, &c.collector.key, &req.key)?;
+        std::fs::write(out, certs::pem_encode("CERTIFICATE REQUEST", &req.csr_der)).map_err(
+            |cause| certs::CertError::Io {
+                path: out.to_owned(),
+                cause,
+            },
+        )
+    });
+    match result {
+        Ok(()) => {
+            println!(
+                "key written to {}; CSR for {} written to {}: sign it with `storepulse-collector pki sign` and install the certificate at {}",
+                c.collector.key.display(),
+                c.identity.terminal_id,
+                out.display(),
+                c.collector.cert.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `enrol`: enrol once, online.
+async fn enrol_now(c: Config) -> ExitCode {
+    let Some(e) = c.enrol.clone() else {
+        eprintln!("error: the config has no [enrol] section");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    match storepulse_agent::enrol::enrol_once(&c, &e).await {
+        Ok(info) => {
+            println!(
+                "enrolled {}: certificate {} (serial {}), not after {} ms",
+                c.identity.terminal_id,
+                c.collector.cert.display(),
+                info.serial_hex,
+                info.not_after_ms
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -9,10 +9,13 @@ use serde::Serialize;
 use storepulse_agent_core::netstats::{LossTracker, RttTracker};
 use storepulse_agent_core::recent::RecentOutcomes;
 use storepulse_agent_core::verdict::{Incidents, Unknown};
-use storepulse_agent_core::{Appended, BackoffConfig, NewRecord, Spool, Uplink, UplinkConfig};
+use storepulse_agent_core::{
+    Appended, BackoffConfig, NewRecord, Renewal, Spool, Uplink, UplinkConfig,
+};
 use storepulse_shared::{EndpointProbe, INCIDENTS_PROTOCOL_VERSION, IncidentList, RecordBody};
 use tokio::sync::{Notify, oneshot, watch};
 
+use crate::certs::CertInfo;
 use crate::config::Config;
 use crate::spool::{RedbSpool, SpoolError};
 
@@ -46,6 +49,10 @@ pub struct LinkStatus {
     pub clock_offset_ms: Option<i64>,
     /// The message set of the current (or last) connection.
     pub protocol_version: u16,
+    /// The certificate the next connection presents, once read.
+    pub certificate: Option<CertInfo>,
+    /// Its renewal schedule.
+    pub renewal: Option<Renewal>,
 }
 
 /// Incident queries waiting to be sent or answered, and the last answer.
@@ -102,6 +109,10 @@ pub struct Status {
     pub dropped: Dropped,
     /// The link's last error, if any.
     pub last_error: Option<String>,
+    /// Serial (hex) of the terminal certificate in use, once known.
+    pub certificate_serial: Option<String>,
+    /// When that certificate expires, Unix ms.
+    pub certificate_not_after_unix_ms: Option<i64>,
 }
 
 /// Drop counters in [`Status`].
@@ -208,6 +219,28 @@ impl Agent {
     /// Probe intervals in force, as a watch receiver.
     pub fn intervals(&self) -> watch::Receiver<Intervals> {
         self.intervals.subscribe()
+    }
+
+    /// Records the certificate the next connection presents; a new one (another serial) gets a
+    /// fresh renewal schedule. Returns true if it was new.
+    pub fn set_certificate(&self, info: CertInfo) -> bool {
+        let mut link = self.link();
+        if link
+            .certificate
+            .as_ref()
+            .is_some_and(|c| c.serial_hex == info.serial_hex)
+        {
+            return false;
+        }
+        let jitter: f64 = rand::random();
+        match &mut link.renewal {
+            Some(r) => r.handle_renewed(info.not_before_ms, info.not_after_ms, jitter),
+            None => {
+                link.renewal = Some(Renewal::new(info.not_before_ms, info.not_after_ms, jitter))
+            }
+        }
+        link.certificate = Some(info);
+        true
     }
 
     /// Applies probe intervals sent by the collector.
@@ -374,6 +407,8 @@ impl Agent {
                 txn_outcomes: meta.dropped_total.txn_outcomes,
             },
             last_error: link.last_error.clone(),
+            certificate_serial: link.certificate.as_ref().map(|c| c.serial_hex.clone()),
+            certificate_not_after_unix_ms: link.certificate.as_ref().map(|c| c.not_after_ms),
         }
     }
 }

@@ -513,7 +513,10 @@ mod tests {
             },
         }));
         let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex.join(" "), "0b 00 00 00 0a 01 02 90 1c 05 6e 6f 20 43 41");
+        assert_eq!(
+            hex.join(" "),
+            "0b 00 00 00 0a 01 02 90 1c 05 6e 6f 20 43 41"
+        );
         let req = encode_frame(&Message::RenewRequest(RenewRequest {
             csr_der: vec![0x30, 0x81, 0xf0],
         }));

@@ -75,7 +75,6 @@ impl Default for LiveUplink {
 #[derive(Debug)]
 struct LiveAgent {
     agent: Arc<Agent>,
-    tls: quinn::ClientConfig,
     link: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
@@ -172,16 +171,10 @@ impl LiveFleet {
             let text = agent_config(id, dir, pki, collector, uplink);
             let config = storepulse_agent::Config::parse(&text, dir)
                 .with_context(|| format!("config of {t}"))?;
-            let tls = storepulse_agent::link::client_config(&config.collector, &config.uplink)?;
+            // Fails early on bad TLS files; the link reads them again at each connection.
+            storepulse_agent::link::client_config(&config.collector, &config.uplink)?;
             let agent = tokio::task::spawn_blocking(move || Agent::open(config)).await??;
-            agents.insert(
-                id.terminal_id.clone(),
-                LiveAgent {
-                    agent,
-                    tls,
-                    link: None,
-                },
-            );
+            agents.insert(id.terminal_id.clone(), LiveAgent { agent, link: None });
         }
         let mut fleet = Self { agents };
         let ids: Vec<TerminalId> = fleet.agents.keys().cloned().collect();
@@ -234,8 +227,7 @@ impl LiveFleet {
         }
         let (stop_tx, stop_rx) = watch::channel(false);
         let agent = Arc::clone(&a.agent);
-        let tls = a.tls.clone();
-        let task = tokio::spawn(storepulse_agent::link::run(agent, tls, stop_rx));
+        let task = tokio::spawn(storepulse_agent::link::run(agent, stop_rx));
         a.link = Some((stop_tx, task));
     }
 

@@ -12,18 +12,22 @@
 //! - [`backoff`]: full-jitter exponential reconnect backoff.
 //! - [`netstats`]: jitter and loss bookkeeping for network-quality samples.
 //! - [`recent`]: the last hour's payment outcomes by code, for the diagnosis.
+//! - [`renew`]: when to renew the terminal certificate (two thirds into its lifetime, backoff
+//!   after refusals).
 //! - [`verdict`]: the till's diagnosis (`diagnose`, `GET /v1/status`): checks and a verdict in
 //!   English and Chinese.
 
 pub mod backoff;
 pub mod netstats;
 pub mod recent;
+pub mod renew;
 pub mod shed;
 pub mod spool;
 pub mod uplink;
 pub mod verdict;
 
 pub use backoff::{Backoff, BackoffConfig};
+pub use renew::Renewal;
 pub use shed::{ShedPlan, SpoolIndex};
 pub use spool::{
     Appended, DropCounts, EntryInfo, MemSpool, NewRecord, RecordKind, Spool, SpoolMeta, encoded_len,
