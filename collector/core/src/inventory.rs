@@ -2,7 +2,7 @@
 //! and ISVs keep it (a CSV export), and how it overrides what agents announce.
 //!
 //! [`parse_csv`] turns the CSV into [`Inventory`] (all or nothing, errors name the line and the
-//! column). [`Inventory::apply`] merges it over an agent's own [`Labels`]: every label the
+//! column). [`Inventory::apply`] merges it over an agent's own [`Identity`]: every label the
 //! inventory gives wins, the agent's fills the rest, and each disagreement is reported as a
 //! [`Mismatch`] so the terminal can be flagged (a misconfigured agent must not mislead
 //! detection).
@@ -10,16 +10,14 @@
 use std::collections::HashMap;
 
 use storepulse_shared::ids::{IdError, validate_id};
-use storepulse_shared::{Label, LinkType, TerminalId};
-
-use crate::fleet::Labels;
+use storepulse_shared::{Identity, Label, LabelKey, LinkType, TerminalId};
 
 /// Most rows an inventory may have.
 pub const MAX_ROWS: usize = 1_000_000;
 
 /// The label columns, canonical names first, then the spellings accepted in a header (compared
 /// case-insensitively, with spaces, dashes and underscores ignored).
-const COLUMNS: [(Column, &[&str]); 12] = [
+const COLUMNS: [(LabelKey, &[&str]); 12] = [
     (
         Column::TerminalId,
         &["terminal_id", "terminal", "tid", "终端号", "终端编号"],
@@ -36,15 +34,15 @@ const COLUMNS: [(Column, &[&str]); 12] = [
         Column::Region,
         &["region", "province", "区域", "地区", "省份"],
     ),
-    (Column::City, &["city", "城市"]),
-    (Column::Acquirer, &["acquirer", "收单机构"]),
+    (LabelKey::City, &["city", "城市"]),
+    (LabelKey::Acquirer, &["acquirer", "收单机构"]),
     (
         Column::QrChannel,
         &["qr_channel", "qr", "qr_provider", "扫码通道"],
     ),
-    (Column::Carrier, &["carrier", "isp", "运营商"]),
-    (Column::Link, &["link", "link_type", "网络类型"]),
-    (Column::Model, &["model", "型号"]),
+    (LabelKey::Carrier, &["carrier", "isp", "运营商"]),
+    (LabelKey::Link, &["link", "link_type", "网络类型"]),
+    (LabelKey::Model, &["model", "型号"]),
     (
         Column::Firmware,
         &["firmware", "firmware_version", "固件", "固件版本"],
@@ -55,34 +53,8 @@ const COLUMNS: [(Column, &[&str]); 12] = [
     ),
 ];
 
-/// One inventory column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Column {
-    /// `terminal_id` (required).
-    TerminalId,
-    /// `merchant_id`.
-    MerchantId,
-    /// `store_id`.
-    StoreId,
-    /// `region`.
-    Region,
-    /// `city`.
-    City,
-    /// `acquirer`.
-    Acquirer,
-    /// `qr_channel`.
-    QrChannel,
-    /// `carrier`.
-    Carrier,
-    /// `link`: `wired`, `wifi`, `cellular` or `unknown`.
-    Link,
-    /// `model`.
-    Model,
-    /// `firmware`.
-    Firmware,
-    /// `app_version`.
-    AppVersion,
-}
+/// One inventory column: a label key.
+pub type Column = LabelKey;
 
 /// Why an inventory CSV was refused. Nothing of it was imported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -177,8 +149,8 @@ pub struct InventoryLabels {
 /// One label where the agent and the inventory disagree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
-    /// Canonical label name (`store_id`, `city`, ...).
-    pub key: &'static str,
+    /// The label.
+    pub key: LabelKey,
     /// What the agent announced.
     pub agent: String,
     /// What the inventory says (and detection uses).
@@ -198,22 +170,12 @@ pub struct ParseReport {
     pub ignored_columns: Vec<String>,
 }
 
-impl Column {
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        COLUMNS
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map_or("", |(_, names)| names[0])
-    }
-
-    fn from_header(cell: &str) -> Option<Self> {
-        let norm = normalise(cell);
-        COLUMNS
-            .iter()
-            .find(|(_, names)| names.iter().any(|n| normalise(n) == norm))
-            .map(|(c, _)| *c)
-    }
+fn column_from_header(cell: &str) -> Option<LabelKey> {
+    let norm = normalise(cell);
+    COLUMNS
+        .iter()
+        .find(|(_, names)| names.iter().any(|n| normalise(n) == norm))
+        .map(|(c, _)| *c)
 }
 
 fn normalise(s: &str) -> String {
@@ -255,7 +217,7 @@ impl Inventory {
     /// The labels detection uses for `terminal`: the inventory's where it gives one, the
     /// agent's elsewhere; and every label where the two disagree. A terminal the inventory
     /// does not list keeps its own labels and has no mismatch.
-    pub fn apply(&self, terminal: &TerminalId, agent: &Labels) -> (Labels, Vec<Mismatch>) {
+    pub fn apply(&self, terminal: &TerminalId, agent: &Identity) -> (Identity, Vec<Mismatch>) {
         match self.terminals.get(terminal) {
             Some(inv) => inv.apply(agent),
             None => (agent.clone(), Vec::new()),
@@ -265,10 +227,10 @@ impl Inventory {
 
 impl InventoryLabels {
     /// Merges these over the agent's labels (see [`Inventory::apply`]).
-    pub fn apply(&self, agent: &Labels) -> (Labels, Vec<Mismatch>) {
+    pub fn apply(&self, agent: &Identity) -> (Identity, Vec<Mismatch>) {
         let mut out = agent.clone();
         let mut mismatches = Vec::new();
-        let mut take = |key: &'static str, inv: &Option<Label>, slot: &mut Label| {
+        let mut take = |key: LabelKey, inv: &Option<Label>, slot: &mut Label| {
             if let Some(v) = inv {
                 if v != slot {
                     mismatches.push(Mismatch {
@@ -280,29 +242,36 @@ impl InventoryLabels {
                 *slot = v.clone();
             }
         };
-        take("merchant_id", &self.merchant_id, &mut out.merchant_id);
-        take("store_id", &self.store_id, &mut out.store_id);
-        take("region", &self.region, &mut out.region);
-        take("city", &self.city, &mut out.city);
-        take("acquirer", &self.acquirer, &mut out.acquirer);
-        take("qr_channel", &self.qr_channel, &mut out.qr_channel);
-        take("carrier", &self.carrier, &mut out.carrier);
-        take("model", &self.model, &mut out.model);
-        take("firmware", &self.firmware, &mut out.firmware);
-        take("app_version", &self.app_version, &mut out.app_version);
+        take(
+            LabelKey::MerchantId,
+            &self.merchant_id,
+            &mut out.merchant_id,
+        );
+        take(LabelKey::StoreId, &self.store_id, &mut out.store_id);
+        take(LabelKey::Region, &self.region, &mut out.region);
+        take(LabelKey::City, &self.city, &mut out.city);
+        take(LabelKey::Acquirer, &self.acquirer, &mut out.acquirer);
+        take(LabelKey::QrChannel, &self.qr_channel, &mut out.qr_channel);
+        take(LabelKey::Carrier, &self.carrier, &mut out.carrier);
+        take(LabelKey::Model, &self.model, &mut out.model);
+        take(LabelKey::Firmware, &self.firmware, &mut out.firmware);
+        take(
+            LabelKey::AppVersion,
+            &self.app_version,
+            &mut out.app_version,
+        );
         if let Some(link) = self.link {
             if link != out.link {
                 mismatches.push(Mismatch {
-                    key: "link",
-                    agent: link_name(out.link).to_owned(),
-                    inventory: link_name(link).to_owned(),
+                    key: LabelKey::Link,
+                    agent: out.link.as_str().to_owned(),
+                    inventory: link.as_str().to_owned(),
                 });
             }
             out.link = link;
         }
         // Canonical order, whatever order the fields were taken in.
-        let order = |k: &str| COLUMNS.iter().position(|(c, _)| c.name() == k);
-        mismatches.sort_by_key(|m| order(m.key));
+        mismatches.sort_by_key(|m| LabelKey::ALL.iter().position(|k| *k == m.key));
         (out, mismatches)
     }
 
@@ -318,7 +287,7 @@ impl InventoryLabels {
             Column::Acquirer => l(&self.acquirer),
             Column::QrChannel => l(&self.qr_channel),
             Column::Carrier => l(&self.carrier),
-            Column::Link => self.link.map(|k| link_name(k).to_owned()),
+            Column::Link => self.link.map(|k| k.as_str().to_owned()),
             Column::Model => l(&self.model),
             Column::Firmware => l(&self.firmware),
             Column::AppVersion => l(&self.app_version),
@@ -349,16 +318,6 @@ impl InventoryLabels {
     }
 }
 
-/// The canonical spelling of a link type.
-pub fn link_name(l: LinkType) -> &'static str {
-    match l {
-        LinkType::Wired => "wired",
-        LinkType::Wifi => "wifi",
-        LinkType::Cellular => "cellular",
-        LinkType::Unknown => "unknown",
-    }
-}
-
 fn parse_link(s: &str) -> Result<LinkType, String> {
     match normalise(s).as_str() {
         "wired" | "ethernet" | "有线" => Ok(LinkType::Wired),
@@ -382,14 +341,14 @@ pub fn parse_csv(text: &str) -> Result<(Inventory, ParseReport), InventoryError>
     let mut columns: Vec<Option<Column>> = Vec::with_capacity(header.len());
     let mut report = ParseReport::default();
     for (i, cell) in header.iter().enumerate() {
-        let col = Column::from_header(cell);
+        let col = column_from_header(cell);
         if let Some(c) = col
             && let Some(j) = columns.iter().position(|x| *x == Some(c))
         {
             return Err(InventoryError::DuplicateColumn {
                 first: header[j].clone(),
                 second: header[i].clone(),
-                canonical: c.name(),
+                canonical: c.as_str(),
             });
         }
         if col.is_none() && !cell.trim().is_empty() {
@@ -418,7 +377,7 @@ pub fn parse_csv(text: &str) -> Result<(Inventory, ParseReport), InventoryError>
         let raw_tid = cells.get(tid_col).map_or("", |c| c.trim());
         let terminal = TerminalId::new(raw_tid).map_err(|e| InventoryError::Invalid {
             line,
-            column: Column::TerminalId.name(),
+            column: LabelKey::TerminalId.as_str(),
             value: raw_tid.to_owned(),
             reason: e.to_string(),
         })?;
@@ -433,7 +392,7 @@ pub fn parse_csv(text: &str) -> Result<(Inventory, ParseReport), InventoryError>
                 .set(col, value)
                 .map_err(|reason| InventoryError::Invalid {
                     line,
-                    column: col.name(),
+                    column: col.as_str(),
                     value: value.to_owned(),
                     reason,
                 })?;
@@ -549,8 +508,9 @@ mod tests {
         TerminalId::new(s).expect("id")
     }
 
-    fn agent() -> Labels {
-        Labels {
+    fn agent() -> Identity {
+        Identity {
+            terminal_id: t("T1"),
             merchant_id: l("M1"),
             store_id: l("S1"),
             region: l("east"),
@@ -638,12 +598,12 @@ mod tests {
             mm,
             vec![
                 Mismatch {
-                    key: "store_id",
+                    key: LabelKey::StoreId,
                     agent: "S1".into(),
                     inventory: "S2".into()
                 },
                 Mismatch {
-                    key: "link",
+                    key: LabelKey::Link,
                     agent: "wifi".into(),
                     inventory: "cellular".into()
                 },
