@@ -34,7 +34,7 @@ pub struct ApiState {
     /// The record store.
     pub store: Store,
     /// Incidents from the detection loop.
-    pub incidents: Arc<RwLock<crate::detection::IncidentBook>>,
+    pub incidents: Arc<RwLock<storepulse_collector_core::incident::IncidentBook>>,
     /// Collector metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Turns true on shutdown (long-lived responses such as the event stream end then).

@@ -9,9 +9,9 @@ use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use storepulse_collector_core::detect::Incident;
+use storepulse_collector_core::incident::{IncidentRecord, TimelineEntry};
 
 use crate::api::{ApiError, ApiState};
-use crate::detection::{IncidentRecord, TimelineEntry};
 
 /// Query of the incident list.
 #[derive(Debug, Deserialize)]

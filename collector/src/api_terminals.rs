@@ -1,7 +1,7 @@
 //! The terminal search, the terminal detail and the failure breakdown by label:
 //! `GET /api/v1/terminals` (filters, pagination), `GET /api/v1/terminals/{id}` (labels, state
 //! history, recent health and network quality, outcomes by class, recent errors) and
-//! `GET /api/v1/breakdown` (failure rate per label value over time, from [`crate::rollup`]).
+//! `GET /api/v1/breakdown` (failure rate per label value over time, from `storepulse_collector_core::rollup`).
 //! Every handler bounds its work: the list scans the registry once, the detail reads at most
 //! [`DETAIL_MAX_RECORDS`] records, the breakdown reads the in-memory rollup.
 
@@ -20,8 +20,8 @@ use tracing::error;
 
 use crate::api::{ApiError, ApiState, body_json, terminal_json};
 use crate::now_unix_ms;
-use crate::rollup::{self, Breakdown, BreakdownError, Cell, RETENTION_MS};
 use crate::store::{RecordKey, RecordRow};
+use storepulse_collector_core::rollup::{self, Breakdown, BreakdownError, Cell, RETENTION_MS};
 
 /// Terminals returned when `limit` is not given.
 pub const DEFAULT_TERMINALS_LIMIT: usize = 100;

@@ -1,6 +1,6 @@
-//! `eval`: replays every scenario of a directory through the simulator into the detection core
-//! in virtual time, and scores the incidents against the scenario's ground truth. The IO shell
-//! around [`storepulse_collector_core::detect`] and [`storepulse_sim`].
+//! `eval`: replays every scenario of a directory through the simulator into the incident engine
+//! (`storepulse_collector_core::incident::IncidentEngine`, the one the live collector drives) in
+//! virtual time, and scores the incidents against the scenario's ground truth.
 //!
 //! A detected incident matches a ground-truth incident when its kind and its scope labels are
 //! equal (as sets of `key=value`) at some moment between ten minutes before the ground-truth
@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use storepulse_collector_core::detect::{
-    Detector, DetectorConfig, IncidentEvent, MaintenanceWindow,
-};
+use storepulse_collector_core::detect::{DetectorConfig, IncidentEvent};
+use storepulse_collector_core::incident::IncidentEngine;
+use storepulse_collector_core::notify::MaintenanceWindow;
 use storepulse_shared::{Identity, IncidentKind, Record, RecordBody, TerminalId, taxonomy};
 use storepulse_sim::{Announcement, Scenario, Sink};
 
@@ -45,10 +45,13 @@ struct Detected {
     states: Vec<State>,
 }
 
-/// The simulator's sink: forwards to the detector and ticks it on the virtual clock.
+/// The simulator's sink: forwards to the incident engine (the live collector's) and ticks it
+/// on the virtual clock.
 #[derive(Debug)]
 struct Adapter {
-    det: Detector,
+    engine: IncidentEngine,
+    /// Announcements seen (their window ids).
+    announced: usize,
     next_tick: i64,
     detected: BTreeMap<u64, Detected>,
     /// Per terminal in some ground-truth scope: the indexes of those incidents.
@@ -138,30 +141,24 @@ impl Sink for Adapter {
 
     fn hello(&mut self, now_ms: i64, identity: &Identity, _spool_epoch: u64) {
         self.advance(now_ms);
-        self.det.handle_hello(now_ms, identity);
+        self.engine.handle_hello(now_ms, identity);
     }
 
     fn record(&mut self, arrival_ms: i64, terminal: &TerminalId, _epoch: u64, record: &Record) {
         self.advance(arrival_ms);
-        self.det.handle_record(arrival_ms, terminal, record);
+        self.engine.handle_record(arrival_ms, terminal, record);
         // As the live collector does: a run that just became decisive is judged at once.
-        if self.det.wants_tick() {
-            self.det.tick(arrival_ms);
+        if self.engine.wants_tick() {
+            self.engine.handle_tick(arrival_ms);
             self.drain(arrival_ms);
         }
     }
 
     fn announcement(&mut self, now_ms: i64, a: &Announcement) {
         self.advance(now_ms);
-        let scope = a.scope.pairs().map(|(k, v)| (k, v.to_owned())).collect();
-        self.det.handle_announcement(
-            now_ms,
-            MaintenanceWindow {
-                scope,
-                start_ms: a.start_ms,
-                end_ms: a.end_ms,
-            },
-        );
+        self.engine
+            .handle_maintenance(now_ms, &maintenance_window(a, self.announced));
+        self.announced += 1;
     }
 }
 
@@ -169,14 +166,16 @@ impl Adapter {
     fn advance(&mut self, now_ms: i64) {
         while self.next_tick <= now_ms {
             let t = self.next_tick;
-            self.det.tick(t);
+            self.engine.handle_tick(t);
             self.drain(t);
             self.next_tick += TICK_MS;
         }
     }
 
     fn drain(&mut self, t: i64) {
-        while let Some(ev) = self.det.poll_event() {
+        // What on-call would be sent is not scored here (the alert tests judge it).
+        while self.engine.poll_alert().is_some() {}
+        while let Some(ev) = self.engine.poll_event() {
             let (inc, resolved) = match ev {
                 IncidentEvent::Opened(i) | IncidentEvent::Updated(i) => (i, false),
                 IncidentEvent::Resolved(i) => (i, true),
@@ -209,6 +208,22 @@ impl Adapter {
     }
 }
 
+/// A scenario's maintenance announcement as the notifier (and the engine) take it; `n` makes
+/// its id unique within the run.
+pub fn maintenance_window(a: &Announcement, n: usize) -> MaintenanceWindow {
+    MaintenanceWindow {
+        id: format!("scenario-{n}"),
+        scope: a
+            .scope
+            .pairs()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_owned()))
+            .collect(),
+        starts_at_ms: a.start_ms,
+        ends_at_ms: a.end_ms,
+        announcement: "planned maintenance / 计划维护".into(),
+    }
+}
+
 fn scope_text(scope: &BTreeSet<(String, String)>) -> String {
     scope
         .iter()
@@ -238,7 +253,8 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
         ..DetectorConfig::default()
     };
     let mut adapter = Adapter {
-        det: Detector::new(config),
+        engine: IncidentEngine::new(config),
+        announced: 0,
         next_tick: scenario.start_ms,
         detected: BTreeMap::new(),
         in_scope,

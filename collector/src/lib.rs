@@ -20,7 +20,6 @@ pub mod metrics;
 pub mod notify;
 pub mod pki;
 pub mod rca_bench;
-pub mod rollup;
 mod server;
 pub mod store;
 mod tls;
@@ -182,7 +181,9 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
             .clock_skewed_terminals
             .store(skewed, std::sync::atomic::Ordering::Relaxed);
     }
-    let incidents = Arc::new(RwLock::new(detection::IncidentBook::default()));
+    let incidents = Arc::new(RwLock::new(
+        storepulse_collector_core::incident::IncidentBook::default(),
+    ));
     let (detect_tx, detect_rx) = mpsc::channel(detection::QUEUE);
     let known = {
         let f = fleet

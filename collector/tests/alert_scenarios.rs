@@ -1,20 +1,17 @@
-//! Alerts on whole scenarios, in virtual time: the simulator feeds the detection core, each
-//! incident change goes through the same mapping the live loop uses
-//! (`detection::snapshot`, `detection::explained_by`) into the notifier core, and the test
-//! counts what on-call would receive (through the same flap damping, `AlertBridge`). Proves inhibition (a regional outage pages once, not once
-//! per store), maintenance windows (low urgency, or muted) and silences (muted, still
-//! detected).
+//! Alerts on whole scenarios, in virtual time: the simulator feeds the incident engine the live
+//! collector drives (`IncidentEngine`: detection, `explained_by`, severity and the flap damping
+//! of `AlertBridge`), its snapshots go to the notifier core, and the test counts what on-call
+//! would receive. Proves inhibition (a regional outage pages once, not once per store),
+//! maintenance windows (low urgency, or muted) and silences (muted, still detected).
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use storepulse_collector::detection::{AlertBridge, explained_by};
-use storepulse_collector_core::detect::{
-    Detector, DetectorConfig, IncidentEvent, MaintenanceWindow,
-};
+use storepulse_collector::eval::maintenance_window;
+use storepulse_collector_core::detect::{DetectorConfig, IncidentEvent};
+use storepulse_collector_core::incident::IncidentEngine;
 use storepulse_collector_core::notify::{
-    self as notify, MaintenanceMode, Matcher, Notification, NotificationKind, Notifier,
-    NotifyConfig, Severity, Silence,
+    MaintenanceMode, Matcher, Notification, NotificationKind, Notifier, NotifyConfig, Severity,
+    Silence,
 };
 use storepulse_shared::{Identity, LabelKey, Record, TerminalId};
 use storepulse_sim::{Announcement, Scenario, Sink};
@@ -22,60 +19,56 @@ use storepulse_sim::{Announcement, Scenario, Sink};
 const TICK_MS: i64 = 10_000;
 
 struct Pipeline {
-    det: Detector,
+    engine: IncidentEngine,
     notifier: Notifier,
-    fleet: HashMap<TerminalId, Identity>,
     next_tick: i64,
     sent: Vec<Notification>,
-    bridge: AlertBridge,
     /// Every incident the detector opened: (id, kind, scope text).
     opened: Vec<(u64, String, String)>,
+    announced: usize,
     windows_to_notifier: bool,
 }
 
 impl Pipeline {
     fn new(cfg: NotifyConfig, windows_to_notifier: bool) -> Self {
         Self {
-            det: Detector::new(DetectorConfig::default()),
+            engine: IncidentEngine::new(DetectorConfig::default()),
             notifier: Notifier::new(cfg),
-            fleet: HashMap::new(),
             next_tick: 0,
             sent: Vec::new(),
-            bridge: AlertBridge::default(),
             opened: Vec::new(),
+            announced: 0,
             windows_to_notifier,
         }
     }
 
+    /// Ticks on the 10 s grid up to `now`, as the live loop's timer does.
     fn advance(&mut self, now: i64) {
         if self.next_tick == 0 {
             self.next_tick = now;
         }
         while self.next_tick <= now {
             let t = self.next_tick;
-            self.det.tick(t);
-            while let Some(ev) = self.det.poll_event() {
-                let inc = match &ev {
-                    IncidentEvent::Opened(i) => {
-                        self.opened
-                            .push((i.id, i.kind.as_str().to_owned(), i.scope_text()));
-                        i
-                    }
-                    IncidentEvent::Updated(i) | IncidentEvent::Resolved(i) => i,
-                };
-                let explained = explained_by(inc, self.det.incidents(), &self.fleet);
-                if let Some(snap) = self.bridge.on_event(t, &ev, explained) {
-                    self.notifier.handle_incident(t, snap);
-                }
-            }
-            for snap in self.bridge.tick(t) {
-                self.notifier.handle_incident(t, snap);
-            }
-            self.notifier.tick(t);
-            while let Some(n) = self.notifier.poll_notification() {
-                self.sent.push(n);
-            }
+            self.tick(t);
             self.next_tick += TICK_MS;
+        }
+    }
+
+    /// One engine tick at `t`, its snapshots to the notifier, and the notifier's tick.
+    fn tick(&mut self, t: i64) {
+        self.engine.handle_tick(t);
+        while let Some(ev) = self.engine.poll_event() {
+            if let IncidentEvent::Opened(i) = &ev {
+                self.opened
+                    .push((i.id, i.kind.as_str().to_owned(), i.scope_text()));
+            }
+        }
+        while let Some(snap) = self.engine.poll_alert() {
+            self.notifier.handle_incident(t, snap);
+        }
+        self.notifier.tick(t);
+        while let Some(n) = self.notifier.poll_notification() {
+            self.sent.push(n);
         }
     }
 
@@ -90,39 +83,25 @@ impl Pipeline {
 impl Sink for Pipeline {
     fn hello(&mut self, now_ms: i64, identity: &Identity, _epoch: u64) {
         self.advance(now_ms);
-        self.det.handle_hello(now_ms, identity);
-        self.fleet
-            .insert(identity.terminal_id.clone(), identity.clone());
+        self.engine.handle_hello(now_ms, identity);
     }
 
     fn record(&mut self, arrival_ms: i64, terminal: &TerminalId, _epoch: u64, record: &Record) {
         self.advance(arrival_ms);
-        self.det.handle_record(arrival_ms, terminal, record);
+        self.engine.handle_record(arrival_ms, terminal, record);
+        // As the live loop does: a run that just became decisive is judged at once.
+        if self.engine.wants_tick() {
+            self.tick(arrival_ms);
+        }
     }
 
     fn announcement(&mut self, now_ms: i64, a: &Announcement) {
         self.advance(now_ms);
-        let pairs: Vec<(String, String)> = a
-            .scope
-            .pairs()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_owned()))
-            .collect();
-        self.det.handle_announcement(
-            now_ms,
-            MaintenanceWindow {
-                scope: a.scope.pairs().map(|(k, v)| (k, v.to_owned())).collect(),
-                start_ms: a.start_ms,
-                end_ms: a.end_ms,
-            },
-        );
+        let window = maintenance_window(a, self.announced);
+        self.announced += 1;
+        self.engine.handle_maintenance(now_ms, &window);
         if self.windows_to_notifier {
-            self.notifier.handle_maintenance(notify::MaintenanceWindow {
-                id: format!("w{}", a.start_ms),
-                scope: pairs,
-                starts_at_ms: a.start_ms,
-                ends_at_ms: a.end_ms,
-                announcement: "planned maintenance / 计划维护".into(),
-            });
+            self.notifier.handle_maintenance(window);
         }
     }
 }

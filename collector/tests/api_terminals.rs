@@ -8,9 +8,9 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use storepulse_collector::api::{ApiState, router};
-use storepulse_collector::detection::IncidentBook;
-use storepulse_collector::rollup::{BreakdownError, RETENTION_MS, Rollup};
 use storepulse_collector::store::{RecordKey, Store, StoredRecord, WriteSet};
+use storepulse_collector_core::incident::IncidentBook;
+use storepulse_collector_core::rollup::{BreakdownError, RETENTION_MS, Rollup};
 use storepulse_collector_core::{Fleet, TerminalEntry, Thresholds};
 use storepulse_shared::{
     Heartbeat, Identity, Label, LabelKey, LinkType, NetQuality, PayMethod, Record, RecordBody,
