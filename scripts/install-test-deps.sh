@@ -12,6 +12,11 @@ fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
+# cargo-deb for the Debian package test (tests/tests/packages.rs); the version the workspace
+# declares in [workspace.metadata.packaging]. About 2 minutes to build on two cores.
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0'; then
+    cargo install --locked cargo-deb --version 3.8.0
+fi
 # cargo-fuzz for the fuzz smoke step (scripts/fuzz-smoke.sh), built once from crates.io.
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
@@ -30,6 +35,14 @@ apt_install() {
 # Headless Chromium for the dashboard browser test, with CJK fonts for its Chinese screenshots.
 if [ ! -x /usr/bin/chromium ]; then
     apt_install chromium fonts-noto-cjk
+fi
+# systemd-analyze (the package test verifies the units) and setpriv (it runs the installed
+# binaries as the service user); both are on a standard Debian, not on every slim image.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt_install systemd
+fi
+if ! command -v setpriv >/dev/null 2>&1; then
+    apt_install util-linux
 fi
 # Prometheus and promtool: the metrics tests scrape the collector with the real thing.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then

@@ -21,6 +21,9 @@ cargo deny --locked check licenses bans sources
 step "sans-IO cores pull in no IO crates"
 bash scripts/check-core-deps.sh
 
+step "the agent's dependencies build for ARM Linux and Android (docs/CROSS.md)"
+bash scripts/check-agent-targets.sh
+
 step "build binaries used by the end-to-end tests"
 cargo build --workspace --bins --locked
 
