@@ -1,13 +1,13 @@
-//! `storepulse-collector`: command line entry point (serve, check-config, pki, dump, rca-bench,
-//! eval). Thin by design: parse arguments, start tracing, call the library, map errors to exit
-//! codes (64 for bad config).
+//! `storepulse-collector`: command line entry point (serve, check-config, pki, dump). The offline
+//! tools (eval, rca-bench, generate) are `storepulse-lab` (lab/). Thin by design: parse
+//! arguments, start tracing, call the library, map errors to exit codes (64 for bad config).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use storepulse_collector::config::Config;
-use storepulse_collector::{eval, pki, rca_bench};
+use storepulse_collector::pki;
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when `RUST_LOG` is not set: our own info, storage internals only when worrying.
@@ -51,24 +51,6 @@ enum Command {
         /// Store directory.
         #[arg(long)]
         store: PathBuf,
-    },
-    /// Run root-cause localisation on a Squeeze-layout benchmark and score it.
-    RcaBench {
-        /// Benchmark directory (one folder per setting).
-        #[arg(long)]
-        data: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Replay every scenario of a directory through the detector in virtual time and score it.
-    Eval {
-        /// Scenario directory (`*.toml`).
-        #[arg(long)]
-        scenarios: PathBuf,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -159,37 +141,6 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::RcaBench { data, json } => rca_bench(&data, json),
-        Command::Eval { scenarios, json } => run_eval(&scenarios, json),
-    }
-}
-
-fn run_eval(dir: &std::path::Path, json: bool) -> ExitCode {
-    match eval::run(dir) {
-        Ok(report) if json => {
-            println!("{:#}", eval::render_json(&report));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", eval::render_text(&report));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("{e:#}")),
-    }
-}
-
-fn rca_bench(data: &std::path::Path, json: bool) -> ExitCode {
-    let params = storepulse_collector_core::rca::Params::default();
-    match rca_bench::run(data, &params) {
-        Ok(report) if json => {
-            println!("{:#}", rca_bench::render_json(&report));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", rca_bench::render_text(&report));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("{e:#}")),
     }
 }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use storepulse_collector::rca_bench;
 use storepulse_collector_core::rca::Params;
+use storepulse_lab::rca_bench;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rca")

@@ -6,13 +6,13 @@
 
 use std::path::Path;
 
-use storepulse_collector::eval::maintenance_window;
 use storepulse_collector_core::detect::{DetectorConfig, IncidentEvent};
 use storepulse_collector_core::incident::IncidentEngine;
 use storepulse_collector_core::notify::{
     MaintenanceMode, Matcher, Notification, NotificationKind, Notifier, NotifyConfig, Severity,
     Silence,
 };
+use storepulse_lab::eval::maintenance_window;
 use storepulse_shared::{Identity, LabelKey, Record, TerminalId};
 use storepulse_sim::{Announcement, Scenario, Sink};
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use storepulse_collector::eval;
+use storepulse_lab::eval;
 use storepulse_sim::Scenario;
 
 fn check(file: &str) {

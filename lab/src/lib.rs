@@ -1,0 +1,14 @@
+//! storepulse-lab: the offline tools, kept out of the production collector so that it does not
+//! depend on the simulator.
+//!
+//! - [`eval`]: replays scenarios through the simulator into the collector core's
+//!   `IncidentEngine` in virtual time and scores detection against their ground truth.
+//! - [`rca_bench`]: runs the core's root-cause localisation on a Squeeze-layout benchmark.
+//! - `generate` (in `main.rs`): writes the simulator's seeded scenarios
+//!   (`storepulse_sim::generate`).
+//!
+//! The binary in `main.rs` only parses arguments and calls these. Everything the tools run is
+//! the collector core's code (`storepulse-collector-core`), not a copy.
+
+pub mod eval;
+pub mod rca_bench;
