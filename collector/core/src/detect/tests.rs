@@ -5,6 +5,7 @@ use storepulse_shared::{
     TxnOutcome,
 };
 
+use super::lifecycle::{RECOVERY_LOG10, recovery_llr};
 use super::*;
 
 const MIN: i64 = 60_000;

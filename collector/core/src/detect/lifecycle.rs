@@ -1,0 +1,465 @@
+//! The incident lifecycle: an anomaly refreshes, widens, is absorbed by or opens an incident;
+//! the incident is built (evidence, explanation, remediation), re-judged every tick on its own
+//! scope and resolved once its signal is gone and recovery is likely.
+
+use std::collections::{BTreeSet, HashMap};
+
+use storepulse_shared::taxonomy;
+use storepulse_shared::{LabelKey, Scheme};
+
+use super::state::{WINDOWED, ix};
+use super::stats::surprise;
+use super::{
+    ACTIVE_WINDOW_MIN, Anomaly, CodeCount, Detector, DeviceReading, Evidence, Example, Family,
+    Incident, IncidentEvent, IncidentId, IncidentKind, MINUTE_MS, Open, VOLUME_WINDOW_MIN,
+    plane_of, subset, text,
+};
+
+/// `log10` likelihood ratio a recovery must reach (100 : 1) before an incident's hold runs.
+pub(super) const RECOVERY_LOG10: f64 = 2.0;
+
+/// `log10` likelihood ratio of "the failure rate is still `open_rate`" against "it is back to
+/// the baseline" for `obs` failures in `att` payments where the baseline expects `exp`
+/// (binomial; negative favours recovery). One approval on a terminal that failed every
+/// payment is strong evidence; a handful of payments at night on a 25 % defect is not.
+pub(super) fn recovery_llr(obs: u64, att: u64, exp: f64, open_rate: f64) -> f64 {
+    if att == 0 {
+        return 0.0;
+    }
+    let n = att as f64;
+    let k = (obs as f64).min(n);
+    let r0 = (exp / n).clamp(1e-9, 0.5);
+    let r1 = open_rate.max(2.0 * r0).min(0.95);
+    k * (r1 / r0).log10() + (n - k) * ((1.0 - r1) / (1.0 - r0)).log10()
+}
+
+impl Detector {
+    pub(super) fn apply(
+        &mut self,
+        now: i64,
+        mut a: Anomaly,
+        seen_pending: &mut HashMap<Vec<(LabelKey, u32)>, i64>,
+    ) {
+        if a.family == Family::MerchantConfig && a.members.len() == 1 {
+            // One terminal answering terminal-config codes too is misconfigured itself (its
+            // QR payments report the wrong binding as a merchant mismatch).
+            let t = a.members[0] as usize;
+            if self.st.terms[t]
+                .recent
+                .iter()
+                .any(|r| r.1 == Family::TerminalConfig)
+            {
+                a.family = Family::TerminalConfig;
+            } else if let Some(store) = self.store_wide(t) {
+                // "Merchant does not exist" on one terminal while no sibling of its store
+                // has been paid since: the store's registration (a branch without routing
+                // information), not this terminal. If a sibling is being paid, the terminal
+                // alone is bound wrong and stays a terminal-config incident.
+                a.scope = self.st.group_scope(store);
+                a.members = self.st.groups[store].members.clone();
+            }
+        }
+        self.canonical(&mut a);
+        let kind = self.kind_of(&a, now);
+        // Same scope: refresh.
+        if let Some(o) = self
+            .open
+            .iter_mut()
+            .find(|o| o.scope_ids == a.scope && o.family.compatible(a.family))
+        {
+            o.last_active = now;
+            return;
+        }
+        // Explained by a wider open incident.
+        if let Some(o) = self
+            .open
+            .iter_mut()
+            .find(|o| o.family.compatible(a.family) && subset(&a.members, &o.members))
+        {
+            if o.family == a.family {
+                o.last_active = now;
+            }
+            return;
+        }
+        // A pattern that fits no kind, inside any open incident, is evidence of that incident
+        // (a firmware defect's platform-class codes on one acquirer).
+        if kind == IncidentKind::Unknown && self.open.iter().any(|o| subset(&a.members, &o.members))
+        {
+            return;
+        }
+        // Widens narrower open incidents.
+        if kind != IncidentKind::Unknown {
+            let narrower: Vec<usize> = (0..self.open.len())
+                .filter(|&i| {
+                    let o = &self.open[i];
+                    o.family.compatible(a.family) && subset(&o.members, &a.members)
+                })
+                .collect();
+            if let Some((&keep, rest)) = narrower.split_first() {
+                for &i in rest.iter().rev() {
+                    let mut o = self.open.remove(i);
+                    o.inc.resolved_ms = Some(now);
+                    o.inc.updated_ms = now;
+                    self.events.push_back(IncidentEvent::Resolved(o.inc));
+                }
+                let inc = self.build(now, &a, kind, self.open[keep].inc.id);
+                let o = &mut self.open[keep];
+                let started = o.inc.started_ms.min(inc.started_ms);
+                let opened = o.inc.opened_ms;
+                o.inc = inc;
+                o.inc.started_ms = started;
+                o.inc.opened_ms = opened;
+                o.family = a.family;
+                o.scope_ids = a.scope.clone();
+                o.members = a.members.clone();
+                o.last_active = now;
+                o.last_emit = now;
+                o.open_rate = a.rate();
+                self.events.push_back(IncidentEvent::Updated(o.inc.clone()));
+                return;
+            }
+        }
+        if kind == IncidentKind::Unknown {
+            let need = self.threshold(&a.scope) + self.cfg.unknown_extra_significance;
+            if a.significance < need {
+                return;
+            }
+        }
+        if a.family == Family::Silence {
+            let first = self.pending.get(&a.scope).copied().unwrap_or(now);
+            seen_pending.insert(a.scope.clone(), first);
+            if first == now {
+                return;
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let inc = self.build(now, &a, kind, id);
+        let open_rate = a.rate();
+        self.events.push_back(IncidentEvent::Opened(inc.clone()));
+        self.open.push(Open {
+            inc,
+            family: a.family,
+            scope_ids: a.scope,
+            members: a.members,
+            last_active: now,
+            last_attempt: now,
+            last_emit: now,
+            last_refresh: now,
+            open_rate,
+        });
+    }
+
+    fn build(&self, now: i64, a: &Anomaly, kind: IncidentKind, id: IncidentId) -> Incident {
+        let scope: Vec<(LabelKey, String)> = a
+            .scope
+            .iter()
+            .filter(|(d, _)| *d != LabelKey::Link)
+            .map(|&(d, v)| (d, self.st.interner.value(d, v).to_owned()))
+            .collect();
+        let since = now - a.window_min.max(ACTIVE_WINDOW_MIN) * MINUTE_MS;
+        let mut affected: Vec<u32> = Vec::new();
+        let mut codes: HashMap<(Scheme, String), u32> = HashMap::new();
+        let mut examples: Vec<Example> = Vec::new();
+        let (mut rtt, mut rtt_b, mut loss, mut loss_b, mut nq) =
+            (0.0f32, 0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for &t in &a.members {
+            let term = &self.st.terms[t as usize];
+            if a.family == Family::Volume {
+                affected.push(t);
+                continue;
+            }
+            if a.family == Family::Silence {
+                if self.missed(t as usize, now) >= 1 {
+                    affected.push(t);
+                }
+                continue;
+            }
+            let mut hit = false;
+            for (time, f, scheme, code) in &term.recent {
+                if *f == a.family && *time >= since {
+                    hit = true;
+                    *codes.entry((*scheme, code.clone())).or_default() += 1;
+                    if examples.len() < 3 {
+                        examples.push(Example {
+                            terminal: term.id.clone(),
+                            time_ms: *time,
+                            scheme: *scheme,
+                            code: code.clone(),
+                        });
+                    }
+                }
+            }
+            if hit {
+                affected.push(t);
+            }
+            if let (Some(r), Some(rb), Some(l), Some(lb)) = (
+                term.rtt_ms,
+                term.rtt_base,
+                term.loss_percent,
+                term.loss_base,
+            ) {
+                rtt += r;
+                rtt_b += rb;
+                loss += l;
+                loss_b += lb;
+                nq += 1.0;
+            }
+        }
+        let mut top: Vec<CodeCount> = codes
+            .into_iter()
+            .map(|((scheme, code), count)| {
+                let info = taxonomy::lookup(scheme, &code);
+                CodeCount {
+                    class: taxonomy::classify(scheme, &code).class,
+                    meaning_en: info.map(|i| i.meaning_en.clone()).unwrap_or_default(),
+                    meaning_zh: info.map(|i| i.meaning_zh.clone()).unwrap_or_default(),
+                    scheme,
+                    code,
+                    count,
+                }
+            })
+            .collect();
+        top.sort_by(|x, y| y.count.cmp(&x.count).then(x.code.cmp(&y.code)));
+        top.truncate(5);
+        let stores: BTreeSet<u32> = affected
+            .iter()
+            .map(|&t| self.st.terms[t as usize].labels[ix(LabelKey::StoreId)])
+            .collect();
+        let merchants: BTreeSet<u32> = affected
+            .iter()
+            .map(|&t| self.st.terms[t as usize].labels[ix(LabelKey::MerchantId)])
+            .collect();
+        let fi = Family::COUNTED.iter().position(|&f| f == a.family);
+        let baseline_rate = fi.map_or(0.0, |fi| {
+            if a.attempts > 0 {
+                a.expected / a.attempts as f64
+            } else {
+                self.st
+                    .fleet_rate(fi, self.cfg.prior_rates[fi], self.cfg.prior_attempts)
+            }
+        });
+        let remediation = if a.family == Family::Volume {
+            text::VOLUME_REMEDIATION
+        } else {
+            text::remediation(kind)
+        };
+        let mut inc = Incident {
+            id,
+            kind,
+            scope,
+            affected_terminals: affected.len() as u32,
+            affected_stores: stores.len() as u32,
+            affected_merchants: merchants.len() as u32,
+            scope_terminals: a.members.len() as u32,
+            evidence: Evidence {
+                family: a.family,
+                window_ms: a.window_min * MINUTE_MS,
+                attempts: a.attempts,
+                observed: a.observed,
+                expected: a.expected,
+                baseline_rate,
+                significance: a.significance,
+                silent_terminals: a.silent,
+                top_codes: top,
+                examples,
+                rtt_ms: (nq > 0.0).then(|| (rtt / nq, rtt_b / nq)),
+                loss_percent: (nq > 0.0).then(|| (loss / nq, loss_b / nq)),
+                device: match a.members.as_slice() {
+                    &[t] if a.family == Family::TerminalFault
+                        && self.st.terms[t as usize].health.run > 0 =>
+                    {
+                        let h = &self.st.terms[t as usize].health;
+                        Some(DeviceReading {
+                            temperature_c: h.temp,
+                            temperature_baseline_c: h.temp_base,
+                            cpu_percent: h.cpu,
+                            cpu_baseline_percent: h.cpu_base,
+                        })
+                    }
+                    _ => None,
+                },
+            },
+            started_ms: a.onset.min(now),
+            opened_ms: now,
+            updated_ms: now,
+            resolved_ms: None,
+            explanation_en: String::new(),
+            explanation_zh: String::new(),
+            remediation_en: remediation.iter().map(|r| r.0).collect(),
+            remediation_zh: remediation.iter().map(|r| r.1).collect(),
+        };
+        let (en, zh) = text::explain(&inc);
+        inc.explanation_en = en;
+        inc.explanation_zh = zh;
+        inc
+    }
+
+    /// Re-judges every open incident on its own scope; resolves those whose signal is gone.
+    pub(super) fn refresh(&mut self, now: i64) {
+        let now_min = now.div_euclid(MINUTE_MS);
+        let mut i = 0;
+        while i < self.open.len() {
+            let o = &self.open[i];
+            let fam = o.family;
+            let mut update: Option<Anomaly> = None;
+            if fam == Family::Silence {
+                let silent = o
+                    .members
+                    .iter()
+                    .filter(|&&t| self.missed(t as usize, now) >= 1)
+                    .count();
+                let n = o.members.len();
+                if silent * 10 >= n * 3 || (n <= 3 && silent >= 1) {
+                    let o = &mut self.open[i];
+                    o.last_active = now;
+                    if silent as u32 != o.inc.evidence.silent_terminals
+                        && now - o.last_emit >= MINUTE_MS
+                    {
+                        let mut a = self.anomaly_of(i);
+                        a.silent = silent as u32;
+                        a.observed = silent as f64;
+                        update = Some(a);
+                    }
+                }
+            } else if fam == Family::Volume {
+                // Active while the scope's payments stay below half their usual volume.
+                let to = now.div_euclid(MINUTE_MS) - 1;
+                let g = o
+                    .scope_ids
+                    .first()
+                    .map(|&(d, _)| self.st.terms[o.members[0] as usize].groups[ix(d)] as usize);
+                let low = g.is_some_and(|g| {
+                    let exp = self.st.groups[g]
+                        .vol
+                        .as_ref()
+                        .and_then(|v| v.expected(to, VOLUME_WINDOW_MIN));
+                    let (obs, _) = self.st.window(g, to, VOLUME_WINDOW_MIN);
+                    exp.is_some_and(|e| (obs as f64) < 0.5 * e)
+                });
+                if low {
+                    self.open[i].last_active = now;
+                }
+            } else if let Some(fi) = Family::COUNTED.iter().position(|&f| f == fam) {
+                if now - o.last_refresh < 30_000 {
+                    i += 1;
+                    continue;
+                }
+                // Activity counts every family of the incident's plane: a misconfigured
+                // terminal answers card payments with terminal-config codes and QR payments
+                // with merchant-config codes.
+                let plane: Vec<usize> = plane_of(fam).collect();
+                let single = (o.scope_ids.len() == 1).then(|| {
+                    let t0 = o.members[0] as usize;
+                    self.st.terms[t0].groups[ix(o.scope_ids[0].0)] as usize
+                });
+                let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
+                let (mut att60, mut obs60, mut exp60) = (0u64, 0u64, 0.0);
+                let groups: Vec<usize> = match single {
+                    Some(g) if self.st.groups[g].dimset < WINDOWED => vec![g],
+                    _ => o
+                        .members
+                        .iter()
+                        .map(|&t| self.st.terms[t as usize].groups[0] as usize)
+                        .collect(),
+                };
+                for g in groups {
+                    // An open incident must not become the new normal: its failures stay out
+                    // of the baselines of its groups for as long as it is open (and an hour
+                    // after), not only while the failure test keeps flagging it (a contained
+                    // group is not re-flagged, so its exclusion used to lapse after an hour).
+                    for &pf in &plane {
+                        let until = &mut self.st.groups[g].excluded_until[pf];
+                        *until = (*until).max(now_min + 60);
+                    }
+                    let [(a, f), (a60, f60), _] =
+                        self.st.windows3(g, now_min, [ACTIVE_WINDOW_MIN, 60, 60]);
+                    att += a;
+                    att60 += a60;
+                    for &pf in &plane {
+                        obs += f[pf];
+                        obs60 += f60[pf];
+                        let (pr, pn) = (self.cfg.prior_rates[pf], self.cfg.prior_attempts);
+                        let r = self.st.rate(g, pf, pr, pn);
+                        exp += a as f64 * r;
+                        exp60 += a60 as f64 * r;
+                    }
+                }
+                let s = surprise(obs as f64, exp);
+                // A terminal fault stays active while its device is still hot and busy.
+                let hot = fam == Family::TerminalFault
+                    && o.members.len() == 1
+                    && self.device_hot(o.members[0] as usize, now);
+                let o = &mut self.open[i];
+                if hot {
+                    o.last_active = now;
+                }
+                o.last_refresh = now;
+                if att > 0 {
+                    o.last_attempt = now;
+                }
+                if s >= self.cfg.stay_open_significance {
+                    o.last_active = now;
+                    self.st.fleet_exclusions[fi] = now_min + 60;
+                    if now - o.last_emit >= 5 * MINUTE_MS {
+                        let mut a = self.anomaly_of(i);
+                        a.attempts = att;
+                        a.observed = obs as f64;
+                        a.expected = exp;
+                        a.window_min = ACTIVE_WINDOW_MIN;
+                        a.significance = s;
+                        update = Some(a);
+                    }
+                } else if hot || o.open_rate <= 0.0 {
+                    // Hot: kept active above. Opened by device health alone (no failures):
+                    // the device cooling down is the evidence that it is over.
+                } else if att == 0 && now - o.last_attempt < self.cfg.quiet_resolve_ms {
+                    // No payments, no evidence either way: keep it open.
+                    o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
+                } else if att60 > 0
+                    && recovery_llr(obs60, att60, exp60, o.open_rate) > -RECOVERY_LOG10
+                {
+                    // Too few payments in the last hour to tell the incident's rate from
+                    // the baseline (a low-rate firmware defect at night): over is not shown.
+                    o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
+                }
+            }
+            if let Some(a) = update {
+                let o = &self.open[i];
+                let mut inc = self.build(now, &a, o.inc.kind, o.inc.id);
+                inc.started_ms = o.inc.started_ms;
+                inc.opened_ms = o.inc.opened_ms;
+                let o = &mut self.open[i];
+                o.inc = inc;
+                o.last_emit = now;
+                self.events.push_back(IncidentEvent::Updated(o.inc.clone()));
+            }
+            let o = &self.open[i];
+            if now - o.last_active >= self.cfg.resolve_hold_ms {
+                let mut o = self.open.remove(i);
+                o.inc.resolved_ms = Some(now);
+                o.inc.updated_ms = now;
+                self.events.push_back(IncidentEvent::Resolved(o.inc));
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    fn anomaly_of(&self, i: usize) -> Anomaly {
+        let o = &self.open[i];
+        let e = &o.inc.evidence;
+        Anomaly {
+            family: o.family,
+            scope: o.scope_ids.clone(),
+            members: o.members.clone(),
+            attempts: e.attempts,
+            observed: e.observed,
+            expected: e.expected,
+            window_min: e.window_ms / MINUTE_MS,
+            significance: e.significance,
+            silent: e.silent_terminals,
+            onset: o.inc.started_ms,
+        }
+    }
+}
