@@ -6,10 +6,6 @@
 //! arguments and calls these.
 
 pub mod api;
-pub mod api_alerts;
-mod api_incidents;
-mod api_live;
-pub mod api_terminals;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
@@ -29,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -236,7 +231,7 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
         metrics,
         shutdown: shutdown_rx.clone(),
     });
-    let app = app.merge(api_alerts::router(alerts.clone()));
+    let app = app.merge(api::alerts::router(alerts.clone()));
     let auth = auth::Auth::new(&config.http);
     let app = app.layer(axum::middleware::from_fn_with_state(auth, auth::require));
     let mut http_shutdown = shutdown_rx;
@@ -372,6 +367,14 @@ impl Collector {
     }
 }
 
+/// One line of `dump`: the terminal and the record as the API shows it.
+#[derive(serde::Serialize)]
+struct DumpLine<'a> {
+    terminal_id: &'a str,
+    #[serde(flatten)]
+    record: api::Record,
+}
+
 /// Writes every stored record in `store_dir` to `out` as one JSON object per line
 /// (`terminal_id`, `epoch`, `seq`, `time_unix_ms`, `kind`, `body`). Returns the record count.
 pub fn dump(store_dir: &Path, out: &mut dyn Write) -> Result<u64, DumpError> {
@@ -382,17 +385,14 @@ pub fn dump(store_dir: &Path, out: &mut dyn Write) -> Result<u64, DumpError> {
     let mut count = 0u64;
     let mut write_err = None;
     store.for_each_record(|row| {
-        let mut v = api::record_json(&row);
-        if let Value::Object(map) = &mut v {
-            let mut line = serde_json::Map::new();
-            line.insert(
-                "terminal_id".into(),
-                Value::String(row.key.terminal.as_str().to_owned()),
-            );
-            line.append(map);
-            v = Value::Object(line);
-        }
-        if let Err(e) = writeln!(out, "{v}") {
+        let line = DumpLine {
+            terminal_id: row.key.terminal.as_str(),
+            record: api::Record::from(&row),
+        };
+        let written = serde_json::to_writer(&mut *out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out));
+        if let Err(e) = written {
             write_err.get_or_insert(e);
         }
         count += 1;

@@ -15,7 +15,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use storepulse_collector_core::notify::{
-    AttemptOutcome, Disposition, MaintenanceWindow, Mute, Notifier, Outbox, OutboxStats, Silence,
+    AttemptOutcome, Disposition, MaintenanceWindow, Mute, NotificationKind, Notifier, Outbox,
+    OutboxStats, Silence,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -44,8 +45,8 @@ pub struct PendingView {
     pub incident_id: String,
     /// Receiver.
     pub receiver: String,
-    /// firing, update, repeat or resolved.
-    pub notification: &'static str,
+    /// Firing, update, repeat or resolved.
+    pub notification: NotificationKind,
     /// Idempotency key.
     pub idempotency_key: String,
     /// Attempts so far.
@@ -522,7 +523,7 @@ impl Task {
                 id: e.id,
                 incident_id: e.notification.incident_id.clone(),
                 receiver: e.notification.receiver.clone(),
-                notification: e.notification.kind.as_str(),
+                notification: e.notification.kind,
                 idempotency_key: e.notification.idempotency_key.clone(),
                 attempts: e.attempts,
                 next_at_ms: e.next_at_ms,
