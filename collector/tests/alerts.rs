@@ -25,6 +25,9 @@ use storepulse_collector::store::Store;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+#[path = "support/schema.rs"]
+mod schema;
+
 const AM_BIN: &str = "/usr/bin/prometheus-alertmanager";
 
 fn now_ms() -> i64 {
@@ -562,35 +565,49 @@ async fn api_silences_and_maintenance_mute_without_hiding() {
          [[receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{hook}/hook\"\nsecret = \"hook-secret\"\n"
     ));
     let n = start_notifier(&cfg, Store::in_memory()).await;
-    let api = serve(storepulse_collector::api_alerts::router(n.alerts.clone())).await;
+    let api = serve(storepulse_collector::api::alerts::router(n.alerts.clone())).await;
     let http = reqwest::Client::new();
     let url = |p: &str| format!("http://{api}{p}");
     let in_an_hour = storepulse_collector_core::notify::rfc3339::format_ms(now_ms() + 3_600_000);
+    // Every answer below is checked against the OpenAPI document at the end.
+    let responses = schema::Responses::new();
 
-    let r = http
-        .post(url("/api/v1/alerts/silences"))
-        .json(&json!({"matchers": ["merchant=M0003"], "ends_at": in_an_hour, "author": "ops", "comment": "known"}))
-        .send()
-        .await
-        .expect("post silence");
-    assert_eq!(r.status(), 201);
-    let silence: Value = r.json().await.expect("json");
+    let r = responses
+        .send(http.post(url("/api/v1/alerts/silences")).json(
+            &json!({"matchers": ["merchant=M0003"], "ends_at": in_an_hour, "author": "ops", "comment": "known"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let silence = r.json;
     // The old short name is accepted and kept in the canonical spelling incidents carry.
     assert_eq!(silence["matchers"][0], "merchant_id=M0003", "{silence}");
-    let r = http
-        .post(url("/api/v1/alerts/maintenance"))
-        .json(&json!({"scope": {"acquirer": "ACQ-A"}, "ends_at": in_an_hour, "announcement": "ACQ-A upgrade / 升级"}))
-        .send()
-        .await
-        .expect("post window");
-    assert_eq!(r.status(), 201);
-    let bad = http
-        .post(url("/api/v1/alerts/silences"))
-        .json(&json!({"matchers": ["merchant"], "ends_at": in_an_hour, "author": "ops"}))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(bad.status(), 400);
+    let r = responses
+        .send(http.post(url("/api/v1/alerts/maintenance")).json(
+            &json!({"scope": {"acquirer": "ACQ-A"}, "ends_at": in_an_hour, "announcement": "ACQ-A upgrade / 升级"}),
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    for bad in [
+        json!({"matchers": ["merchant"], "ends_at": in_an_hour, "author": "ops"}),
+        json!({"matchers": ["merchant=M1"], "ends_at": "tomorrow", "author": "ops"}),
+        json!({"matchers": ["merchant=M1"], "ends_at": in_an_hour, "author": "ops", "colour": 1}),
+    ] {
+        let r = responses
+            .send(http.post(url("/api/v1/alerts/silences")).json(&bad))
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    let r = responses
+        .send(
+            http.post(url("/api/v1/alerts/maintenance"))
+                .json(&json!({"scope": {}, "ends_at": in_an_hour})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = responses
+        .send(http.delete(url("/api/v1/alerts/maintenance/no-such-window")))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
 
     n.alerts.handle_incident(snapshot(
         "S1",
@@ -614,57 +631,62 @@ async fn api_silences_and_maintenance_mute_without_hiding() {
         (state.lock().expect("lock").accepted.len() == 1).then_some(())
     })
     .await;
-    let outbox: Value = http
-        .get(url("/api/v1/alerts/outbox"))
-        .send()
+    let outbox = responses
+        .send(http.get(url("/api/v1/alerts/outbox")))
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .json;
     assert_eq!(outbox["muted_incidents"]["S1"]["reason"], "silenced");
     assert_eq!(outbox["muted_incidents"]["W1"]["reason"], "maintenance");
+    let silences = responses
+        .send(http.get(url("/api/v1/alerts/silences")))
+        .await
+        .json;
+    assert_eq!(silences["silences"][0]["author"], "ops", "{silences}");
 
     // Expiring the silence lets S1 page.
     let id = silence["id"].as_str().expect("id");
-    let r = http
-        .delete(url(&format!("/api/v1/alerts/silences/{id}")))
-        .send()
-        .await
-        .expect("delete");
-    assert_eq!(r.status(), 204);
-    eventually("S1 delivered", 10, async || {
-        (state.lock().expect("lock").accepted.len() == 2).then_some(())
+    let r = responses
+        .send(http.delete(url(&format!("/api/v1/alerts/silences/{id}"))))
+        .await;
+    assert_eq!(r.status, 204);
+    let r = responses
+        .send(http.delete(url(&format!("/api/v1/alerts/silences/{id}"))))
+        .await;
+    assert_eq!(r.status, 404, "an expired silence is gone");
+    // The receiver's accepting the request is not the end of the delivery: the notifier
+    // records `delivered` once it has read the answer, so wait for the history to say so
+    // (reading it as soon as the hook had the request raced with that and failed once in CI).
+    let results = eventually("S1 delivered and recorded", 10, async || {
+        let hist = responses
+            .send(http.get(url("/api/v1/incidents/S1/notifications")))
+            .await
+            .json;
+        let results: Vec<(String, String)> = hist["notifications"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|h| {
+                (
+                    h["notification"].as_str().unwrap_or("").to_owned(),
+                    h["result"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        results
+            .iter()
+            .any(|(_, r)| r != "queued")
+            .then_some(results)
     })
     .await;
-    let hist: Value = http
-        .get(url("/api/v1/incidents/S1/notifications"))
-        .send()
+    assert_eq!(
+        results,
+        [("firing", "queued"), ("firing", "delivered")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    assert_eq!(state.lock().expect("lock").accepted.len(), 2);
+    let windows = responses
+        .send(http.get(url("/api/v1/alerts/maintenance")))
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    let results: Vec<_> = hist["notifications"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|h| {
-            (
-                h["notification"].as_str().unwrap_or(""),
-                h["result"].as_str().unwrap_or(""),
-            )
-        })
-        .collect();
-    assert_eq!(results, [("firing", "queued"), ("firing", "delivered")]);
-    let windows: Value = http
-        .get(url("/api/v1/alerts/maintenance"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+        .json;
     assert_eq!(windows["maintenance"][0]["scope"]["acquirer"], "ACQ-A");
     assert!(
         !state
@@ -674,5 +696,6 @@ async fn api_silences_and_maintenance_mute_without_hiding() {
             .iter()
             .any(|(id, _)| id == "W1")
     );
+    responses.check();
     n.stop().await;
 }

@@ -2,19 +2,28 @@
 //! label, state and id substring; pagination that visits every terminal once; 400 for unknown
 //! parameters and bad values; 404 for an unknown terminal; the detail's state history, health,
 //! outcome counts and recent errors from stored records; the breakdown's numbers from a known
-//! set of outcomes; and the rollup's eviction.
+//! set of outcomes; and the rollup's eviction. Every response, errors included, is checked
+//! against the generated OpenAPI document (`support/schema.rs`).
+
+#[path = "support/schema.rs"]
+mod schema;
 
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use storepulse_collector::api::{ApiState, router};
 use storepulse_collector::store::{RecordKey, Store, StoredRecord, WriteSet};
+use storepulse_collector_core::detect::{
+    CodeCount, DeviceReading, Evidence, Example, Family, Incident, IncidentEvent,
+};
 use storepulse_collector_core::incident::IncidentBook;
 use storepulse_collector_core::rollup::{BreakdownError, RETENTION_MS, Rollup};
 use storepulse_collector_core::{Fleet, TerminalEntry, Thresholds};
+use storepulse_shared::taxonomy::ErrorClass;
 use storepulse_shared::{
-    Heartbeat, Identity, Label, LabelKey, LinkType, NetQuality, PayMethod, Record, RecordBody,
-    Scheme, Seq, TerminalId, TxnOutcome,
+    DropReason, EndpointProbe, Heartbeat, Identity, IncidentKind, Label, LabelKey, LinkType,
+    NetQuality, PayMethod, ProbeError, Record, RecordBody, Scheme, Seq, SpoolDrops, TerminalId,
+    TxnOutcome,
 };
 
 const TH: Thresholds = Thresholds {
@@ -59,6 +68,7 @@ fn txn(code: &str) -> RecordBody {
 
 struct Fixture {
     base: String,
+    responses: schema::Responses,
     book: Arc<RwLock<IncidentBook>>,
     ids: Vec<Identity>,
     now: i64,
@@ -121,6 +131,41 @@ async fn fixture() -> Fixture {
     };
     // Heartbeats every 30 s over the last hour, except between 40 and 20 minutes ago.
     let start = now - 3_600_000;
+    // First (seq 1 and 2): a network sample with endpoint probes and a drop report, so the
+    // records endpoint shows every body kind.
+    put(
+        start + 1,
+        RecordBody::NetQuality(NetQuality {
+            rtt_ms: None,
+            jitter_ms: None,
+            loss_percent: Some(100.0),
+            endpoints: vec![
+                EndpointProbe {
+                    name: "cup-host".into(),
+                    dns_ms: Some(3.5),
+                    tcp_connect_ms: Some(20.0),
+                    error: None,
+                },
+                EndpointProbe {
+                    name: "wx-host".into(),
+                    dns_ms: None,
+                    tcp_connect_ms: None,
+                    error: Some(ProbeError::Timeout),
+                },
+            ],
+        }),
+        &mut set,
+    );
+    put(
+        start + 2,
+        RecordBody::SpoolDrops(SpoolDrops {
+            reason: DropReason::SpoolFull,
+            heartbeats: 4,
+            net_quality: 2,
+            txn_outcomes: 0,
+        }),
+        &mut set,
+    );
     let mut at = start;
     while at <= now - 5_000 {
         let silent = at > now - 2_400_000 && at < now - 1_200_000;
@@ -183,6 +228,7 @@ async fn fixture() -> Fixture {
     });
     Fixture {
         base,
+        responses: schema::Responses::new(),
         book,
         ids,
         now,
@@ -190,13 +236,15 @@ async fn fixture() -> Fixture {
     }
 }
 
+/// GETs `path`, records the response for the schema check, returns status and JSON body.
 async fn get(f: &Fixture, path: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{}{path}", f.base))
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    let body = r.json().await.expect("json body");
-    (status, body)
+    let client = reqwest::Client::new();
+    let a = f
+        .responses
+        .send(client.get(format!("{}{path}", f.base)))
+        .await;
+    assert!(!a.json.is_null(), "{path}: not JSON: {}", a.text);
+    (a.status, a.json)
 }
 
 fn ids_of(v: &Value) -> Vec<String> {
@@ -292,6 +340,7 @@ async fn terminal_list_filters_and_pages() {
             "{bad}: {v}"
         );
     }
+    f.responses.check();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,6 +432,48 @@ async fn terminal_detail_from_stored_records() {
                 .is_some_and(|e| e.contains("unknown terminal"))
         );
     }
+
+    // The stored records in (epoch, seq) order, every body kind typed.
+    let (s, v) = get(&f, "/api/v1/terminals/T01/records?limit=5").await;
+    assert_eq!(s, 200, "{v}");
+    let records = v["records"].as_array().expect("records");
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[0]["kind"], "net_quality");
+    assert_eq!(records[0]["body"]["endpoints"][1]["error"], "timeout");
+    assert_eq!(records[1]["kind"], "spool_drops");
+    assert_eq!(records[1]["body"]["reason"], "spool_full");
+    assert_eq!(records[2]["kind"], "heartbeat");
+    let (s, v) = get(&f, "/api/v1/terminals/T01/records?limit=1000").await;
+    assert_eq!(s, 200, "{v}");
+    let txn = v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .find(|r| r["kind"] == "txn_outcome")
+        .expect("a payment outcome");
+    assert_eq!(
+        (
+            txn["body"]["scheme"].as_str(),
+            txn["body"]["method"].as_str()
+        ),
+        (Some("cup"), Some("card")),
+        "{txn}"
+    );
+    let (s, v) = get(&f, "/api/v1/terminals/T01/records?after_seq=100000").await;
+    assert_eq!(
+        (s, v["records"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    for (bad, status) in [
+        ("/api/v1/terminals/T01/records?limit=0", 400),
+        ("/api/v1/terminals/T01/records?epoch=1", 400),
+        ("/api/v1/terminals/NOPE/records", 404),
+    ] {
+        let (s, v) = get(&f, bad).await;
+        assert_eq!(s, status, "{bad}: {v}");
+    }
+    f.responses.check();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,6 +604,157 @@ async fn breakdown_numbers_on_a_known_input() {
         assert_eq!(s, 400, "{bad}: {v}");
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
+    f.responses.check();
+}
+
+fn incident(id: u64, now: i64, t: &Identity) -> Incident {
+    Incident {
+        id,
+        kind: IncidentKind::MerchantConfig,
+        scope: vec![(LabelKey::MerchantId, t.merchant_id.as_str().to_owned())],
+        affected_terminals: 6,
+        affected_stores: 6,
+        affected_merchants: 1,
+        scope_terminals: 6,
+        evidence: Evidence {
+            family: Family::MerchantConfig,
+            window_ms: 900_000,
+            attempts: 120,
+            observed: 24.0,
+            expected: 0.5,
+            baseline_rate: 0.004,
+            significance: 30.0,
+            silent_terminals: 0,
+            top_codes: vec![CodeCount {
+                scheme: Scheme::Cup,
+                code: "03".into(),
+                class: ErrorClass::MerchantConfig,
+                count: 24,
+                meaning_en: "Invalid merchant".into(),
+                meaning_zh: "无效商户".into(),
+            }],
+            examples: vec![Example {
+                terminal: t.terminal_id.clone(),
+                time_ms: now - 60_000,
+                scheme: Scheme::Cup,
+                code: "03".into(),
+            }],
+            rtt_ms: Some((40.0, 35.0)),
+            loss_percent: None,
+            device: Some(DeviceReading {
+                temperature_c: 70.0,
+                temperature_baseline_c: 40.0,
+                cpu_percent: 90.0,
+                cpu_baseline_percent: 10.0,
+            }),
+        },
+        started_ms: now - 600_000,
+        opened_ms: now - 300_000,
+        updated_ms: now - 300_000,
+        resolved_ms: None,
+        explanation_en: "Payments fail with invalid-merchant codes.".into(),
+        explanation_zh: "交易因商户无效而失败。".into(),
+        remediation_en: vec!["Check the merchant record with the acquirer."],
+        remediation_zh: vec!["请联系收单机构核对商户信息。"],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_summary_and_meta_match_the_document() {
+    let f = fixture().await;
+    let now = f.now;
+    {
+        let mut book = f.book.write().expect("book");
+        book.handle_records(
+            now,
+            Some(&f.ids[0]),
+            &[
+                Record {
+                    seq: Seq(1),
+                    time_unix_ms: now,
+                    body: txn("00"),
+                },
+                Record {
+                    seq: Seq(2),
+                    time_unix_ms: now,
+                    body: txn("03"),
+                },
+            ],
+        );
+        book.handle_event(
+            now - 300_000,
+            IncidentEvent::Opened(incident(1, now, &f.ids[0])),
+        );
+        let mut gone = incident(2, now, &f.ids[6]);
+        book.handle_event(now - 200_000, IncidentEvent::Opened(gone.clone()));
+        gone.resolved_ms = Some(now - 100_000);
+        book.handle_event(now - 100_000, IncidentEvent::Resolved(gone));
+    }
+    let (s, v) = get(&f, "/api/v1/incidents").await;
+    assert_eq!(s, 200, "{v}");
+    let list = v["incidents"].as_array().expect("incidents");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["kind"], "merchant_config");
+    assert_eq!(list[0]["state"], "active");
+    assert_eq!(list[0]["scope"]["merchant_id"], "M-R01");
+    assert_eq!(
+        list[0]["evidence"]["top_codes"][0]["class"],
+        "merchant_config"
+    );
+    let (_, v) = get(&f, "/api/v1/incidents?state=all&limit=5").await;
+    assert_eq!(v["incidents"].as_array().map(Vec::len), Some(2));
+    let (_, v) = get(&f, "/api/v1/incidents?state=resolved").await;
+    assert_eq!(v["incidents"][0]["state"], "resolved");
+    let (s, v) = get(&f, "/api/v1/incidents/2").await;
+    assert_eq!(s, 200, "{v}");
+    let events: Vec<&str> = v["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(events, ["opened", "resolved"]);
+    for (bad, status) in [
+        ("/api/v1/incidents?state=sleeping", 400),
+        ("/api/v1/incidents?colour=red", 400),
+        ("/api/v1/incidents/99", 404),
+        ("/api/v1/incidents/abc", 404),
+        ("/api/v1/nothing-here", 404),
+    ] {
+        let (s, v) = get(&f, bad).await;
+        assert_eq!(s, status, "{bad}: {v}");
+    }
+
+    let (s, v) = get(&f, "/api/v1/summary").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["terminals"]["total"], 13);
+    assert_eq!(v["incidents_active"], 1);
+    assert_eq!(v["last_hour"]["attempts"], 2);
+    assert_eq!(v["last_hour"]["failures_by_class"]["merchant_config"], 1);
+    let (s, v) = get(&f, "/api/v1/labels").await;
+    assert_eq!(s, 200, "{v}");
+    let labels: Vec<&str> = v["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        labels,
+        LabelKey::TERMINAL_LABELS.map(LabelKey::as_str).to_vec()
+    );
+    assert_eq!(v["aliases"]["merchant"], "merchant_id");
+    let (s, v) = get(&f, "/api/v1/whoami").await;
+    assert_eq!((s, v["role"].as_str()), (200, Some("read")), "{v}");
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/metrics"] {
+        let a = f
+            .responses
+            .send(client.get(format!("{}{path}", f.base)))
+            .await;
+        assert_eq!(a.status, 200, "{path}");
+    }
+    f.responses.check();
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! `/healthz` stay public; `/metrics` needs a token unless configured public; an API on a
 //! non-loopback address without tokens is refused at config time.
 
+#[path = "support/schema.rs"]
+mod schema;
+
 use std::path::Path;
 
 use reqwest::StatusCode;
@@ -38,7 +41,9 @@ tokens = [
     (tmp, c)
 }
 
+/// Sends a request, records the answer for the schema check, returns its status.
 async fn call(
+    r: &schema::Responses,
     c: &storepulse_collector::Collector,
     method: reqwest::Method,
     path: &str,
@@ -52,12 +57,14 @@ async fn call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    req.send().await.expect("request").status()
+    let a = r.send(req).await;
+    StatusCode::from_u16(a.status).expect("status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_roles_are_enforced() {
     let (_tmp, c) = start().await;
+    let r = schema::Responses::new();
     use reqwest::Method;
     for path in [
         "/api/v1/terminals",
@@ -66,29 +73,40 @@ async fn tokens_and_roles_are_enforced() {
         "/metrics",
     ] {
         assert_eq!(
-            call(&c, Method::GET, path, None, None).await,
+            call(&r, &c, Method::GET, path, None, None).await,
             StatusCode::UNAUTHORIZED,
             "{path}"
         );
         assert_eq!(
-            call(&c, Method::GET, path, Some("wrong-token-0123456789"), None).await,
+            call(
+                &r,
+                &c,
+                Method::GET,
+                path,
+                Some("wrong-token-0123456789"),
+                None
+            )
+            .await,
             StatusCode::UNAUTHORIZED,
             "{path}"
         );
         assert_eq!(
-            call(&c, Method::GET, path, Some(READ), None).await,
+            call(&r, &c, Method::GET, path, Some(READ), None).await,
             StatusCode::OK,
             "{path}"
         );
         assert_eq!(
-            call(&c, Method::GET, path, Some(ADMIN), None).await,
+            call(&r, &c, Method::GET, path, Some(ADMIN), None).await,
             StatusCode::OK,
             "{path}"
         );
     }
+    // The dashboard's static files are not part of the API document: not recorded.
+    let assets = schema::Responses::new();
     for path in ["/", "/assets/app.js", "/healthz"] {
+        let r = if path == "/healthz" { &r } else { &assets };
         assert_eq!(
-            call(&c, Method::GET, path, None, None).await,
+            call(r, &c, Method::GET, path, None, None).await,
             StatusCode::OK,
             "{path}"
         );
@@ -101,6 +119,7 @@ async fn tokens_and_roles_are_enforced() {
     });
     assert_eq!(
         call(
+            &r,
             &c,
             Method::POST,
             "/api/v1/alerts/silences",
@@ -112,6 +131,7 @@ async fn tokens_and_roles_are_enforced() {
     );
     assert_eq!(
         call(
+            &r,
             &c,
             Method::POST,
             "/api/v1/alerts/silences",
@@ -125,6 +145,7 @@ async fn tokens_and_roles_are_enforced() {
         serde_json::json!({"scope": {"acquirer": "ACQ-A"}, "ends_at": "2099-01-01T00:00:00Z"});
     assert_eq!(
         call(
+            &r,
             &c,
             Method::POST,
             "/api/v1/alerts/maintenance",
@@ -136,6 +157,7 @@ async fn tokens_and_roles_are_enforced() {
     );
     assert_eq!(
         call(
+            &r,
             &c,
             Method::DELETE,
             "/api/v1/alerts/silences/anything",
@@ -157,6 +179,7 @@ async fn tokens_and_roles_are_enforced() {
         .expect("json");
     assert_eq!(v.to_string().matches("auth test").count(), 0, "{v}");
     let created = call(
+        &r,
         &c,
         Method::POST,
         "/api/v1/alerts/silences",
@@ -168,6 +191,8 @@ async fn tokens_and_roles_are_enforced() {
         created.is_success(),
         "admin could not create a silence: {created}"
     );
+    // Every answer above, 401 and 403 included, is what the document says.
+    r.check();
     c.shutdown().await.expect("shutdown");
 }
 
@@ -185,28 +210,22 @@ fn an_open_api_off_loopback_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whoami_tells_a_token_its_role() {
     let (_tmp, c) = start().await;
+    let r = schema::Responses::new();
     let url = format!("http://{}/api/v1/whoami", c.http_addr());
     let client = reqwest::Client::new();
     for (token, name, role, can_change) in
         [(READ, "wall", "read", false), (ADMIN, "ops", "admin", true)]
     {
-        let v: serde_json::Value = client
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
-            .error_for_status()
-            .expect("200")
-            .json()
-            .await
-            .expect("json");
+        let a = r.send(client.get(&url).bearer_auth(token)).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        let v = a.json;
         assert_eq!(v["token"], name, "{v}");
         assert_eq!(v["role"], role, "{v}");
         assert_eq!(v["can_change"], can_change, "{v}");
     }
     assert_eq!(
-        call(&c, reqwest::Method::GET, "/api/v1/whoami", None, None).await,
+        call(&r, &c, reqwest::Method::GET, "/api/v1/whoami", None, None).await,
         StatusCode::UNAUTHORIZED
     );
+    r.check();
 }

@@ -1,6 +1,9 @@
 //! The live event stream: `GET /api/v1/events` sends an `update` at once and `tick`s after,
 //! and a collector shutting down ends open streams instead of waiting for the browser.
 
+#[path = "support/schema.rs"]
+mod schema;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -32,14 +35,21 @@ async fn the_stream_updates_and_ends_on_shutdown() {
         ));
     }
     assert!(text.contains("\"incidents_active\":0"), "{text}");
-    let summary: serde_json::Value =
-        reqwest::get(format!("http://{}/api/v1/summary", c.http_addr()))
-            .await
-            .expect("summary")
-            .json()
-            .await
-            .expect("json");
+    // Each event's data is a `LiveEvent` of the document; the summary is what it says.
+    let responses = schema::Responses::new();
+    let mut events = 0;
+    for data in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+        let v: serde_json::Value = serde_json::from_str(data.trim()).expect("event data is JSON");
+        responses.record_component("LiveEvent", v);
+        events += 1;
+    }
+    assert!(events >= 2, "{text}");
+    let summary = responses
+        .send(reqwest::Client::new().get(format!("http://{}/api/v1/summary", c.http_addr())))
+        .await
+        .json;
     assert_eq!(summary["terminals"]["total"], 0, "{summary}");
+    responses.check();
     // The stream is still open: shutdown must end it, not wait for the client.
     tokio::time::timeout(Duration::from_secs(15), c.shutdown())
         .await
