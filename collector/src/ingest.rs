@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use storepulse_collector_core::{ClockPolicy, Fleet, TerminalEntry, TimeFix};
 use storepulse_shared::{Batch, Hello, Record, Seq, TerminalId};
@@ -18,8 +17,8 @@ use tracing::{debug, error, warn};
 
 use crate::config::GroupCommit;
 use crate::detection::{DetectFeed, DetectInput};
-use crate::metrics::Metrics;
-use crate::store::{RecordKey, Store, StoredRecord, WriteSet};
+use crate::metrics::{Metrics, Stage};
+use crate::store::{CommitTimes, RecordKey, Store, StoredRecord, WriteSet};
 
 /// The group commit failed; the details were logged by the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +72,16 @@ pub(crate) async fn run_writer(
     feed: Option<DetectFeed>,
     metrics: Arc<Metrics>,
 ) {
-    while let Some(first) = rx.recv().await {
+    loop {
+        let idle = std::time::Instant::now();
+        let depth = rx.len();
+        let Some(first) = rx.recv().await else { break };
+        let gather = std::time::Instant::now();
+        metrics.add_stage(Stage::Idle, gather.duration_since(idle));
+        metrics.writer_queue_depth.observe(depth as f64);
+        metrics
+            .writer_queue_jobs
+            .store(depth as u64, Ordering::Relaxed);
         let mut records = first.records();
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + limits.max_delay;
@@ -86,6 +94,7 @@ pub(crate) async fn run_writer(
                 Ok(None) | Err(_) => break,
             }
         }
+        metrics.add_stage(Stage::Gather, gather.elapsed());
         let store = store.clone();
         let fleet = fleet.clone();
         let feed = feed.clone();
@@ -211,13 +220,20 @@ pub(crate) fn commit_group(
     })();
     set.terminals = staged.into_iter().collect();
     let was_failing = store.is_failing();
+    let planned_at = std::time::Instant::now();
     let result = planned.and_then(|()| store.commit(&set));
     if let Some(m) = metrics {
+        m.add_stage(Stage::Plan, planned_at.duration_since(started));
+        if let Ok(t) = &result {
+            m.add_stage(Stage::Write, t.write);
+            m.add_stage(Stage::Fsync, t.fsync);
+        }
         m.store_failing
             .store(u64::from(store.is_failing()), Ordering::Relaxed);
     }
+    let committed_at = std::time::Instant::now();
     let outcome = match result {
-        Ok(()) => {
+        Ok(times) => {
             let mut f = fleet.write().unwrap_or_else(PoisonError::into_inner);
             for (t, e) in set.terminals {
                 let was_skewed = f.entry(&t).is_some_and(|old| old.clock_skewed);
@@ -238,7 +254,7 @@ pub(crate) fn commit_group(
                 "Group committed"
             );
             if let Some(m) = metrics {
-                count_commit(m, &jobs, &set.records, duplicates, started.elapsed());
+                count_commit(m, &jobs, &set.records, duplicates, times);
             }
             if let Some(feed) = feed {
                 feed_detection(feed, &jobs, set.records);
@@ -275,6 +291,9 @@ pub(crate) fn commit_group(
                 let _ = done.send(outcome.map(|()| new_counts.get(i).copied().unwrap_or(0)));
             }
         }
+    }
+    if let Some(m) = metrics {
+        m.add_stage(Stage::Complete, committed_at.elapsed());
     }
 }
 
@@ -313,10 +332,12 @@ fn count_commit(
     jobs: &[Job],
     records: &[(RecordKey, StoredRecord)],
     duplicates: u64,
-    took: Duration,
+    times: CommitTimes,
 ) {
     m.store_commits.fetch_add(1, Ordering::Relaxed);
-    m.observe_commit(took.as_secs_f64());
+    m.observe_commit((times.write + times.fsync).as_secs_f64());
+    m.group_jobs.observe(jobs.len() as f64);
+    m.group_records.observe(records.len() as f64);
     m.ingest_records
         .fetch_add(records.len() as u64, Ordering::Relaxed);
     m.ingest_duplicates.fetch_add(duplicates, Ordering::Relaxed);

@@ -2,16 +2,114 @@
 //! (version 0.0.4). Names are `storepulse_<what>_<unit>`, counters end in `_total`, and labels
 //! have low cardinality only (never a terminal id). Counters are plain atomics: the hot paths
 //! (ingest, commit) only add to them.
+//!
+//! The ingest pipeline explains itself stage by stage (issue 17): time from a batch's receipt to
+//! its Ack (`storepulse_ingest_ack_latency_seconds`), the writer's queue depth when it starts a
+//! group, jobs and records per group, and where the writer thread's time goes
+//! (`storepulse_writer_seconds_total{stage}`: idle, gather, plan, write, fsync, complete).
+//! `storepulse-bench ingest` prints the same figures over its measured window.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-/// Upper bounds of the commit-latency histogram, seconds.
-const COMMIT_BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
-];
+/// Most buckets a [`Histogram`] may have (its storage is a fixed array, so it derives
+/// `Default`).
+const MAX_BUCKETS: usize = 24;
+
+/// The bucket bounds of one kind of [`Histogram`].
+pub trait Bounds {
+    /// Upper bounds, ascending, at most [`MAX_BUCKETS`].
+    const BOUNDS: &'static [f64];
+    /// The sum is kept as an integer of `value * SCALE` (1e6 for seconds: microseconds).
+    const SCALE: f64;
+}
+
+/// Group commit latency including fsync, seconds.
+#[derive(Debug, Default)]
+pub struct CommitSecs;
+impl Bounds for CommitSecs {
+    const BOUNDS: &'static [f64] = &[
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+    ];
+    const SCALE: f64 = 1e6;
+}
+
+/// Receipt-to-ack time of a batch, seconds (finer around the 20 ms target).
+#[derive(Debug, Default)]
+pub struct AckSecs;
+impl Bounds for AckSecs {
+    const BOUNDS: &'static [f64] = &[
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
+        0.04, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0,
+    ];
+    const SCALE: f64 = 1e6;
+}
+
+/// Counts (records or jobs per group, queue depth), powers of two.
+#[derive(Debug, Default)]
+pub struct Counts;
+impl Bounds for Counts {
+    const BOUNDS: &'static [f64] = &[
+        0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+        8192.0, 16384.0, 32768.0, 65536.0,
+    ];
+    const SCALE: f64 = 1.0;
+}
+
+/// A Prometheus histogram of atomics; `B` names its bucket bounds.
+#[derive(Debug, Default)]
+pub struct Histogram<B> {
+    buckets: [AtomicU64; MAX_BUCKETS],
+    count: AtomicU64,
+    sum_scaled: AtomicU64,
+    bounds: PhantomData<B>,
+}
+
+/// Where the writer thread spends its time (`storepulse_writer_seconds_total{stage}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Blocked on an empty queue, waiting for a first job.
+    Idle,
+    /// From the first job of a group to the group's close (draining the queue, and waiting
+    /// `group_commit_max_delay_ms` for more when the group is small).
+    Gather,
+    /// Deduplication lookups and the group's plan (registry entries, clock correction).
+    Plan,
+    /// Encoding the group and writing it to the store's journal.
+    Write,
+    /// Making the write durable (fsync).
+    Fsync,
+    /// Registry update, detection feed and completing every job's acknowledgement.
+    Complete,
+}
+
+impl Stage {
+    /// Every stage, in pipeline order.
+    pub const ALL: [Stage; 6] = [
+        Stage::Idle,
+        Stage::Gather,
+        Stage::Plan,
+        Stage::Write,
+        Stage::Fsync,
+        Stage::Complete,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Idle => "idle",
+            Stage::Gather => "gather",
+            Stage::Plan => "plan",
+            Stage::Write => "write",
+            Stage::Fsync => "fsync",
+            Stage::Complete => "complete",
+        }
+    }
+}
 
 /// A counter family keyed by one low-cardinality label value.
 #[derive(Debug, Default)]
@@ -50,9 +148,20 @@ pub struct Metrics {
     pub store_commits: AtomicU64,
     /// Failed group commits.
     pub store_commit_failures: AtomicU64,
-    commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
-    commit_count: AtomicU64,
-    commit_sum_micros: AtomicU64,
+    /// Group commit latency (write and fsync).
+    pub commit_duration: Histogram<CommitSecs>,
+    /// Time from a batch's receipt (its frame decoded) to its Ack being written.
+    pub ack_latency: Histogram<AckSecs>,
+    /// Jobs (batches and Hellos) per group commit.
+    pub group_jobs: Histogram<Counts>,
+    /// Records written per group commit.
+    pub group_records: Histogram<Counts>,
+    /// Jobs waiting in the writer's queue when it starts a group.
+    pub writer_queue_depth: Histogram<Counts>,
+    /// The writer queue's depth when the last group started.
+    pub writer_queue_jobs: AtomicU64,
+    /// The writer thread's time per [`Stage`], microseconds.
+    writer_stage_micros: [AtomicU64; Stage::ALL.len()],
     /// On-disk size of the store, bytes (sampled).
     pub store_size_bytes: AtomicU64,
     /// 1 while the store's last write failed (nothing is acked until it recovers), else 0.
@@ -95,6 +204,45 @@ impl LabeledCounter {
     }
 }
 
+impl<B: Bounds> Histogram<B> {
+    /// Counts one observation.
+    pub fn observe(&self, v: f64) {
+        for (i, le) in B::BOUNDS.iter().take(MAX_BUCKETS).enumerate() {
+            if v <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        // Saturating float-to-int cast: a negative or NaN value adds nothing.
+        self.sum_scaled
+            .fetch_add((v * B::SCALE).round() as u64, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        head(out, name, "histogram", help);
+        for (i, le) in B::BOUNDS.iter().take(MAX_BUCKETS).enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{le}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_scaled.load(Ordering::Relaxed) as f64 / B::SCALE
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
 /// Escapes a label value for the text format.
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -127,14 +275,16 @@ impl Metrics {
 
     /// Records one group commit's latency.
     pub fn observe_commit(&self, secs: f64) {
-        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.commit_count.fetch_add(1, Ordering::Relaxed);
-        self.commit_sum_micros
-            .fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        self.commit_duration.observe(secs);
+    }
+
+    /// Adds time the writer thread spent in `stage`.
+    pub fn add_stage(&self, stage: Stage, took: Duration) {
+        let i = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        self.writer_stage_micros[i].fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Sets the open-incident gauge from the current open incidents' kinds.
@@ -246,34 +396,52 @@ impl Metrics {
             "Group commits that failed.",
             r(&self.store_commit_failures),
         );
-        head(
+        self.commit_duration.render(
             &mut o,
             "storepulse_store_commit_duration_seconds",
-            "histogram",
             "Group commit latency including fsync.",
         );
-        for (i, le) in COMMIT_BUCKETS.iter().enumerate() {
+        self.ack_latency.render(
+            &mut o,
+            "storepulse_ingest_ack_latency_seconds",
+            "Time from a batch's receipt to its Ack (queue, group commit with fsync, ack write).",
+        );
+        self.group_jobs.render(
+            &mut o,
+            "storepulse_writer_group_jobs",
+            "Jobs (batches and Hellos) per group commit.",
+        );
+        self.group_records.render(
+            &mut o,
+            "storepulse_writer_group_records",
+            "Records written per group commit.",
+        );
+        self.writer_queue_depth.render(
+            &mut o,
+            "storepulse_writer_queue_depth_jobs",
+            "Jobs waiting in the writer's queue when it starts a group.",
+        );
+        scalar(
+            &mut o,
+            "storepulse_writer_queue_jobs",
+            "gauge",
+            "Jobs waiting in the writer's queue when the last group started.",
+            r(&self.writer_queue_jobs),
+        );
+        head(
+            &mut o,
+            "storepulse_writer_seconds_total",
+            "counter",
+            "The writer thread's time by stage (idle, gather, plan, write, fsync, complete).",
+        );
+        for (i, stage) in Stage::ALL.iter().enumerate() {
             let _ = writeln!(
                 o,
-                "storepulse_store_commit_duration_seconds_bucket{{le=\"{le}\"}} {}",
-                r(&self.commit_buckets[i])
+                "storepulse_writer_seconds_total{{stage=\"{}\"}} {}",
+                stage.as_str(),
+                r(&self.writer_stage_micros[i]) as f64 / 1e6
             );
         }
-        let _ = writeln!(
-            o,
-            "storepulse_store_commit_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            r(&self.commit_count)
-        );
-        let _ = writeln!(
-            o,
-            "storepulse_store_commit_duration_seconds_sum {}",
-            r(&self.commit_sum_micros) as f64 / 1e6
-        );
-        let _ = writeln!(
-            o,
-            "storepulse_store_commit_duration_seconds_count {}",
-            r(&self.commit_count)
-        );
         scalar(
             &mut o,
             "storepulse_store_size_bytes",
@@ -365,9 +533,34 @@ impl Metrics {
     }
 }
 
+// Every kind's bounds fit the fixed bucket array.
+const _: () = assert!(CommitSecs::BOUNDS.len() <= MAX_BUCKETS);
+const _: () = assert!(AckSecs::BOUNDS.len() <= MAX_BUCKETS);
+const _: () = assert!(Counts::BOUNDS.len() <= MAX_BUCKETS);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_times_and_histograms_render() {
+        let m = Metrics::new();
+        m.add_stage(Stage::Fsync, Duration::from_millis(3));
+        m.add_stage(Stage::Fsync, Duration::from_millis(2));
+        m.ack_latency.observe(0.004);
+        m.ack_latency.observe(0.030);
+        m.group_records.observe(300.0);
+        let text = m.render(&[]);
+        assert!(text.contains("storepulse_writer_seconds_total{stage=\"fsync\"} 0.005\n"));
+        assert!(text.contains("storepulse_writer_seconds_total{stage=\"idle\"} 0\n"));
+        assert!(text.contains("storepulse_ingest_ack_latency_seconds_bucket{le=\"0.003\"} 0\n"));
+        assert!(text.contains("storepulse_ingest_ack_latency_seconds_bucket{le=\"0.005\"} 1\n"));
+        assert!(text.contains("storepulse_ingest_ack_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("storepulse_ingest_ack_latency_seconds_sum 0.034\n"));
+        assert!(text.contains("storepulse_writer_group_records_bucket{le=\"256\"} 0\n"));
+        assert!(text.contains("storepulse_writer_group_records_bucket{le=\"512\"} 1\n"));
+        assert!(text.contains("storepulse_writer_group_records_sum 300\n"));
+    }
 
     #[test]
     fn renders_counters_histogram_and_families() {
@@ -384,6 +577,7 @@ mod tests {
         assert!(text.contains("storepulse_store_commit_duration_seconds_count 1\n"));
         assert!(text.contains("storepulse_incidents_open{kind=\"merchant_config\"} 2\n"));
         assert!(text.contains("storepulse_fleet_terminals{state=\"online\"} 3\n"));
+        assert!(text.contains("storepulse_writer_seconds_total{stage=\"fsync\"} 0\n"));
         // Every sample line's metric has HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or_default();

@@ -86,6 +86,8 @@ pub(crate) struct Shared {
 struct InFlight {
     batch_id: u64,
     highest_seq: Seq,
+    /// When its frame was decoded, for the receipt-to-ack time.
+    received: Instant,
     done: oneshot::Receiver<Result<usize, CommitFailed>>,
 }
 
@@ -657,6 +659,7 @@ async fn drive(
                     pending.push_back(InFlight {
                         batch_id,
                         highest_seq,
+                        received: now,
                         done: rx,
                     });
                 }
@@ -693,6 +696,10 @@ async fn drive(
                         if send_ack(send, &front).await.is_err() {
                             return End::Gone;
                         }
+                        shared
+                            .metrics
+                            .ack_latency
+                            .observe(front.received.elapsed().as_secs_f64());
                     }
                     Ok(Err(CommitFailed)) | Err(_) => return End::Refuse(internal_refusal(), 0),
                 }

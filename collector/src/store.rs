@@ -19,6 +19,7 @@ mod memory;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use storepulse_collector_core::{Fleet, TerminalEntry, Thresholds};
@@ -50,12 +51,26 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// Called with each raw record key and value.
 pub type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError> + 'a;
 
+/// How long the parts of one commit took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitTimes {
+    /// Encoding and writing the group (journal and memtables), before it is made durable.
+    pub write: Duration,
+    /// Making it durable (fsync); zero for the in-memory backend.
+    pub fsync: Duration,
+}
+
 /// Storage primitives over raw bytes. `commit` must be atomic and durable when it returns.
 pub trait Backend: Send + Sync + fmt::Debug {
     /// Whether a record key is stored.
     fn record_exists(&self, key: &[u8]) -> Result<bool, StoreError>;
-    /// Writes records and registry entries atomically and durably (fsync).
-    fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError>;
+    /// Writes records and registry entries atomically and durably (fsync); says how long the
+    /// write and the fsync took.
+    fn commit(
+        &self,
+        records: &[KeyValue],
+        terminals: &[KeyValue],
+    ) -> Result<CommitTimes, StoreError>;
     /// The first record key `>= from` that starts with `prefix`.
     fn seek_record(&self, from: &[u8], prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Up to `limit` records with `from <= key < to`, in key order.
@@ -175,8 +190,9 @@ impl Store {
         self.backend.record_exists(&key.encode())
     }
 
-    /// Writes a group atomically and durably.
-    pub fn commit(&self, set: &WriteSet) -> Result<(), StoreError> {
+    /// Writes a group atomically and durably; the write time includes encoding.
+    pub fn commit(&self, set: &WriteSet) -> Result<CommitTimes, StoreError> {
+        let started = Instant::now();
         let records = set
             .records
             .iter()
@@ -192,7 +208,10 @@ impl Store {
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.backend.commit(&records, &terminals)
+        let encoded = started.elapsed();
+        let mut times = self.backend.commit(&records, &terminals)?;
+        times.write += encoded;
+        Ok(times)
     }
 
     /// The registry as persisted.

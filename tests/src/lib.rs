@@ -121,6 +121,21 @@ impl Pki {
         Ok(())
     }
 
+    /// `pki issue` for many terminals in one run (through a terminals file).
+    pub fn issue_many(&self, terminals: &[String]) -> Result<()> {
+        let list = self.dir.join("issue-many.txt");
+        std::fs::write(&list, terminals.join("\n"))?;
+        collector_cli(&[
+            "pki",
+            "issue",
+            "--dir",
+            &self.dir.to_string_lossy(),
+            "--terminals-file",
+            &list.to_string_lossy(),
+        ])?;
+        Ok(())
+    }
+
     /// `pki revoke --dir dir --terminal t`.
     pub fn revoke(&self, terminal: &str) -> Result<()> {
         collector_cli(&[
@@ -230,6 +245,10 @@ pub struct CollectorSpec {
     pub heartbeat_interval_secs: u32,
     /// Network probe interval announced to agents in `Welcome`.
     pub net_probe_interval_secs: u32,
+    /// TOML appended to the config (whole sections, e.g. `[runtime]` or `[ingest]`).
+    pub extra_toml: String,
+    /// CPUs the process may run on (`taskset -c` list, e.g. `0` or `0,1`); `None`: any.
+    pub cpus: Option<String>,
 }
 
 /// A collector process.
@@ -255,6 +274,19 @@ impl Collector {
         heartbeat_secs: u32,
         net_secs: u32,
     ) -> Result<Self> {
+        Self::start_custom(dir, pki, heartbeat_secs, net_secs, String::new(), None).await
+    }
+
+    /// As [`Self::start_with_intervals`], with `extra_toml` appended to the config and the
+    /// process pinned to `cpus` (a `taskset -c` list) if given.
+    pub async fn start_custom(
+        dir: &Path,
+        pki: &Pki,
+        heartbeat_secs: u32,
+        net_secs: u32,
+        extra_toml: String,
+        cpus: Option<String>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let spec = CollectorSpec {
             pki: pki.clone(),
@@ -263,6 +295,8 @@ impl Collector {
             http: SocketAddr::from(([127, 0, 0, 1], free_tcp_port())),
             heartbeat_interval_secs: heartbeat_secs,
             net_probe_interval_secs: net_secs,
+            extra_toml,
+            cpus,
         };
         let mut c = Self {
             spec,
@@ -311,7 +345,7 @@ heartbeat_interval_secs = {hb}
 net_probe_interval_secs = {net}
 max_batch_records = 256
 backlog_records_per_sec = 5000
-"#,
+{extra}"#,
             quic = self.spec.quic,
             http = self.spec.http,
             ca = p.join("ca.pem").display(),
@@ -321,6 +355,7 @@ backlog_records_per_sec = 5000
             store = self.spec.store.display(),
             hb = self.spec.heartbeat_interval_secs,
             net = self.spec.net_probe_interval_secs,
+            extra = self.spec.extra_toml,
         )
     }
 
@@ -328,13 +363,28 @@ backlog_records_per_sec = 5000
     pub async fn restart(&mut self) -> Result<()> {
         let cfg = self.dir.join("collector.toml");
         std::fs::write(&cfg, self.config())?;
-        let args = vec![
+        let mut args = vec![
             "serve".into(),
             "--config".into(),
             cfg.to_string_lossy().into_owned(),
         ];
+        let collector = bin("storepulse-collector")?;
+        // `taskset` execs the collector: the child's pid is the collector's.
+        let program = match &self.spec.cpus {
+            Some(cpus) => {
+                let mut pinned = vec![
+                    "-c".to_owned(),
+                    cpus.clone(),
+                    collector.to_string_lossy().into_owned(),
+                ];
+                pinned.append(&mut args);
+                args = pinned;
+                PathBuf::from("taskset")
+            }
+            None => collector,
+        };
         self.proc = Some(Proc::spawn(
-            &bin("storepulse-collector")?,
+            &program,
             &args,
             &self.dir.join("collector.log"),
         )?);
@@ -398,6 +448,17 @@ backlog_records_per_sec = 5000
             bail!("GET {path}: {status} {v}");
         }
         Ok(v)
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let r = self.http.get(self.url("/metrics")).send().await?;
+        let status = r.status();
+        let text = r.text().await?;
+        if !status.is_success() {
+            bail!("GET /metrics: {status} {text}");
+        }
+        Ok(text)
     }
 
     /// The terminal's entry in `/api/v1/terminals`, if listed.

@@ -1,15 +1,21 @@
 //! The fjall backend: records, the registry and the alert keyspaces in one fjall database,
 //! every commit fsync'd; reopens itself after a failed write once the disk takes writes again.
+//!
+//! A record commit is one fjall batch written to the journal (atomic: the batch is replayed
+//! whole or not at all) and then persisted with `PersistMode::SyncAll`, timed apart so the
+//! writer can report write and fsync time. Between the two a reader (the HTTP API) may already
+//! see the group; nothing is acknowledged and detection sees nothing before the fsync.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{PoisonError, RwLock};
+use std::time::Instant;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::codec::prefix_end;
-use super::{AlertOp, AlertSpace, Backend, KeyValue, RecordVisitor, StoreError};
+use super::{AlertOp, AlertSpace, Backend, CommitTimes, KeyValue, RecordVisitor, StoreError};
 
 /// fjall on disk.
 ///
@@ -153,9 +159,14 @@ impl Backend for FjallBackend {
         self.with(|h| Ok(h.records.contains_key(key)?))
     }
 
-    fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        records: &[KeyValue],
+        terminals: &[KeyValue],
+    ) -> Result<CommitTimes, StoreError> {
         self.write(|h| {
-            let mut batch = h.db.batch().durability(Some(PersistMode::SyncAll));
+            let started = Instant::now();
+            let mut batch = h.db.batch().durability(None);
             for (k, v) in records {
                 batch.insert(&h.records, k.as_slice(), v.as_slice());
             }
@@ -163,7 +174,12 @@ impl Backend for FjallBackend {
                 batch.insert(&h.terminals, k.as_slice(), v.as_slice());
             }
             batch.commit()?;
-            Ok(())
+            let written = Instant::now();
+            h.db.persist(PersistMode::SyncAll)?;
+            Ok(CommitTimes {
+                write: written.duration_since(started),
+                fsync: written.elapsed(),
+            })
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use super::codec::prefix_end;
-use super::{AlertOp, AlertSpace, Backend, KeyValue, RecordVisitor, StoreError};
+use super::{AlertOp, AlertSpace, Backend, CommitTimes, KeyValue, RecordVisitor, StoreError};
 
 /// The in-memory twin of [`FjallBackend`].
 #[derive(Debug, Default)]
@@ -31,11 +31,19 @@ impl Backend for MemoryBackend {
         Ok(self.lock().records.contains_key(key))
     }
 
-    fn commit(&self, records: &[KeyValue], terminals: &[KeyValue]) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        records: &[KeyValue],
+        terminals: &[KeyValue],
+    ) -> Result<CommitTimes, StoreError> {
+        let started = std::time::Instant::now();
         let mut inner = self.lock();
         inner.records.extend(records.iter().cloned());
         inner.terminals.extend(terminals.iter().cloned());
-        Ok(())
+        Ok(CommitTimes {
+            write: started.elapsed(),
+            fsync: std::time::Duration::ZERO,
+        })
     }
 
     fn seek_record(&self, from: &[u8], prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

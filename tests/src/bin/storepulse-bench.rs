@@ -2,7 +2,11 @@
 //! numbers depend on the machine).
 //!
 //! - `ingest`: one process plays many agents over real QUIC + mTLS against a real collector and
-//!   reports records/s acknowledged (acks are sent only after the group commit is fsync'd).
+//!   reports records/s acknowledged (acks are sent only after the group commit is fsync'd),
+//!   with the collector's ingest stage figures over the measured window (`--rate` paces the
+//!   load, `--cpus` pins the collector).
+//! - `ingest-scaling`: `ingest` with the collector pinned to 1 core, then 2 (`taskset`), each at
+//!   its peak and at half of it, side by side.
 //! - `agent-footprint`: one real agent at default intervals for a while, side by side with
 //!   Prometheus node_exporter (scraped every 15 s) in the same run; reports RSS, CPU seconds
 //!   per hour and binary size of both.
@@ -33,6 +37,8 @@ use storepulse_tests::{Agent, AgentSpec, Collector, Pki, bin_dir, procstat};
 mod proc;
 #[path = "../bench/scale.rs"]
 mod scale;
+#[path = "../bench/stages.rs"]
+mod stages;
 
 #[derive(Debug, Parser)]
 #[command(about = "storepulse benchmarks")]
@@ -60,6 +66,45 @@ enum Cmd {
         /// Client endpoints (UDP sockets) the agents are spread over.
         #[arg(long, default_value_t = 8)]
         endpoints: usize,
+        /// Pin the collector to these CPUs (`taskset -c` list, e.g. `0` or `0,1`).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Offer this many records/s in total, paced (default: as fast as acks allow).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// TOML sections appended to the collector's config, e.g. `[runtime]
+        /// worker_threads = 1`.
+        #[arg(long, default_value = "")]
+        collector_toml: String,
+    },
+    /// Ingest scaling: the collector pinned with `taskset` to each CPU set in turn (default:
+    /// 1 core, then 2), its peak rate and then a paced run at a fraction of that peak, with the
+    /// stage figures of each and a table side by side.
+    IngestScaling {
+        /// Simulated agents.
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Records per batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Batches in flight per agent.
+        #[arg(long, default_value_t = 4)]
+        in_flight: usize,
+        /// Measured seconds of each run (after a 3 s warm-up).
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Client endpoints (UDP sockets).
+        #[arg(long, default_value_t = 8)]
+        endpoints: usize,
+        /// CPU sets (`taskset -c` lists), one run each.
+        #[arg(long, num_args = 1.., default_values_t = ["0".to_owned(), "0,1".to_owned()])]
+        cpu_sets: Vec<String>,
+        /// The paced run's rate as a fraction of the peak.
+        #[arg(long, default_value_t = 0.5)]
+        fraction: f64,
+        /// TOML sections appended to the collector's config.
+        #[arg(long, default_value = "")]
+        collector_toml: String,
     },
     /// Many real agents (agent library: redb spool, outbox core, QUIC link) in this process
     /// against an in-process collector: time until all are connected, memory, CPU.
@@ -228,14 +273,20 @@ struct Load {
     in_flight: usize,
     stop: Instant,
     acked: Arc<AtomicU64>,
+    /// Time between one agent's batches; `None`: as fast as its acks allow.
+    pace: Option<Duration>,
+    /// Paced batches skipped because `in_flight` batches were still unacked.
+    late: Arc<AtomicU64>,
 }
 
-/// One simulated agent: keeps `in_flight` batches outstanding until `stop`.
+/// One simulated agent: keeps `in_flight` batches outstanding until `stop`, or (paced) sends
+/// one batch every `pace`, starting after `phase`.
 async fn run_agent(
     conn_cfg: quinn::ClientConfig,
     ep: quinn::Endpoint,
     terminal: String,
     load: Load,
+    phase: Duration,
 ) -> Result<()> {
     let Load {
         addr,
@@ -243,7 +294,10 @@ async fn run_agent(
         in_flight,
         stop,
         acked,
+        pace,
+        late,
     } = load;
+    let stop = tokio::time::Instant::from_std(stop);
     let mut c = RawConn::connect(&ep, conn_cfg, addr).await?;
     c.send(&Message::Hello(hello(&terminal)?)).await?;
     match c.recv().await? {
@@ -253,79 +307,169 @@ async fn run_agent(
     let mut next_batch = 1u64;
     let mut next_seq = 0u64;
     let mut outstanding = 0usize;
+    let mut next_send = tokio::time::Instant::now() + phase;
     loop {
-        while outstanding < in_flight && Instant::now() < stop {
-            c.send(&batch(next_batch, next_seq, batch_len)).await?;
-            next_batch += 1;
-            next_seq += batch_len as u64;
-            outstanding += 1;
+        let now = tokio::time::Instant::now();
+        match pace {
+            None => {
+                while outstanding < in_flight && now < stop {
+                    c.send(&batch(next_batch, next_seq, batch_len)).await?;
+                    next_batch += 1;
+                    next_seq += batch_len as u64;
+                    outstanding += 1;
+                }
+            }
+            Some(pace) => {
+                while next_send <= now && now < stop {
+                    if outstanding < in_flight {
+                        c.send(&batch(next_batch, next_seq, batch_len)).await?;
+                        next_batch += 1;
+                        next_seq += batch_len as u64;
+                        outstanding += 1;
+                    } else {
+                        late.fetch_add(1, Ordering::Relaxed);
+                    }
+                    next_send += pace;
+                }
+            }
         }
         if outstanding == 0 {
-            break;
-        }
-        match c.recv().await? {
-            Some(Message::Ack(_)) => {
-                outstanding -= 1;
-                acked.fetch_add(batch_len as u64, Ordering::Relaxed);
+            if now >= stop {
+                break;
             }
-            other => bail!("{terminal}: expected Ack, got {other:?}"),
+            tokio::time::sleep_until(next_send.min(stop)).await;
+            continue;
+        }
+        let wake = if pace.is_some() && next_send < stop {
+            next_send
+        } else {
+            // Only acks matter now: a wake-up that never comes first.
+            now + Duration::from_secs(3600)
+        };
+        tokio::select! {
+            m = c.recv() => match m? {
+                Some(Message::Ack(_)) => {
+                    outstanding -= 1;
+                    acked.fetch_add(batch_len as u64, Ordering::Relaxed);
+                }
+                other => bail!("{terminal}: expected Ack, got {other:?}"),
+            },
+            () = tokio::time::sleep_until(wake) => {}
         }
     }
     c.conn.close(0u32.into(), b"done");
     Ok(())
 }
 
-async fn ingest(
+/// One ingest run's settings.
+#[derive(Debug, Clone)]
+struct IngestSpec {
     agents: usize,
     batch_len: usize,
     in_flight: usize,
     seconds: u64,
     endpoints: usize,
-) -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let pki = Pki::init(&tmp.path().join("pki"))?;
+    /// `taskset -c` list for the collector.
+    cpus: Option<String>,
+    /// Offered records/s over all agents (paced); `None`: as fast as acks come back.
+    rate: Option<u64>,
+    /// TOML sections appended to the collector's config.
+    collector_toml: String,
+}
+
+/// What one ingest run measured.
+#[derive(Debug, Clone)]
+struct IngestResult {
+    acked_per_sec: f64,
+    collector_cpu: f64,
+    generator_cpu: f64,
+    peak_rss: u64,
+    stages: stages::Stages,
+    secs: f64,
+    acked_total: u64,
+    stored: u64,
+    failed: usize,
+    late: u64,
+}
+
+/// Terminal ids of the simulated agents, with certificates issued in `pki`.
+fn load_terminals(pki: &Pki, agents: usize) -> Result<Vec<String>> {
     let terminals: Vec<String> = (0..agents).map(|i| format!("LOAD{i:05}")).collect();
-    for t in &terminals {
-        pki.issue(t)?;
-    }
-    let mut collector =
-        Collector::start_with_intervals(&tmp.path().join("c"), &pki, 30, 60).await?;
+    pki.issue_many(&terminals)?;
+    Ok(terminals)
+}
+
+/// Starts a collector in `dir`, runs the load for a 3 s warm-up and `spec.seconds` measured,
+/// checks every acked record was stored, stops the collector.
+async fn ingest_once(
+    dir: &std::path::Path,
+    pki: &Pki,
+    terminals: &[String],
+    spec: &IngestSpec,
+) -> Result<IngestResult> {
+    let mut collector = Collector::start_custom(
+        dir,
+        pki,
+        30,
+        60,
+        spec.collector_toml.clone(),
+        spec.cpus.clone(),
+    )
+    .await?;
     let pid = collector.pid().context("collector pid")?;
-    let eps: Vec<quinn::Endpoint> = (0..endpoints.max(1))
+    let me = std::process::id();
+    let eps: Vec<quinn::Endpoint> = (0..spec.endpoints.max(1))
         .map(|_| endpoint())
         .collect::<Result<_>>()?;
     let acked = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
     let warmup = Duration::from_secs(3);
-    let stop = Instant::now() + warmup + Duration::from_secs(seconds);
+    let stop = Instant::now() + warmup + Duration::from_secs(spec.seconds);
+    let pace = spec.rate.map(|rate| {
+        Duration::from_secs_f64(
+            spec.batch_len as f64 * terminals.len() as f64 / (rate.max(1) as f64),
+        )
+    });
     let load = Load {
         addr: collector.quic_addr(),
-        batch_len,
-        in_flight,
+        batch_len: spec.batch_len,
+        in_flight: spec.in_flight,
         stop,
         acked: acked.clone(),
+        pace,
+        late: late.clone(),
     };
     let mut tasks = Vec::new();
     for (i, t) in terminals.iter().enumerate() {
         let cfg = client_config(&pki.ca(), &pki.cert(t), &pki.key(t))?;
+        // Paced agents start spread over one interval, so the offered load is smooth.
+        let phase = pace.map_or(Duration::ZERO, |p| {
+            p.mul_f64(i as f64 / terminals.len() as f64)
+        });
         tasks.push(tokio::spawn(run_agent(
             cfg,
             eps[i % eps.len()].clone(),
             t.clone(),
             load.clone(),
+            phase,
         )));
     }
     tokio::time::sleep(warmup).await;
+    let m0 = stages::Scrape::parse(&collector.metrics_text().await?);
     let a0 = acked.load(Ordering::Relaxed);
     let cpu0 = procstat::read(pid)?.cpu_secs;
+    let gen0 = procstat::read(me)?.cpu_secs;
     let t0 = Instant::now();
     let mut peak_rss = 0u64;
     while Instant::now() < stop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(500).min(stop - Instant::now().min(stop))).await;
         peak_rss = peak_rss.max(procstat::read(pid)?.rss_bytes);
     }
     let a1 = acked.load(Ordering::Relaxed);
-    let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = procstat::read(pid)?.cpu_secs - cpu0;
+    let m1 = stages::Scrape::parse(&collector.metrics_text().await?);
+    let secs = t0.elapsed().as_secs_f64();
+    let collector_cpu = (procstat::read(pid)?.cpu_secs - cpu0) / secs;
+    let generator_cpu = (procstat::read(me)?.cpu_secs - gen0) / secs;
     let mut failed = 0;
     for t in tasks {
         if let Err(e) = t.await? {
@@ -340,26 +484,123 @@ async fn ingest(
         .filter_map(|t| t["records_received"].as_u64())
         .sum::<u64>();
     collector.stop()?;
+    let acked_total = acked.load(Ordering::Relaxed);
+    if stored < acked_total {
+        bail!("collector stored {stored} records but acked {acked_total}");
+    }
+    Ok(IngestResult {
+        acked_per_sec: (a1 - a0) as f64 / secs,
+        collector_cpu,
+        generator_cpu,
+        peak_rss,
+        stages: stages::Window::new(m0, m1, secs).stages(),
+        secs,
+        acked_total,
+        stored,
+        failed,
+        late: late.load(Ordering::Relaxed),
+    })
+}
+
+fn print_ingest(spec: &IngestSpec, r: &IngestResult) {
     println!(
-        "ingest: {agents} agents, batch {batch_len}, {in_flight} in flight per agent, {endpoints} client endpoints"
+        "ingest: {} agents, batch {}, {} in flight per agent, {} client endpoints; collector on CPUs {}; {}",
+        spec.agents,
+        spec.batch_len,
+        spec.in_flight,
+        spec.endpoints,
+        spec.cpus.as_deref().unwrap_or("any"),
+        match spec.rate {
+            Some(rate) => format!("offered {rate} records/s (paced)"),
+            None => "as fast as acks allow".to_owned(),
+        }
     );
     println!(
         "  acked records/s (durable, fsync'd group commit): {:.0}",
-        (a1 - a0) as f64 / elapsed
+        r.acked_per_sec
     );
     println!(
-        "  collector CPU: {:.2} cores; peak RSS {:.1} MiB",
-        cpu / elapsed,
-        peak_rss as f64 / (1 << 20) as f64
+        "  collector CPU: {:.2} cores; peak RSS {:.1} MiB; load generator CPU: {:.2} cores",
+        r.collector_cpu,
+        r.peak_rss as f64 / (1 << 20) as f64,
+        r.generator_cpu
     );
+    print!("{}", r.stages.render(r.secs));
     println!(
-        "  records stored in total: {stored}; acked in total: {}; failed agents: {failed}",
-        acked.load(Ordering::Relaxed)
+        "  records stored in total: {}; acked in total: {}; failed agents: {}; paced batches skipped (in flight full): {}",
+        r.stored, r.acked_total, r.failed, r.late
     );
-    if stored < acked.load(Ordering::Relaxed) {
-        bail!(
-            "collector stored {stored} records but acked {}",
-            acked.load(Ordering::Relaxed)
+}
+
+async fn ingest(spec: IngestSpec) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = Pki::init(&tmp.path().join("pki"))?;
+    let terminals = load_terminals(&pki, spec.agents)?;
+    let r = ingest_once(&tmp.path().join("c"), &pki, &terminals, &spec).await?;
+    print_ingest(&spec, &r);
+    Ok(())
+}
+
+/// The collector pinned to each CPU set in turn: its peak, then a paced run at `fraction` of
+/// that peak; a side-by-side table at the end.
+async fn ingest_scaling(base: IngestSpec, cpu_sets: &[String], fraction: f64) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = Pki::init(&tmp.path().join("pki"))?;
+    let terminals = load_terminals(&pki, base.agents)?;
+    let mut rows = Vec::new();
+    for (i, cpus) in cpu_sets.iter().enumerate() {
+        let peak_spec = IngestSpec {
+            cpus: Some(cpus.clone()),
+            rate: None,
+            ..base.clone()
+        };
+        let peak = ingest_once(
+            &tmp.path().join(format!("peak{i}")),
+            &pki,
+            &terminals,
+            &peak_spec,
+        )
+        .await?;
+        print_ingest(&peak_spec, &peak);
+        let paced_spec = IngestSpec {
+            rate: Some((peak.acked_per_sec * fraction) as u64),
+            ..peak_spec.clone()
+        };
+        let paced = ingest_once(
+            &tmp.path().join(format!("paced{i}")),
+            &pki,
+            &terminals,
+            &paced_spec,
+        )
+        .await?;
+        print_ingest(&paced_spec, &paced);
+        rows.push((cpus.clone(), peak, paced));
+    }
+    println!();
+    println!(
+        "| collector CPUs | peak acked records/s | collector CPU | ack p50 / p99 at peak | records/group | fsync ms/group | {:.0} % of peak: acked records/s | ack p50 / p99 |",
+        fraction * 100.0
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (cpus, peak, paced) in &rows {
+        let s = &peak.stages;
+        let groups = (s.groups_per_sec * peak.secs).max(1.0);
+        let fsync = s
+            .writer_secs
+            .iter()
+            .find(|(st, _)| st == "fsync")
+            .map_or(0.0, |(_, v)| *v);
+        println!(
+            "| {cpus} | {:.0} | {:.2} cores | {:.1} / {:.1} ms | {:.0} | {:.2} | {:.0} | {:.1} / {:.1} ms |",
+            peak.acked_per_sec,
+            peak.collector_cpu,
+            s.ack_p50 * 1e3,
+            s.ack_p99 * 1e3,
+            s.records_per_group,
+            1e3 * fsync / groups,
+            paced.acked_per_sec,
+            paced.stages.ack_p50 * 1e3,
+            paced.stages.ack_p99 * 1e3
         );
     }
     Ok(())
@@ -611,7 +852,44 @@ async fn run(cli: Cli) -> Result<()> {
             in_flight,
             seconds,
             endpoints,
-        } => ingest(agents, batch, in_flight, seconds, endpoints).await,
+            cpus,
+            rate,
+            collector_toml,
+        } => {
+            ingest(IngestSpec {
+                agents,
+                batch_len: batch,
+                in_flight,
+                seconds,
+                endpoints,
+                cpus,
+                rate,
+                collector_toml,
+            })
+            .await
+        }
+        Cmd::IngestScaling {
+            agents,
+            batch,
+            in_flight,
+            seconds,
+            endpoints,
+            cpu_sets,
+            fraction,
+            collector_toml,
+        } => {
+            let base = IngestSpec {
+                agents,
+                batch_len: batch,
+                in_flight,
+                seconds,
+                endpoints,
+                cpus: None,
+                rate: None,
+                collector_toml,
+            };
+            ingest_scaling(base, &cpu_sets, fraction).await
+        }
         Cmd::AgentFootprint {
             seconds,
             node_exporter,
