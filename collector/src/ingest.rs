@@ -1,18 +1,32 @@
-//! Group commit: one writer task takes batches from every connection through a bounded
-//! channel, writes whatever is queued in one atomic write, fsyncs it, and only then tells each
-//! connection that its batch is durable (so it may `Ack`).
+//! Group commit on one dedicated writer thread. Connections hand batches to it through a
+//! bounded channel; the thread takes the first job (a blocking receive), drains whatever else is
+//! queued (up to `group_commit_max_records`), writes the group in one atomic write, fsyncs it,
+//! and only then completes every job of the group in one pass, so each connection may `Ack`.
+//! While it writes and fsyncs, the next group queues up by itself: the busier the collector, the
+//! larger its groups. `group_commit_max_delay_ms` only adds a wait when a group would be small
+//! (fewer records than `group_commit_max_records` queued and its first job received less than
+//! that long ago): one sleep per group, never a timer per receive.
+//!
+//! Why a thread of its own (issue 17): with the writer as an async task, each group was one
+//! timer per receive, one `spawn_blocking` hand-off to whichever pool thread was free, and one
+//! oneshot wake per batch; on a machine with many idle cores each of those hand-offs woke
+//! another core, and throughput fell tenfold as cores were added. Now the store's write path
+//! lives on one thread that never leaves it; a connection is woken at most once per group
+//! however many of its batches the group held ([`Acks`]), and writes all their Acks at once.
 //!
 //! Deduplication happens here: a record whose (terminal, epoch, seq) is already stored, or
 //! appears earlier in the same group, is neither written nor counted again; its batch still
 //! completes successfully.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use storepulse_collector_core::{ClockPolicy, Fleet, TerminalEntry, TimeFix};
 use storepulse_shared::{Batch, Hello, Record, Seq, TerminalId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::config::GroupCommit;
@@ -36,6 +50,8 @@ pub(crate) enum Job {
         hello: Box<Hello>,
         /// Collector clock at receipt, Unix ms.
         now_unix_ms: i64,
+        /// When it was received (monotonic), for the gather deadline.
+        received: Instant,
         /// Completed once durable.
         done: oneshot::Sender<Result<(), CommitFailed>>,
     },
@@ -49,9 +65,32 @@ pub(crate) enum Job {
         batch: Batch,
         /// Collector clock at receipt, Unix ms.
         now_unix_ms: i64,
-        /// Completed once durable, with the number of newly stored records.
-        done: oneshot::Sender<Result<usize, CommitFailed>>,
+        /// When it was received (monotonic), for the gather deadline.
+        received: Instant,
+        /// Settled once durable (or failed).
+        done: Completion,
     },
+}
+
+/// How far one connection's batches have been committed, shared by the connection and the
+/// writer. The writer settles a connection's batches in the order they were sent (one
+/// channel, one thread), so a count says it all: the connection's batch number `n` (from 0)
+/// is durable once [`Acks::done`] is above `n`. After a failed commit `failed` is set and
+/// `done` never moves again: the connection acks what was durable before and closes.
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    done: AtomicU64,
+    failed: AtomicBool,
+    changed: Notify,
+}
+
+/// One batch's place in its connection's [`Acks`]. Settled by the writer; one dropped
+/// unsettled (the group commit panicked) fails its connection, like a dropped oneshot would.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    acks: Arc<Acks>,
+    ordinal: u64,
+    settled: bool,
 }
 
 impl Job {
@@ -61,61 +100,147 @@ impl Job {
             Self::Batch { batch, .. } => batch.records.len(),
         }
     }
+
+    fn received(&self) -> Instant {
+        match self {
+            Self::Hello { received, .. } | Self::Batch { received, .. } => *received,
+        }
+    }
 }
 
-/// Runs the writer until every sender is dropped.
-pub(crate) async fn run_writer(
-    mut rx: mpsc::Receiver<Job>,
+impl Acks {
+    /// How many of the connection's batches are durable (they are numbered from 0).
+    pub(crate) fn done(&self) -> u64 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether a commit of one of the connection's batches failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Resolves after the writer settled batches of this connection since the last call
+    /// (possibly at once, and possibly with nothing new: check [`Self::done`]).
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+impl Completion {
+    /// The connection's batch number `ordinal` (0 for its first batch).
+    pub(crate) fn new(acks: Arc<Acks>, ordinal: u64) -> Self {
+        Self {
+            acks,
+            ordinal,
+            settled: false,
+        }
+    }
+
+    /// Records the outcome without waking the connection (the writer wakes each connection
+    /// once per group).
+    fn settle(&mut self, ok: bool) {
+        if ok {
+            if !self.acks.failed.load(Ordering::Acquire) {
+                self.acks.done.store(self.ordinal + 1, Ordering::Release);
+            }
+        } else {
+            self.acks.failed.store(true, Ordering::Release);
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.acks.failed.store(true, Ordering::Release);
+            self.acks.changed.notify_one();
+        }
+    }
+}
+
+/// Starts the writer thread; it runs until every sender is dropped and the queue is empty.
+pub(crate) fn spawn_writer(
+    rx: mpsc::Receiver<Job>,
     store: Store,
     fleet: Arc<RwLock<Fleet>>,
     limits: GroupCommit,
     feed: Option<DetectFeed>,
     metrics: Arc<Metrics>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("storepulse-writer".into())
+        .spawn(move || run_writer(rx, &store, &fleet, limits, feed.as_ref(), &metrics))
+}
+
+/// The writer thread's loop: gather a group, commit it, complete it.
+fn run_writer(
+    mut rx: mpsc::Receiver<Job>,
+    store: &Store,
+    fleet: &RwLock<Fleet>,
+    limits: GroupCommit,
+    feed: Option<&DetectFeed>,
+    metrics: &Metrics,
 ) {
     loop {
-        let idle = std::time::Instant::now();
-        let depth = rx.len();
-        let Some(first) = rx.recv().await else { break };
-        let gather = std::time::Instant::now();
+        let idle = Instant::now();
+        // A plain thread, outside the runtime: a blocking receive parks it until a sender
+        // hands over a job (the only wake-up, and only when the queue was empty).
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let gather = Instant::now();
         metrics.add_stage(Stage::Idle, gather.duration_since(idle));
+        let depth = rx.len() + 1;
         metrics.writer_queue_depth.observe(depth as f64);
         metrics
             .writer_queue_jobs
             .store(depth as u64, Ordering::Relaxed);
+        let deadline = first.received() + limits.max_delay;
         let mut records = first.records();
         let mut jobs = vec![first];
-        let deadline = tokio::time::Instant::now() + limits.max_delay;
-        while records < limits.max_records {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(job)) => {
-                    records += job.records();
-                    jobs.push(job);
-                }
-                Ok(None) | Err(_) => break,
+        drain(&mut rx, &mut jobs, &mut records, limits.max_records);
+        if records < limits.max_records {
+            let now = Instant::now();
+            if deadline > now {
+                std::thread::sleep(deadline - now);
+                drain(&mut rx, &mut jobs, &mut records, limits.max_records);
             }
         }
         metrics.add_stage(Stage::Gather, gather.elapsed());
-        let store = store.clone();
-        let fleet = fleet.clone();
-        let feed = feed.clone();
-        let metrics = metrics.clone();
-        // fjall calls block (fsync); keep them off the async worker threads.
-        if let Err(e) = tokio::task::spawn_blocking(move || {
-            commit_group(
-                &store,
-                &fleet,
-                jobs,
-                feed.as_ref(),
-                Some(&metrics),
-                &limits.clock,
-            )
-        })
-        .await
-        {
-            error!(error = %e, "Group commit task failed");
+        let n = jobs.len();
+        // A panic inside one group must not stop ingest: its jobs are dropped unsettled, which
+        // fails their connections (nothing is acked), and the next group goes on.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit_group(store, fleet, jobs, feed, Some(metrics), &limits.clock);
+        }));
+        if result.is_err() {
+            error!(
+                jobs = n,
+                "Group commit panicked: its batches were not acknowledged; agents resend them"
+            );
         }
     }
     debug!("Writer stopped");
+}
+
+/// Moves queued jobs into the group until it holds `max_records` records or the queue is
+/// empty.
+fn drain(
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut Vec<Job>,
+    records: &mut usize,
+    max_records: usize,
+) {
+    while *records < max_records {
+        match rx.try_recv() {
+            Ok(job) => {
+                *records += job.records();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
 }
 
 /// Plans, writes and completes one group. Completes every job, successfully or not. After a
@@ -128,12 +253,11 @@ pub(crate) fn commit_group(
     metrics: Option<&Metrics>,
     clock: &ClockPolicy,
 ) {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut duplicates = 0u64;
     let mut staged: BTreeMap<TerminalId, TerminalEntry> = BTreeMap::new();
     let mut seen: HashSet<RecordKey> = HashSet::new();
     let mut set = WriteSet::default();
-    let mut new_counts = Vec::with_capacity(jobs.len());
     let planned = (|| {
         let current = fleet.read().unwrap_or_else(PoisonError::into_inner);
         for job in &jobs {
@@ -155,7 +279,6 @@ pub(crate) fn commit_group(
                     .cloned()
                     .unwrap_or_else(|| TerminalEntry::new(now))
             });
-            let mut new = 0;
             match job {
                 Job::Hello { hello, .. } => {
                     entry.observe_hello(
@@ -200,7 +323,6 @@ pub(crate) fn commit_group(
                             body: r.body.clone(),
                         };
                         entry.observe_new_record(&record);
-                        new += 1;
                         set.records.push((
                             key,
                             StoredRecord {
@@ -214,24 +336,23 @@ pub(crate) fn commit_group(
                     }
                 }
             }
-            new_counts.push(new);
         }
         Ok::<(), crate::store::StoreError>(())
     })();
     set.terminals = staged.into_iter().collect();
     let was_failing = store.is_failing();
-    let planned_at = std::time::Instant::now();
+    let planned_at = Instant::now();
     let result = planned.and_then(|()| store.commit(&set));
     if let Some(m) = metrics {
         m.add_stage(Stage::Plan, planned_at.duration_since(started));
         if let Ok(t) = &result {
-            m.add_stage(Stage::Write, t.write);
-            m.add_stage(Stage::Fsync, t.fsync);
+            m.add_stage(Stage::Encode, t.encode);
+            m.add_stage(Stage::Commit, t.commit);
         }
         m.store_failing
             .store(u64::from(store.is_failing()), Ordering::Relaxed);
     }
-    let committed_at = std::time::Instant::now();
+    let committed_at = Instant::now();
     let outcome = match result {
         Ok(times) => {
             let mut f = fleet.write().unwrap_or_else(PoisonError::into_inner);
@@ -281,19 +402,34 @@ pub(crate) fn commit_group(
             Err(CommitFailed)
         }
     };
-    for (i, job) in jobs.into_iter().enumerate() {
-        // A dropped receiver means the connection is gone; nothing to tell.
+    complete(jobs, outcome.is_ok());
+    if let Some(m) = metrics {
+        m.add_stage(Stage::Complete, committed_at.elapsed());
+    }
+}
+
+/// Completes every job of a group in one pass: settles each batch, then wakes each connection
+/// once, however many of its batches the group held.
+fn complete(jobs: Vec<Job>, ok: bool) {
+    let mut wake: Vec<Arc<Acks>> = Vec::with_capacity(jobs.len());
+    for job in jobs {
         match job {
             Job::Hello { done, .. } => {
-                let _ = done.send(outcome);
+                // A dropped receiver means the connection is gone; nothing to tell.
+                let _ = done.send(if ok { Ok(()) } else { Err(CommitFailed) });
             }
-            Job::Batch { done, .. } => {
-                let _ = done.send(outcome.map(|()| new_counts.get(i).copied().unwrap_or(0)));
+            Job::Batch { mut done, .. } => {
+                done.settle(ok);
+                if !wake.last().is_some_and(|a| Arc::ptr_eq(a, &done.acks)) {
+                    wake.push(done.acks.clone());
+                }
             }
         }
     }
-    if let Some(m) = metrics {
-        m.add_stage(Stage::Complete, committed_at.elapsed());
+    wake.sort_unstable_by_key(|a| Arc::as_ptr(a) as usize);
+    wake.dedup_by(|a, b| Arc::ptr_eq(a, b));
+    for acks in wake {
+        acks.changed.notify_one();
     }
 }
 
@@ -335,7 +471,7 @@ fn count_commit(
     times: CommitTimes,
 ) {
     m.store_commits.fetch_add(1, Ordering::Relaxed);
-    m.observe_commit((times.write + times.fsync).as_secs_f64());
+    m.observe_commit((times.encode + times.commit).as_secs_f64());
     m.group_jobs.observe(jobs.len() as f64);
     m.group_records.observe(records.len() as f64);
     m.ingest_records

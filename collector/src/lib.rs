@@ -77,6 +77,12 @@ pub enum CollectorError {
     /// The store could not be flushed on shutdown.
     #[error("flushing the store: {0}")]
     Flush(StoreError),
+    /// The writer thread could not be started.
+    #[error("starting the writer thread: {0}")]
+    Writer(std::io::Error),
+    /// The writer thread panicked outside a group commit.
+    #[error("the writer thread panicked")]
+    WriterPanicked,
 }
 
 /// Why `dump` failed.
@@ -115,7 +121,7 @@ pub struct Collector {
     endpoint_task: JoinHandle<()>,
     http_task: JoinHandle<std::io::Result<()>>,
     crl_task: JoinHandle<()>,
-    writer_task: JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
     alerts: notify::Alerts,
     alerts_task: JoinHandle<()>,
     detect_task: JoinHandle<()>,
@@ -195,14 +201,15 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
     ));
     let feed = detection::DetectFeed::new(detect_tx, incidents.clone(), metrics.clone());
     let (writer_tx, writer_rx) = mpsc::channel(config.ingest.writer_queue_batches);
-    let writer_task = tokio::spawn(ingest::run_writer(
+    let writer = ingest::spawn_writer(
         writer_rx,
         store.clone(),
         fleet.clone(),
         config.ingest.group_commit,
         Some(feed),
         metrics.clone(),
-    ));
+    )
+    .map_err(CollectorError::Writer)?;
     // The endpoint task owns the only writer sender: the writer stops once every connection is
     // done, after the last batch was committed.
     let mut shared = server::Shared::new(&config, writer_tx, metrics.clone());
@@ -251,7 +258,7 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
         endpoint_task,
         http_task,
         crl_task,
-        writer_task,
+        writer,
         alerts,
         alerts_task,
         detect_task,
@@ -343,7 +350,10 @@ impl Collector {
             .await?
             .map_err(CollectorError::Http)?;
         let http_ms = t.elapsed().as_millis() as u64;
-        join("writer", self.writer_task).await?;
+        let writer = self.writer;
+        join("writer", tokio::task::spawn_blocking(move || writer.join()))
+            .await?
+            .map_err(|_| CollectorError::WriterPanicked)?;
         let writer_ms = t.elapsed().as_millis() as u64;
         join("alerts", self.alerts_task).await?;
         join("detection", self.detect_task).await?;

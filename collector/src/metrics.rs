@@ -6,7 +6,7 @@
 //! The ingest pipeline explains itself stage by stage (issue 17): time from a batch's receipt to
 //! its Ack (`storepulse_ingest_ack_latency_seconds`), the writer's queue depth when it starts a
 //! group, jobs and records per group, and where the writer thread's time goes
-//! (`storepulse_writer_seconds_total{stage}`: idle, gather, plan, write, fsync, complete).
+//! (`storepulse_writer_seconds_total{stage}`: idle, gather, plan, encode, commit, complete).
 //! `storepulse-bench ingest` prints the same figures over its measured window.
 
 use std::collections::BTreeMap;
@@ -79,10 +79,10 @@ pub enum Stage {
     Gather,
     /// Deduplication lookups and the group's plan (registry entries, clock correction).
     Plan,
-    /// Encoding the group and writing it to the store's journal.
-    Write,
-    /// Making the write durable (fsync).
-    Fsync,
+    /// Encoding the group and assembling the store's batch.
+    Encode,
+    /// The store's durable commit: journal write, fsync, then the memtable insert.
+    Commit,
     /// Registry update, detection feed and completing every job's acknowledgement.
     Complete,
 }
@@ -93,8 +93,8 @@ impl Stage {
         Stage::Idle,
         Stage::Gather,
         Stage::Plan,
-        Stage::Write,
-        Stage::Fsync,
+        Stage::Encode,
+        Stage::Commit,
         Stage::Complete,
     ];
 
@@ -104,8 +104,8 @@ impl Stage {
             Stage::Idle => "idle",
             Stage::Gather => "gather",
             Stage::Plan => "plan",
-            Stage::Write => "write",
-            Stage::Fsync => "fsync",
+            Stage::Encode => "encode",
+            Stage::Commit => "commit",
             Stage::Complete => "complete",
         }
     }
@@ -148,7 +148,7 @@ pub struct Metrics {
     pub store_commits: AtomicU64,
     /// Failed group commits.
     pub store_commit_failures: AtomicU64,
-    /// Group commit latency (write and fsync).
+    /// Group commit latency (encode, journal write, fsync).
     pub commit_duration: Histogram<CommitSecs>,
     /// Time from a batch's receipt (its frame decoded) to its Ack being written.
     pub ack_latency: Histogram<AckSecs>,
@@ -432,7 +432,7 @@ impl Metrics {
             &mut o,
             "storepulse_writer_seconds_total",
             "counter",
-            "The writer thread's time by stage (idle, gather, plan, write, fsync, complete).",
+            "The writer thread's time by stage (idle, gather, plan, encode, commit, complete).",
         );
         for (i, stage) in Stage::ALL.iter().enumerate() {
             let _ = writeln!(
@@ -545,13 +545,13 @@ mod tests {
     #[test]
     fn stage_times_and_histograms_render() {
         let m = Metrics::new();
-        m.add_stage(Stage::Fsync, Duration::from_millis(3));
-        m.add_stage(Stage::Fsync, Duration::from_millis(2));
+        m.add_stage(Stage::Commit, Duration::from_millis(3));
+        m.add_stage(Stage::Commit, Duration::from_millis(2));
         m.ack_latency.observe(0.004);
         m.ack_latency.observe(0.030);
         m.group_records.observe(300.0);
         let text = m.render(&[]);
-        assert!(text.contains("storepulse_writer_seconds_total{stage=\"fsync\"} 0.005\n"));
+        assert!(text.contains("storepulse_writer_seconds_total{stage=\"commit\"} 0.005\n"));
         assert!(text.contains("storepulse_writer_seconds_total{stage=\"idle\"} 0\n"));
         assert!(text.contains("storepulse_ingest_ack_latency_seconds_bucket{le=\"0.003\"} 0\n"));
         assert!(text.contains("storepulse_ingest_ack_latency_seconds_bucket{le=\"0.005\"} 1\n"));
@@ -577,7 +577,7 @@ mod tests {
         assert!(text.contains("storepulse_store_commit_duration_seconds_count 1\n"));
         assert!(text.contains("storepulse_incidents_open{kind=\"merchant_config\"} 2\n"));
         assert!(text.contains("storepulse_fleet_terminals{state=\"online\"} 3\n"));
-        assert!(text.contains("storepulse_writer_seconds_total{stage=\"fsync\"} 0\n"));
+        assert!(text.contains("storepulse_writer_seconds_total{stage=\"commit\"} 0\n"));
         // Every sample line's metric has HELP and TYPE.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap_or_default();

@@ -36,7 +36,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
 use crate::config::{Admission, Config, QuicSettings, TlsConfig};
-use crate::ingest::{CommitFailed, Job};
+use crate::ingest::{Acks, Completion, Job};
 use crate::metrics::Metrics;
 use crate::{now_unix_ms, tls};
 
@@ -88,7 +88,16 @@ struct InFlight {
     highest_seq: Seq,
     /// When its frame was decoded, for the receipt-to-ack time.
     received: Instant,
-    done: oneshot::Receiver<Result<usize, CommitFailed>>,
+    /// Its number among the connection's batches (see [`Acks`]).
+    ordinal: u64,
+}
+
+/// A connection's batches handed to the writer and not acked yet, oldest first.
+struct Outstanding {
+    acks: Arc<Acks>,
+    /// Batches handed to the writer so far (the next one's ordinal).
+    sent: u64,
+    pending: VecDeque<InFlight>,
 }
 
 /// How a connection ends.
@@ -495,7 +504,11 @@ async fn drive(
     registered: &mut Option<u64>,
 ) -> End {
     let mut decoder = FrameDecoder::new(shared.max_frame_bytes);
-    let mut pending: VecDeque<InFlight> = VecDeque::new();
+    let mut out = Outstanding {
+        acks: Arc::new(Acks::default()),
+        sent: 0,
+        pending: VecDeque::new(),
+    };
     let mut recv_done = false;
     let mut limit = RateLimit::new(shared.rate_limit);
     // Bytes read since the last batch, for the rate limit.
@@ -532,6 +545,7 @@ async fn drive(
                         terminal: session.terminal().clone(),
                         hello,
                         now_unix_ms: now_unix_ms(),
+                        received: Instant::now().into_std(),
                         done,
                     };
                     if shared.writer.send(job).await.is_err() || !matches!(rx.await, Ok(Ok(()))) {
@@ -638,34 +652,36 @@ async fn drive(
                                 detail: "over the per-agent rate limit for too long; slow down"
                                     .into(),
                             };
-                            drain_acks(send, &mut pending).await;
+                            drain_acks(send, &mut out, &shared.metrics).await;
                             return End::Refuse(r, retry_after_secs);
                         }
                     }
-                    let (done, rx) = oneshot::channel();
                     let batch_id = batch.batch_id;
                     let highest_seq = batch.records.last().map_or(Seq(0), |r| r.seq);
+                    let ordinal = out.sent;
                     let job = Job::Batch {
                         terminal: session.terminal().clone(),
                         spool_epoch,
                         batch,
                         now_unix_ms: now_unix_ms(),
-                        done,
+                        received: now.into_std(),
+                        done: Completion::new(out.acks.clone(), ordinal),
                     };
                     // Waiting here when the writer's queue is full is the backpressure.
                     if shared.writer.send(job).await.is_err() {
                         return End::Refuse(internal_refusal(), 0);
                     }
-                    pending.push_back(InFlight {
+                    out.sent += 1;
+                    out.pending.push_back(InFlight {
                         batch_id,
                         highest_seq,
                         received: now,
-                        done: rx,
+                        ordinal,
                     });
                 }
             }
         }
-        if recv_done && pending.is_empty() {
+        if recv_done && out.pending.is_empty() {
             let r = Refusal {
                 close_code: close_code::NORMAL,
                 goodbye: None,
@@ -681,27 +697,19 @@ async fn drive(
             paused_until = None;
         }
         let can_read =
-            !recv_done && pending.len() < shared.max_inflight_batches && paused_until.is_none();
+            !recv_done && out.pending.len() < shared.max_inflight_batches && paused_until.is_none();
         tokio::select! {
             biased;
             () = stopping(shutdown) => {
-                drain_acks(send, &mut pending).await;
+                drain_acks(send, &mut out, &shared.metrics).await;
                 return End::Refuse(shutdown_refusal("collector is shutting down"), 0);
             }
-            done = next_done(&mut pending) => {
-                let Some(front) = pending.pop_front() else { continue };
-                match done {
-                    Ok(Ok(new)) => {
-                        debug!(batch_id = front.batch_id, new, "Batch committed");
-                        if send_ack(send, &front).await.is_err() {
-                            return End::Gone;
-                        }
-                        shared
-                            .metrics
-                            .ack_latency
-                            .observe(front.received.elapsed().as_secs_f64());
-                    }
-                    Ok(Err(CommitFailed)) | Err(_) => return End::Refuse(internal_refusal(), 0),
+            () = out.acks.changed(), if !out.pending.is_empty() => {
+                if send_acks(send, &mut out, &shared.metrics).await.is_err() {
+                    return End::Gone;
+                }
+                if out.acks.failed() {
+                    return End::Refuse(internal_refusal(), 0);
                 }
             }
             _ = sleep_until(hello_deadline), if !session.is_ready() => {
@@ -738,35 +746,53 @@ async fn stopping(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Resolves with the commit result of the oldest batch in flight; never if there is none.
-async fn next_done(
-    pending: &mut VecDeque<InFlight>,
-) -> Result<Result<usize, CommitFailed>, oneshot::error::RecvError> {
-    match pending.front_mut() {
-        Some(front) => (&mut front.done).await,
-        None => std::future::pending().await,
+/// Acks every batch the writer has made durable, oldest first, in one write.
+async fn send_acks(
+    send: &mut SendStream,
+    out: &mut Outstanding,
+    metrics: &Metrics,
+) -> Result<(), quinn::WriteError> {
+    let done = out.acks.done();
+    let mut frames = Vec::new();
+    let mut acked = Vec::new();
+    while let Some(front) = out.pending.front()
+        && front.ordinal < done
+    {
+        let ack = Ack {
+            batch_id: front.batch_id,
+            highest_seq: front.highest_seq,
+        };
+        frames.extend_from_slice(&encode_frame(&Message::Ack(ack)));
+        acked.extend(out.pending.pop_front());
     }
-}
-
-async fn send_ack(send: &mut SendStream, batch: &InFlight) -> Result<(), quinn::WriteError> {
-    let ack = Ack {
-        batch_id: batch.batch_id,
-        highest_seq: batch.highest_seq,
-    };
-    send.write_all(&encode_frame(&Message::Ack(ack))).await
+    if frames.is_empty() {
+        return Ok(());
+    }
+    send.write_all(&frames).await?;
+    for batch in &acked {
+        debug!(batch_id = batch.batch_id, "Batch committed");
+        metrics
+            .ack_latency
+            .observe(batch.received.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// On shutdown: ack what commits within a short grace period, so agents replay less.
-async fn drain_acks(send: &mut SendStream, pending: &mut VecDeque<InFlight>) {
+async fn drain_acks(send: &mut SendStream, out: &mut Outstanding, metrics: &Metrics) {
     let deadline = Instant::now() + SHUTDOWN_DRAIN;
-    while let Some(mut front) = pending.pop_front() {
-        match tokio::time::timeout_at(deadline, &mut front.done).await {
-            Ok(Ok(Ok(_))) => {
-                if send_ack(send, &front).await.is_err() {
-                    return;
-                }
-            }
-            _ => return,
+    loop {
+        if send_acks(send, out, metrics).await.is_err()
+            || out.pending.is_empty()
+            || out.acks.failed()
+        {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, out.acks.changed())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -41,8 +41,8 @@ impl Backend for MemoryBackend {
         inner.records.extend(records.iter().cloned());
         inner.terminals.extend(terminals.iter().cloned());
         Ok(CommitTimes {
-            write: started.elapsed(),
-            fsync: std::time::Duration::ZERO,
+            encode: std::time::Duration::ZERO,
+            commit: started.elapsed(),
         })
     }
 

@@ -52,7 +52,7 @@ pub(crate) struct Stages {
     pub(crate) queue_depth_mean: f64,
     /// 99th percentile of that depth.
     pub(crate) queue_depth_p99: f64,
-    /// The writer's time per stage (idle, gather, plan, write, fsync, complete), seconds.
+    /// The writer's time per stage (idle, gather, plan, encode, commit, complete), seconds.
     pub(crate) writer_secs: Vec<(String, f64)>,
     /// Receipt-to-ack time, p50 and p99, seconds.
     pub(crate) ack_p50: f64,
@@ -62,6 +62,8 @@ pub(crate) struct Stages {
     pub(crate) acks: f64,
     /// Detection inputs dropped in the window.
     pub(crate) detection_drops: f64,
+    /// Group commit (encode, journal write, fsync) p99, seconds.
+    pub(crate) commit_p99: f64,
 }
 
 impl Window {
@@ -138,7 +140,7 @@ impl Window {
     /// The stage figures.
     pub(crate) fn stages(&self) -> Stages {
         let groups = self.delta("storepulse_writer_group_jobs_count");
-        let writer_secs = ["idle", "gather", "plan", "write", "fsync", "complete"]
+        let writer_secs = ["idle", "gather", "plan", "encode", "commit", "complete"]
             .iter()
             .map(|s| {
                 (
@@ -159,6 +161,7 @@ impl Window {
             ack_p99: self.quantile("storepulse_ingest_ack_latency_seconds", 0.99),
             acks: self.delta("storepulse_ingest_ack_latency_seconds_count"),
             detection_drops: self.delta("storepulse_detection_dropped_inputs_total"),
+            commit_p99: self.quantile("storepulse_store_commit_duration_seconds", 0.99),
         }
     }
 }
@@ -188,7 +191,12 @@ impl Stages {
                 )
             })
             .collect();
-        let _ = writeln!(o, "  writer thread time: {}", parts.join(", "));
+        let _ = writeln!(
+            o,
+            "  writer thread time (commit = journal write + fsync + memtable insert): {}; group commit p99 {:.1} ms",
+            parts.join(", "),
+            self.commit_p99 * 1000.0
+        );
         let _ = writeln!(
             o,
             "  receipt to ack: p50 {:.1} ms, p99 {:.1} ms ({:.0} batches)",

@@ -578,17 +578,17 @@ async fn ingest_scaling(base: IngestSpec, cpu_sets: &[String], fraction: f64) ->
     }
     println!();
     println!(
-        "| collector CPUs | peak acked records/s | collector CPU | ack p50 / p99 at peak | records/group | fsync ms/group | {:.0} % of peak: acked records/s | ack p50 / p99 |",
+        "| collector CPUs | peak acked records/s | collector CPU | ack p50 / p99 at peak | records/group | commit ms/group | {:.0} % of peak: acked records/s | ack p50 / p99 |",
         fraction * 100.0
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (cpus, peak, paced) in &rows {
         let s = &peak.stages;
         let groups = (s.groups_per_sec * peak.secs).max(1.0);
-        let fsync = s
+        let commit = s
             .writer_secs
             .iter()
-            .find(|(st, _)| st == "fsync")
+            .find(|(st, _)| st == "commit")
             .map_or(0.0, |(_, v)| *v);
         println!(
             "| {cpus} | {:.0} | {:.2} cores | {:.1} / {:.1} ms | {:.0} | {:.2} | {:.0} | {:.1} / {:.1} ms |",
@@ -597,7 +597,7 @@ async fn ingest_scaling(base: IngestSpec, cpu_sets: &[String], fraction: f64) ->
             s.ack_p50 * 1e3,
             s.ack_p99 * 1e3,
             s.records_per_group,
-            1e3 * fsync / groups,
+            1e3 * commit / groups,
             paced.acked_per_sec,
             paced.stages.ack_p50 * 1e3,
             paced.stages.ack_p99 * 1e3
