@@ -17,7 +17,8 @@ use storepulse_collector_core::{ClockPolicy, Thresholds};
 use storepulse_shared::{PROTOCOL_VERSION, Welcome};
 
 use self::file::{
-    RawAgents, RawConfig, RawDetect, RawFleet, RawHttp, RawIngest, RawQuic, RawTls, RawToken,
+    RawAgents, RawConfig, RawDetect, RawFleet, RawHttp, RawIngest, RawQuic, RawRuntime, RawTls,
+    RawToken,
 };
 use crate::notify::config::{AlertSettings, AlertsConfig, Secret};
 
@@ -66,6 +67,24 @@ pub struct Config {
     pub detect: DetectSettings,
     /// Alert notifications (`[alerts]`), secrets resolved.
     pub alerts: AlertSettings,
+    /// The process's threads (`[runtime]`).
+    pub runtime: RuntimeSettings,
+}
+
+/// `[runtime]`, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Async worker threads (at least 1): the configured number, else the cores available to
+    /// the process.
+    pub worker_threads: usize,
+}
+
+/// Most worker threads accepted: more than any machine's cores is a typo, not a setting.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// The cores this process may run on (CPU affinity and cgroup quota), at least 1.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// `[quic]`, resolved.
@@ -295,6 +314,7 @@ impl Config {
             agents,
             detect: raw.detect.settings()?,
             alerts: raw.alerts.settings(env)?,
+            runtime: raw.runtime.settings(available_cores())?,
         })
     }
 
@@ -310,6 +330,9 @@ impl Config {
             agents: RawAgents::default().settings_unchecked(),
             detect: DetectSettings::default(),
             alerts: AlertSettings::default(),
+            runtime: RuntimeSettings {
+                worker_threads: available_cores(),
+            },
         }
     }
 
@@ -587,6 +610,21 @@ impl RawAgents {
             net_probe_interval_secs: self.net_probe_interval_secs,
             max_batch_records: self.max_batch_records,
             backlog_records_per_sec: self.backlog_records_per_sec,
+        }
+    }
+}
+
+impl RawRuntime {
+    /// Resolves the default against `available` cores.
+    fn settings(&self, available: usize) -> Result<RuntimeSettings, ConfigError> {
+        match self.worker_threads {
+            Some(n) if n == 0 || n > MAX_WORKER_THREADS => Err(ConfigError::Invalid(format!(
+                "runtime.worker_threads must be between 1 and {MAX_WORKER_THREADS} (or left out: the cores available, {available} here)"
+            ))),
+            Some(n) => Ok(RuntimeSettings { worker_threads: n }),
+            None => Ok(RuntimeSettings {
+                worker_threads: available.max(1),
+            }),
         }
     }
 }

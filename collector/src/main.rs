@@ -157,12 +157,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
     println!(
-        "config ok: QUIC {}, HTTP {}, store {}, {} API token(s), {} alert receiver(s)",
+        "config ok: QUIC {}, HTTP {}, store {}, {} API token(s), {} alert receiver(s), {} worker thread(s)",
         config.quic.listen,
         config.http.listen,
         config.store.path.display(),
         config.http.tokens.len(),
-        config.alerts.receivers.len()
+        config.alerts.receivers.len(),
+        config.runtime.worker_threads
     );
     ExitCode::SUCCESS
 }
@@ -176,12 +177,18 @@ fn serve(path: PathBuf) -> ExitCode {
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.worker_threads)
         .enable_all()
         .build()
     {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    tracing::info!(
+        worker_threads = config.runtime.worker_threads,
+        cores_available = storepulse_collector::config::available_cores(),
+        "Runtime started"
+    );
     match runtime.block_on(storepulse_collector::serve(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),

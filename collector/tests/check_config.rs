@@ -1,6 +1,7 @@
 //! `storepulse-collector check-config`: the real binary on real files. A good config and its PKI
-//! pass; an unknown field, a bad `[detect]` value, an unset secret variable and a missing
-//! certificate each fail with exit code 64 and a message naming the problem.
+//! pass (with the `[runtime]` worker threads they set); an unknown field, a bad `[detect]` value,
+//! an unset secret variable, a missing certificate and zero worker threads each fail with exit
+//! code 64 and a message naming the problem.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -39,6 +40,12 @@ fn good_and_bad_configs() {
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.starts_with("config ok:"), "{stdout}");
 
+    std::fs::write(&path, format!("{BASE}[runtime]\nworker_threads = 3\n")).expect("write");
+    let out = check(&path);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains(", 3 worker thread(s)"), "{stdout}");
+
     for (text, expect) in [
         (
             format!("{BASE}[detect]\nmin_significanse = 7.0\n"),
@@ -57,6 +64,10 @@ fn good_and_bad_configs() {
         (
             BASE.replace("pki/collector.pem", "pki/missing.pem"),
             "missing.pem",
+        ),
+        (
+            format!("{BASE}[runtime]\nworker_threads = 0\n"),
+            "runtime.worker_threads",
         ),
     ] {
         std::fs::write(&path, &text).expect("write");

@@ -31,6 +31,19 @@ pub(super) struct RawConfig {
     pub(super) detect: RawDetect,
     #[serde(default)]
     pub(super) alerts: AlertsConfig,
+    #[serde(default)]
+    pub(super) runtime: RawRuntime,
+}
+
+/// `[runtime]`: the collector process's threads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuntime {
+    /// Async worker threads (QUIC connections, TLS handshakes, the HTTP API). Default: the
+    /// cores this process may use (its CPU affinity, e.g. `taskset` or a systemd `CPUAffinity`,
+    /// and its cgroup CPU quota). The group-commit writer is one more thread of its own.
+    #[serde(default)]
+    pub(super) worker_threads: Option<usize>,
 }
 
 /// `[quic]`: the agent-facing QUIC endpoint.

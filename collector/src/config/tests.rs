@@ -130,6 +130,45 @@ fn tokens_come_from_the_file_or_the_environment_and_stay_secret() {
 }
 
 #[test]
+fn worker_threads_default_to_the_cores_available() {
+    let c = Config::from_toml(MINIMAL, Path::new("/")).expect("parses");
+    assert_eq!(c.runtime.worker_threads, available_cores());
+    assert!(c.runtime.worker_threads >= 1);
+    let d = Config::with_defaults(c.tls.clone(), c.store.path.clone());
+    assert_eq!(d.runtime, c.runtime);
+    // The default is resolved against the cores passed in, not fixed at 1 or 2.
+    assert_eq!(
+        RawRuntime::default().settings(6).expect("valid"),
+        RuntimeSettings { worker_threads: 6 }
+    );
+
+    let three = format!("{MINIMAL}[runtime]\nworker_threads = 3\n");
+    let c = Config::from_toml(&three, Path::new("/")).expect("parses");
+    assert_eq!(c.runtime.worker_threads, 3);
+
+    for bad in ["worker_threads = 0", "worker_threads = 100000"] {
+        let text = format!("{MINIMAL}[runtime]\n{bad}\n");
+        assert!(
+            matches!(
+                Config::from_toml(&text, Path::new("/")),
+                Err(ConfigError::Invalid(m)) if m.contains("runtime.worker_threads")
+            ),
+            "{bad}"
+        );
+    }
+    for bad in ["worker_threads = -1", "workers = 2"] {
+        let text = format!("{MINIMAL}[runtime]\n{bad}\n");
+        assert!(
+            matches!(
+                Config::from_toml(&text, Path::new("/")),
+                Err(ConfigError::Parse { .. })
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn defaults_are_valid() {
     let _ = AlertSettings::default();
     let q = QuicSettings::default();
