@@ -18,7 +18,8 @@
 //! appears earlier in the same group, is neither written nor counted again; its batch still
 //! completes successfully.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -182,6 +183,7 @@ fn run_writer(
     feed: Option<&DetectFeed>,
     metrics: &Metrics,
 ) {
+    let mut marks = Watermarks::default();
     loop {
         let idle = Instant::now();
         // A plain thread, outside the runtime: a blocking receive parks it until a sender
@@ -212,9 +214,19 @@ fn run_writer(
         // A panic inside one group must not stop ingest: its jobs are dropped unsettled, which
         // fails their connections (nothing is acked), and the next group goes on.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            commit_group(store, fleet, jobs, feed, Some(metrics), &limits.clock);
+            commit_group(
+                store,
+                fleet,
+                &mut marks,
+                jobs,
+                feed,
+                Some(metrics),
+                &limits.clock,
+            );
         }));
         if result.is_err() {
+            // Whatever the panic left half done, the store is the truth again.
+            marks = Watermarks::default();
             error!(
                 jobs = n,
                 "Group commit panicked: its batches were not acknowledged; agents resend them"
@@ -222,6 +234,43 @@ fn run_writer(
         }
     }
     debug!("Writer stopped");
+}
+
+/// The writer's memory of the highest seq stored per terminal (for its latest spool epoch),
+/// so that deduplicating a record newer than anything stored costs no store lookup. Loaded
+/// from the store the first time a terminal (or a new epoch of it) shows up, advanced after
+/// each successful commit, forgotten after a failed one (the store may hold more than it
+/// says then). A record at or below the mark is looked up as before.
+#[derive(Debug, Default)]
+pub(crate) struct Watermarks {
+    durable: std::collections::HashMap<TerminalId, (u64, Option<u64>)>,
+}
+
+/// One (terminal, epoch)'s mark within a group: the highest seq stored or staged, and the
+/// seqs staged so far in this group.
+#[derive(Debug)]
+struct GroupMark {
+    highest: Option<u64>,
+    staged: HashSet<u64>,
+}
+
+impl Watermarks {
+    /// The highest seq stored for `terminal` in `epoch`.
+    fn highest(
+        &mut self,
+        store: &Store,
+        terminal: &TerminalId,
+        epoch: u64,
+    ) -> Result<Option<u64>, crate::store::StoreError> {
+        if let Some((e, seq)) = self.durable.get(terminal)
+            && *e == epoch
+        {
+            return Ok(*seq);
+        }
+        let seq = store.last_seq(terminal, epoch)?;
+        self.durable.insert(terminal.clone(), (epoch, seq));
+        Ok(seq)
+    }
 }
 
 /// Moves queued jobs into the group until it holds `max_records` records or the queue is
@@ -248,7 +297,8 @@ fn drain(
 pub(crate) fn commit_group(
     store: &Store,
     fleet: &RwLock<Fleet>,
-    jobs: Vec<Job>,
+    marks: &mut Watermarks,
+    mut jobs: Vec<Job>,
     feed: Option<&DetectFeed>,
     metrics: Option<&Metrics>,
     clock: &ClockPolicy,
@@ -256,12 +306,12 @@ pub(crate) fn commit_group(
     let started = Instant::now();
     let mut duplicates = 0u64;
     let mut staged: BTreeMap<TerminalId, TerminalEntry> = BTreeMap::new();
-    let mut seen: HashSet<RecordKey> = HashSet::new();
+    let mut group_marks: HashMap<(TerminalId, u64), GroupMark> = HashMap::new();
     let mut set = WriteSet::default();
     let planned = (|| {
         let current = fleet.read().unwrap_or_else(PoisonError::into_inner);
-        for job in &jobs {
-            let (terminal, now) = match job {
+        for job in &mut jobs {
+            let (terminal, now) = match &*job {
                 Job::Hello {
                     terminal,
                     now_unix_ms,
@@ -271,8 +321,9 @@ pub(crate) fn commit_group(
                     terminal,
                     now_unix_ms,
                     ..
-                } => (terminal, *now_unix_ms),
+                } => (terminal.clone(), *now_unix_ms),
             };
+            let terminal = &terminal;
             let entry = staged.entry(terminal.clone()).or_insert_with(|| {
                 current
                     .entry(terminal)
@@ -303,24 +354,36 @@ pub(crate) fn commit_group(
                     spool_epoch, batch, ..
                 } => {
                     entry.observe_batch(now);
-                    for r in &batch.records {
+                    let mark = match group_marks.entry((terminal.clone(), *spool_epoch)) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(v) => v.insert(GroupMark {
+                            highest: marks.highest(store, terminal, *spool_epoch)?,
+                            staged: HashSet::new(),
+                        }),
+                    };
+                    // The records move into the write set (the job keeps only its completion).
+                    for r in std::mem::take(&mut batch.records) {
                         let key = RecordKey {
                             terminal: terminal.clone(),
                             epoch: *spool_epoch,
                             seq: r.seq.0,
                         };
-                        if seen.contains(&key) || store.contains(&key)? {
+                        let newer = mark.highest.is_none_or(|h| r.seq.0 > h);
+                        if !newer && (mark.staged.contains(&r.seq.0) || store.contains(&key)?) {
                             duplicates += 1;
                             continue;
                         }
-                        seen.insert(key.clone());
+                        mark.staged.insert(r.seq.0);
+                        if newer {
+                            mark.highest = Some(r.seq.0);
+                        }
                         // Detection and the registry see the corrected time only.
                         let (time, fix) =
                             clock.correct(r.time_unix_ms, now, entry.clock_correction_ms());
                         let record = Record {
                             seq: r.seq,
                             time_unix_ms: time,
-                            body: r.body.clone(),
+                            body: r.body,
                         };
                         entry.observe_new_record(&record);
                         set.records.push((
@@ -355,6 +418,9 @@ pub(crate) fn commit_group(
     let committed_at = Instant::now();
     let outcome = match result {
         Ok(times) => {
+            for ((terminal, epoch), mark) in group_marks {
+                marks.durable.insert(terminal, (epoch, mark.highest));
+            }
             let mut f = fleet.write().unwrap_or_else(PoisonError::into_inner);
             for (t, e) in set.terminals {
                 let was_skewed = f.entry(&t).is_some_and(|old| old.clock_skewed);
@@ -383,6 +449,8 @@ pub(crate) fn commit_group(
             Ok(())
         }
         Err(e) => {
+            // A failed fjall commit may still have reached the journal: ask the store again.
+            marks.durable.clear();
             if let Some(m) = metrics {
                 m.store_commit_failures.fetch_add(1, Ordering::Relaxed);
             }
@@ -489,5 +557,124 @@ fn count_commit(
             m.agent_spool_drops.add("net_quality", d.net_quality);
             m.agent_spool_drops.add("txn_outcome", d.txn_outcomes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storepulse_collector_core::Thresholds;
+    use storepulse_shared::{PayMethod, RecordBody, Scheme, TxnOutcome};
+
+    use super::*;
+
+    fn job(acks: &Arc<Acks>, ordinal: u64, epoch: u64, seqs: &[u64]) -> Job {
+        let records = seqs
+            .iter()
+            .map(|s| Record {
+                seq: Seq(*s),
+                time_unix_ms: 1_000,
+                body: RecordBody::TxnOutcome(TxnOutcome {
+                    scheme: Scheme::Cup,
+                    code: "00".into(),
+                    latency_ms: 1,
+                    method: PayMethod::Card,
+                    route: None,
+                }),
+            })
+            .collect();
+        Job::Batch {
+            terminal: TerminalId::new("T1").expect("valid"),
+            spool_epoch: epoch,
+            batch: Batch {
+                batch_id: ordinal + 1,
+                records,
+            },
+            now_unix_ms: 1_000,
+            received: Instant::now(),
+            done: Completion::new(acks.clone(), ordinal),
+        }
+    }
+
+    fn stored(store: &Store) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        store
+            .for_each_record(|r| {
+                out.push((r.key.epoch, r.key.seq));
+                Ok(())
+            })
+            .expect("scan");
+        out
+    }
+
+    /// Records above the remembered mark skip the lookup; replays, gaps below the mark, repeats
+    /// inside one group and a writer that forgot its marks (restart) all stay exactly once.
+    #[test]
+    fn watermarks_deduplicate_replays_gaps_and_repeats() {
+        let store = Store::in_memory();
+        let fleet = RwLock::new(Fleet::new(Thresholds {
+            stale_after_ms: 1,
+            offline_after_ms: 2,
+        }));
+        let metrics = Metrics::default();
+        let clock = ClockPolicy {
+            skew_threshold_ms: 120_000,
+            max_record_age_ms: i64::MAX / 4,
+        };
+        let acks = Arc::new(Acks::default());
+        let mut marks = Watermarks::default();
+        let commit = |marks: &mut Watermarks, jobs: Vec<Job>| {
+            commit_group(&store, &fleet, marks, jobs, None, Some(&metrics), &clock);
+        };
+        // Seqs 0, 1, 2 and 5 (3 and 4 missing), then a repeat of 5 and 2 in the same group.
+        commit(
+            &mut marks,
+            vec![job(&acks, 0, 7, &[0, 1, 2, 5]), job(&acks, 1, 7, &[2, 5])],
+        );
+        assert_eq!(acks.done(), 2);
+        assert_eq!(metrics.ingest_records.load(Ordering::Relaxed), 4);
+        assert_eq!(metrics.ingest_duplicates.load(Ordering::Relaxed), 2);
+        // A replay of 1..=6: 3 and 4 fill the gap below the mark, 6 is new, the rest repeats.
+        commit(&mut marks, vec![job(&acks, 2, 7, &[1, 2, 3, 4, 5, 6])]);
+        assert_eq!(metrics.ingest_records.load(Ordering::Relaxed), 7);
+        assert_eq!(metrics.ingest_duplicates.load(Ordering::Relaxed), 5);
+        // A new epoch, then the old one again with a writer that forgot its marks.
+        commit(&mut marks, vec![job(&acks, 3, 8, &[0])]);
+        let mut fresh = Watermarks::default();
+        commit(
+            &mut fresh,
+            vec![job(&acks, 4, 7, &[6, 7]), job(&acks, 5, 8, &[0])],
+        );
+        assert_eq!(acks.done(), 6);
+        assert!(!acks.failed());
+        assert_eq!(
+            stored(&store),
+            [
+                (7, 0),
+                (7, 1),
+                (7, 2),
+                (7, 3),
+                (7, 4),
+                (7, 5),
+                (7, 6),
+                (7, 7),
+                (8, 0)
+            ]
+        );
+        assert_eq!(metrics.ingest_records.load(Ordering::Relaxed), 9);
+    }
+
+    /// A batch dropped unsettled (a panic in its group) fails its connection; nothing later
+    /// is counted as done.
+    #[test]
+    fn an_unsettled_completion_fails_its_connection() {
+        let acks = Arc::new(Acks::default());
+        let mut first = Completion::new(acks.clone(), 0);
+        first.settle(true);
+        drop(first);
+        drop(Completion::new(acks.clone(), 1));
+        let mut third = Completion::new(acks.clone(), 2);
+        third.settle(true);
+        assert_eq!(acks.done(), 1, "nothing past a failed batch is done");
+        assert!(acks.failed());
     }
 }

@@ -278,6 +278,20 @@ impl Store {
         Ok(out)
     }
 
+    /// The highest seq stored for `terminal` in spool epoch `epoch`, if any (one reverse seek,
+    /// nothing decoded but the key).
+    pub fn last_seq(&self, terminal: &TerminalId, epoch: u64) -> Result<Option<u64>, StoreError> {
+        let from = key_of(terminal, epoch, 0);
+        let to = match epoch.checked_add(1) {
+            Some(next) => key_of(terminal, next, 0),
+            None => prefix_end(&terminal_prefix(terminal)),
+        };
+        match self.backend.records_between_rev(&from, &to, 1)?.first() {
+            Some((k, _)) => Ok(Some(RecordKey::decode(k)?.seq)),
+            None => Ok(None),
+        }
+    }
+
     /// Up to `limit` records of `terminal` before `before` (exclusive; from the newest if
     /// `None`), newest first in (epoch, seq) order: the bounded reverse scan behind the
     /// terminal detail API. Pass the last row's key as `before` to page on.
@@ -398,6 +412,11 @@ mod tests {
 
         assert!(store.contains(&key("T1", 5, 2)).expect("read"));
         assert!(!store.contains(&key("T1", 5, 3)).expect("read"));
+        assert_eq!(store.last_seq(&tid("T1"), 5).expect("read"), Some(2));
+        assert_eq!(store.last_seq(&tid("T1"), u64::MAX).expect("read"), Some(0));
+        assert_eq!(store.last_seq(&tid("T1"), 3).expect("read"), None);
+        assert_eq!(store.last_seq(&tid("T"), 0).expect("read"), Some(3));
+        assert_eq!(store.last_seq(&tid("T9"), 0).expect("read"), None);
 
         let seqs = |after, limit| -> Vec<(u64, u64)> {
             store
