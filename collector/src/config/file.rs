@@ -178,9 +178,12 @@ pub(super) struct RawIngest {
     /// `agents.max_batch_records`).
     #[serde(default = "default_ingest_max_batch_records")]
     pub(super) max_batch_records: u32,
-    /// Longest the writer waits to gather more batches into one commit, milliseconds. Every
-    /// commit is an fsync: at 20,000 idle agents 10 ms took a fifth off the collector's CPU
-    /// against 2 ms (BENCHMARKS.md), and adds at most 10 ms to an acknowledgement.
+    /// Longest the writer waits to gather more batches into one commit, milliseconds, counted
+    /// from the receipt of the group's first batch (one sleep, and only while fewer than
+    /// `group_commit_max_records` are queued: under load the queue fills during the previous
+    /// fsync and nothing waits). Every commit is an fsync: at 20,000 idle agents 10 ms took a
+    /// fifth off the collector's CPU against 2 ms (BENCHMARKS.md), and adds at most 10 ms to an
+    /// acknowledgement; 0 acks soonest (lower latency, more fsyncs at low load).
     #[serde(default = "default_group_commit_max_delay_ms")]
     pub(super) group_commit_max_delay_ms: u64,
     /// Most records written in one commit.
