@@ -64,6 +64,9 @@ pub(crate) struct Stages {
     pub(crate) detection_drops: f64,
     /// Group commit (encode, journal write, fsync) p99, seconds.
     pub(crate) commit_p99: f64,
+    /// Group commits that took longer than 100 ms (fjall halts writes in 100 ms steps while
+    /// its flushes are behind).
+    pub(crate) commits_over_100ms: f64,
 }
 
 impl Window {
@@ -162,6 +165,8 @@ impl Window {
             acks: self.delta("storepulse_ingest_ack_latency_seconds_count"),
             detection_drops: self.delta("storepulse_detection_dropped_inputs_total"),
             commit_p99: self.quantile("storepulse_store_commit_duration_seconds", 0.99),
+            commits_over_100ms: self.delta("storepulse_store_commit_duration_seconds_count")
+                - self.delta("storepulse_store_commit_duration_seconds_bucket{le=\"0.1\"}"),
         }
     }
 }
@@ -193,9 +198,10 @@ impl Stages {
             .collect();
         let _ = writeln!(
             o,
-            "  writer thread time (commit = journal write + fsync + memtable insert): {}; group commit p99 {:.1} ms",
+            "  writer thread time (commit = journal write + fsync + memtable insert): {}; group commit p99 {:.1} ms, {:.0} over 100 ms",
             parts.join(", "),
-            self.commit_p99 * 1000.0
+            self.commit_p99 * 1000.0,
+            self.commits_over_100ms
         );
         let _ = writeln!(
             o,
