@@ -22,7 +22,7 @@ const MAX_BUCKETS: usize = 24;
 
 /// The bucket bounds of one kind of [`Histogram`].
 pub trait Bounds {
-    /// Upper bounds, ascending, at most [`MAX_BUCKETS`].
+    /// Upper bounds, ascending, at most 24 (the fixed bucket array).
     const BOUNDS: &'static [f64];
     /// The sum is kept as an integer of `value * SCALE` (1e6 for seconds: microseconds).
     const SCALE: f64;
