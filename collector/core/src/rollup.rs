@@ -203,7 +203,7 @@ impl LabelRollup {
     }
 }
 
-/// The rollup: one [`LabelRollup`] per label.
+/// The rollup: one `LabelRollup` per label.
 #[derive(Debug)]
 pub struct Rollup {
     labels: Vec<LabelRollup>,
