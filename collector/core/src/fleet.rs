@@ -270,6 +270,19 @@ impl Fleet {
             .map(|e| e.state(now_unix_ms, self.thresholds))
     }
 
+    /// How many terminals are online, stale and offline at `now_unix_ms`, in that order.
+    pub fn state_counts(&self, now_unix_ms: i64) -> (u64, u64, u64) {
+        let mut counts = (0, 0, 0);
+        for e in self.terminals.values() {
+            match e.state(now_unix_ms, self.thresholds) {
+                TerminalState::Online => counts.0 += 1,
+                TerminalState::Stale => counts.1 += 1,
+                TerminalState::Offline => counts.2 += 1,
+            }
+        }
+        counts
+    }
+
     /// All terminals in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&TerminalId, &TerminalEntry)> {
         self.terminals.iter()

@@ -14,7 +14,6 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Serialize;
-use storepulse_collector_core::TerminalState;
 use storepulse_shared::taxonomy::ErrorClass;
 use utoipa::ToSchema;
 
@@ -116,18 +115,11 @@ fn classes<'a>(
 )]
 pub(crate) async fn summary(State(state): State<ApiState>) -> Json<Summary> {
     let now = now_unix_ms();
-    let (mut online, mut stale, mut offline) = (0u64, 0u64, 0u64);
-    {
-        let fleet = state.fleet.read().unwrap_or_else(PoisonError::into_inner);
-        let th = fleet.thresholds();
-        for (_, e) in fleet.iter() {
-            match e.state(now, th) {
-                TerminalState::Online => online += 1,
-                TerminalState::Stale => stale += 1,
-                TerminalState::Offline => offline += 1,
-            }
-        }
-    }
+    let (online, stale, offline) = state
+        .fleet
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state_counts(now);
     let book = state
         .incidents
         .read()

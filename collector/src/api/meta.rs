@@ -11,7 +11,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Serialize;
-use storepulse_collector_core::TerminalState;
 use storepulse_shared::LabelKey;
 use utoipa::ToSchema;
 
@@ -92,18 +91,11 @@ pub(crate) async fn healthz(State(s): State<ApiState>) -> Response {
 )]
 pub(crate) async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let now = now_unix_ms();
-    let (mut online, mut stale, mut offline) = (0u64, 0u64, 0u64);
-    {
-        let fleet = state.fleet.read().unwrap_or_else(PoisonError::into_inner);
-        let th = fleet.thresholds();
-        for (_, e) in fleet.iter() {
-            match e.state(now, th) {
-                TerminalState::Online => online += 1,
-                TerminalState::Stale => stale += 1,
-                TerminalState::Offline => offline += 1,
-            }
-        }
-    }
+    let (online, stale, offline) = state
+        .fleet
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .state_counts(now);
     let body = state
         .metrics
         .render(&[("online", online), ("stale", stale), ("offline", offline)]);
