@@ -277,7 +277,7 @@ async fn detection_is_still_right_through_loss_and_delay() -> Result<()> {
         .filter(|i| !expected(i))
         .map(|i| format!("{} {}", i["kind"], i["scope"]))
         .collect();
-    ensure!(others.is_empty(), "wrong incidents: {others:?}");
+    ensure!(others.is_empty(), "wrong incidents: {others:?}; all: {v}");
     proxy.heal();
     fleet.shutdown().await;
     collector.shutdown().await?;
