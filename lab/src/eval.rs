@@ -1,49 +1,34 @@
-//! `eval`: replays every scenario of a directory through the simulator into the incident engine
+//! `eval`: replays scenarios (every `*.toml` of a directory, or generated ones from a seed)
+//! through the simulator into the incident engine
 //! (`storepulse_collector_core::incident::IncidentEngine`, the one the live collector drives) in
-//! virtual time, and scores the incidents against the scenario's ground truth.
+//! virtual time, and scores the incidents against each scenario's ground truth, one to one
+//! ([`crate::score`]: kind and scope equal at some moment between ten minutes before the
+//! fault's start and an hour after its end; each fault pairs with at most one incident and
+//! each incident with at most one fault; a second incident for a fault is a false one).
 //!
-//! A detected incident matches a ground-truth incident when its kind and its scope labels are
-//! equal (as sets of `key=value`) at some moment between ten minutes before the ground-truth
-//! start and an hour after its end. Time to detect is measured from the ground-truth start to
-//! that first matching moment; "before the call" compares it with the first merchant call
-//! about the incident.
+//! Time to detect is measured from the fault's start (and from its first observable symptom)
+//! to the first moment its paired incident showed it; "before the call" compares that moment
+//! with the first merchant call about the fault. The report and its tables are in
+//! [`crate::report`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
 use storepulse_collector_core::detect::{DetectorConfig, IncidentEvent};
 use storepulse_collector_core::incident::IncidentEngine;
 use storepulse_collector_core::notify::MaintenanceWindow;
 use storepulse_shared::{Identity, IncidentKind, Record, RecordBody, TerminalId, taxonomy};
-use storepulse_sim::{Announcement, Scenario, Sink};
+use storepulse_sim::{Announcement, FleetClass, Scenario, Sink};
+
+pub use crate::report::{Summary, render_json, render_text, summarize};
+use crate::score::{self, Detected, ScopeSet, State, TrueFault, Verdict};
 
 /// Virtual seconds between two detector ticks.
 pub const TICK_MS: i64 = 10_000;
-/// A detection may precede the ground-truth start by this much and still match.
-const EARLY_MS: i64 = 10 * 60_000;
-/// ... and follow its end by this much.
-const LATE_MS: i64 = 60 * 60_000;
-
-/// A ground-truth incident: kind, scope pairs, start and end (Unix ms).
-type Truth = (IncidentKind, BTreeSet<(String, String)>, i64, i64);
-
-/// One state of a detected incident: when, kind, scope.
-#[derive(Debug, Clone)]
-struct State {
-    time_ms: i64,
-    kind: IncidentKind,
-    scope: BTreeSet<(String, String)>,
-}
-
-/// A detected incident's history.
-#[derive(Debug, Clone, Default)]
-struct Detected {
-    states: Vec<State>,
-}
 
 /// The simulator's sink: forwards to the incident engine (the live collector's) and ticks it
 /// on the virtual clock.
@@ -63,36 +48,127 @@ struct Adapter {
     trace: bool,
 }
 
+/// What became of one true fault.
+#[derive(Debug, Clone)]
+pub struct FaultResult {
+    /// Incident kind.
+    pub kind: IncidentKind,
+    /// Scope as `key=value,...`.
+    pub scope: String,
+    /// Start and end, Unix ms.
+    pub start_ms: i64,
+    /// End.
+    pub end_ms: i64,
+    /// The first moment its paired incident showed it; `None`: missed.
+    pub detected_ms: Option<i64>,
+    /// The paired incident's id.
+    pub incident: Option<u64>,
+    /// Its first observable symptom (its first failed payment with an alertable code, or its
+    /// first link or device going down) inside its window.
+    pub symptom_ms: Option<i64>,
+    /// The first merchant call about it.
+    pub call_ms: Option<i64>,
+    /// Its incident (paired, split or reopened) stayed open more than 15 minutes after it
+    /// ended.
+    pub lingered: bool,
+}
+
+impl FaultResult {
+    /// Seconds from its start to detection.
+    pub fn ttd_secs(&self) -> Option<f64> {
+        self.detected_ms
+            .map(|at| (at - self.start_ms) as f64 / 1000.0)
+    }
+
+    /// Seconds from its first symptom to detection (from its start when detection came
+    /// before any symptom: a hot device found by its heartbeats).
+    pub fn ttd_symptom_secs(&self) -> Option<f64> {
+        self.detected_ms.map(|at| {
+            let onset = self
+                .symptom_ms
+                .filter(|&s| s <= at)
+                .unwrap_or(self.start_ms);
+            (at - onset) as f64 / 1000.0
+        })
+    }
+
+    /// Seconds between detection and the first merchant call (negative: after the call);
+    /// `None` when missed or never called.
+    pub fn lead_secs(&self) -> Option<f64> {
+        Some((self.call_ms? - self.detected_ms?) as f64 / 1000.0)
+    }
+
+    /// Detected before its first merchant call (or detected and never called).
+    pub fn before_call(&self) -> bool {
+        self.detected_ms
+            .is_some_and(|at| self.call_ms.is_none_or(|c| at < c))
+    }
+}
+
+/// What one detected incident counted as.
+#[derive(Debug, Clone)]
+pub struct IncidentResult {
+    /// The engine's id.
+    pub id: u64,
+    /// Its kind as scored: its fault's when paired, else the last one on-call saw.
+    pub kind: IncidentKind,
+    /// Its kind as on-call last saw it.
+    pub last_kind: IncidentKind,
+    /// Its last scope as `key=value,...`.
+    pub scope: String,
+    /// Opened, Unix ms.
+    pub opened_ms: i64,
+    /// Resolved, Unix ms; `None`: still open when the run ended.
+    pub resolved_ms: Option<i64>,
+    /// Paged on-call. Every incident pages today (there is no suspected tier yet).
+    pub paged: bool,
+    /// Matched, split, reopen or unrelated.
+    pub verdict: Verdict,
+}
+
 /// Scores of one scenario.
 #[derive(Debug, Clone)]
 pub struct ScenarioReport {
     /// Scenario name.
     pub name: String,
+    /// Its seed when generated.
+    pub seed: Option<u64>,
+    /// Fleet shape, size and cadence classes.
+    pub class: FleetClass,
     /// Terminals.
     pub terminals: usize,
     /// Simulated days.
     pub days: f64,
     /// Ground-truth incidents.
     pub truth: usize,
-    /// Ground-truth incidents detected (kind and scope).
+    /// Ground-truth incidents detected (paired with an incident).
     pub truth_detected: usize,
     /// Detected incidents.
     pub detected: usize,
-    /// Detected incidents that match a ground-truth incident.
+    /// Detected incidents paired with a ground-truth incident.
     pub detected_matching: usize,
     /// Time to detect per detected ground-truth incident, seconds, from the fault's start.
     pub ttd_secs: Vec<f64>,
-    /// The same from the fault's first observable symptom (its first failed payment with an
-    /// alertable code, or its first link or device going down), seconds.
+    /// The same from the fault's first observable symptom, seconds.
     pub ttd_symptom_secs: Vec<f64>,
     /// Ground-truth incidents alerted before their first merchant call (or never called).
     pub before_call: usize,
     /// Per detected ground-truth incident: `kind scope: ttd, call deadline`.
     pub detections: Vec<String>,
-    /// Detected incidents matching nothing: `kind scope` text.
+    /// Detected incidents that count as false (unrelated, split or reopen): text.
     pub false_incidents: Vec<String>,
     /// Ground-truth incidents missed: `kind scope` text.
     pub missed: Vec<String>,
+    /// Second incidents for a fault that already had one, open at the same time.
+    pub splits: usize,
+    /// Second incidents for a fault whose incident had resolved.
+    pub reopens: usize,
+    /// Incidents open more than 15 minutes after their fault ended: text.
+    pub lingering: Vec<String>,
+    /// Per ground-truth incident, in the scenario's order.
+    pub faults: Vec<FaultResult>,
+    /// Per detected incident, by id.
+    pub incidents: Vec<IncidentResult>,
     /// Wall-clock seconds of the replay.
     pub wall_secs: f64,
     /// Records replayed.
@@ -102,8 +178,14 @@ pub struct ScenarioReport {
 /// The whole evaluation.
 #[derive(Debug, Clone)]
 pub struct Report {
-    /// Per scenario, in file name order.
+    /// What was evaluated: a directory or a seed range.
+    pub source: String,
+    /// Per scenario, in file name (or seed) order.
     pub scenarios: Vec<ScenarioReport>,
+    /// Wall-clock seconds of the whole evaluation.
+    pub wall_secs: f64,
+    /// Scenarios replayed at once.
+    pub jobs: usize,
 }
 
 impl Adapter {
@@ -192,6 +274,9 @@ impl Adapter {
                 );
             }
             if resolved {
+                if let Some(d) = self.detected.get_mut(&inc.id) {
+                    d.resolved_ms = Some(t);
+                }
                 continue;
             }
             let scope = inc
@@ -199,7 +284,13 @@ impl Adapter {
                 .iter()
                 .map(|(d, v)| (d.as_str().to_owned(), v.clone()))
                 .collect();
-            self.detected.entry(inc.id).or_default().states.push(State {
+            let d = self.detected.entry(inc.id).or_insert_with(|| Detected {
+                id: inc.id,
+                states: Vec::new(),
+                resolved_ms: None,
+            });
+            d.resolved_ms = None;
+            d.states.push(State {
                 time_ms: t,
                 kind: inc.kind,
                 scope,
@@ -224,7 +315,7 @@ pub fn maintenance_window(a: &Announcement, n: usize) -> MaintenanceWindow {
     }
 }
 
-fn scope_text(scope: &BTreeSet<(String, String)>) -> String {
+fn scope_text(scope: &ScopeSet) -> String {
     scope
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -267,92 +358,220 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
         trace: std::env::var_os("STOREPULSE_EVAL_TRACE").is_some_and(|v| v == "1"),
     };
     let stats = storepulse_sim::run(scenario, &mut adapter);
-    adapter.advance(scenario.end_ms());
+    let end_ms = scenario.end_ms();
+    adapter.advance(end_ms);
     let wall_secs = started.elapsed().as_secs_f64();
     let calls = scenario.first_calls(&stats.calls);
 
-    let truth: Vec<Truth> = scenario
+    let truth: Vec<TrueFault> = scenario
         .incidents
         .iter()
-        .map(|i| {
-            let scope = i
+        .map(|i| TrueFault {
+            kind: i.kind,
+            scope: i
                 .scope
                 .pairs()
                 .map(|(k, v)| (k.as_str().to_owned(), v.to_owned()))
-                .collect();
-            (i.kind, scope, i.start_ms, i.end_ms)
+                .collect(),
+            start_ms: i.start_ms,
+            end_ms: i.end_ms,
         })
         .collect();
-    let matches = |s: &State, t: &Truth| {
-        s.kind == t.0 && s.scope == t.1 && s.time_ms >= t.2 - EARLY_MS && s.time_ms <= t.3 + LATE_MS
-    };
-    let mut report = ScenarioReport {
+    let detected: Vec<Detected> = adapter.detected.into_values().collect();
+    let m = score::match_one_to_one(&truth, &detected);
+
+    let mut faults: Vec<FaultResult> = truth
+        .iter()
+        .enumerate()
+        .map(|(i, t)| FaultResult {
+            kind: t.kind,
+            scope: scope_text(&t.scope),
+            start_ms: t.start_ms,
+            end_ms: t.end_ms,
+            detected_ms: m.faults[i].map(|(_, at)| at),
+            incident: m.faults[i].map(|(d, _)| detected[d].id),
+            symptom_ms: adapter.symptom[i],
+            call_ms: calls.get(i).copied().flatten(),
+            lingered: false,
+        })
+        .collect();
+    let mut incidents = Vec::new();
+    let mut false_incidents = Vec::new();
+    let mut lingering = Vec::new();
+    for (d, v) in detected.iter().zip(&m.incidents) {
+        let last = d.states.last();
+        let kind = match v {
+            Verdict::Matched { fault, .. } => truth[*fault].kind,
+            _ => d.last_kind().unwrap_or(IncidentKind::Unknown),
+        };
+        let scope = last.map(|s| scope_text(&s.scope)).unwrap_or_default();
+        let at = scenario.format_time(d.opened_ms());
+        if let Some(f) = v.fault()
+            && score::lingered(d, &truth[f], end_ms)
+        {
+            faults[f].lingered = true;
+            let last_kind = d.last_kind().unwrap_or(IncidentKind::Unknown);
+            lingering.push(format!(
+                "{} {}: incident {} opened {at} (last seen as {last_kind} {scope}) {}",
+                truth[f].kind,
+                scope_text(&truth[f].scope),
+                d.id,
+                d.resolved_ms.map_or_else(
+                    || format!(
+                        "still open at the end, {} min after the fault ended",
+                        (end_ms - truth[f].end_ms) / 60_000
+                    ),
+                    |r| format!(
+                        "resolved {} min after the fault ended",
+                        (r - truth[f].end_ms) / 60_000
+                    )
+                )
+            ));
+        }
+        match v {
+            Verdict::Matched { .. } => {}
+            Verdict::Split { fault } | Verdict::Reopen { fault } => {
+                let what = if matches!(v, Verdict::Split { .. }) {
+                    "split"
+                } else {
+                    "reopen"
+                };
+                false_incidents.push(format!(
+                    "{kind} {scope} at {at} ({what}: {} {} already had an incident)",
+                    truth[*fault].kind,
+                    scope_text(&truth[*fault].scope)
+                ));
+            }
+            Verdict::Unrelated => false_incidents.push(format!("{kind} {scope} at {at}")),
+        }
+        incidents.push(IncidentResult {
+            id: d.id,
+            kind,
+            last_kind: d.last_kind().unwrap_or(IncidentKind::Unknown),
+            scope,
+            opened_ms: d.opened_ms(),
+            resolved_ms: d.resolved_ms,
+            paged: true,
+            verdict: *v,
+        });
+    }
+    let mut detections = Vec::new();
+    let mut missed = Vec::new();
+    for f in &faults {
+        match (f.detected_ms, f.ttd_symptom_secs()) {
+            (Some(at), Some(from_symptom)) => detections.push(format!(
+                "{} {}: detected after {}s ({}s after its first symptom), first call {}{}",
+                f.kind,
+                f.scope,
+                (at - f.start_ms) / 1000,
+                from_symptom.round(),
+                f.call_ms.map_or_else(
+                    || "none".to_owned(),
+                    |c| format!("after {}s", (c - f.start_ms) / 1000)
+                ),
+                if f.before_call() { "" } else { " (late)" }
+            )),
+            _ => missed.push(format!("{} {}", f.kind, f.scope)),
+        }
+    }
+    ScenarioReport {
         name: scenario.name.clone(),
+        seed: None,
+        class: FleetClass::of(&scenario.fleet),
         terminals: scenario.fleet.terminals.len(),
         days: scenario.duration_ms as f64 / 86_400_000.0,
         truth: truth.len(),
-        truth_detected: 0,
-        detected: adapter.detected.len(),
-        detected_matching: 0,
-        ttd_secs: Vec::new(),
-        ttd_symptom_secs: Vec::new(),
-        detections: Vec::new(),
-        before_call: 0,
-        false_incidents: Vec::new(),
-        missed: Vec::new(),
+        truth_detected: m.matched(),
+        detected: detected.len(),
+        detected_matching: m.incidents.iter().filter(|v| v.is_match()).count(),
+        ttd_secs: faults.iter().filter_map(FaultResult::ttd_secs).collect(),
+        ttd_symptom_secs: faults
+            .iter()
+            .filter_map(FaultResult::ttd_symptom_secs)
+            .collect(),
+        before_call: faults.iter().filter(|f| f.before_call()).count(),
+        detections,
+        false_incidents,
+        missed,
+        splits: m
+            .incidents
+            .iter()
+            .filter(|v| matches!(v, Verdict::Split { .. }))
+            .count(),
+        reopens: m
+            .incidents
+            .iter()
+            .filter(|v| matches!(v, Verdict::Reopen { .. }))
+            .count(),
+        lingering,
+        faults,
+        incidents,
         wall_secs,
         records: stats.records,
-    };
-    for d in adapter.detected.values() {
-        if d.states.iter().any(|s| truth.iter().any(|t| matches(s, t))) {
-            report.detected_matching += 1;
-        } else if let Some(s) = d.states.last() {
-            let at = scenario.format_time(d.states[0].time_ms);
-            report
-                .false_incidents
-                .push(format!("{} {} at {at}", s.kind, scope_text(&s.scope)));
-        }
     }
-    for (i, t) in truth.iter().enumerate() {
-        let first = adapter
-            .detected
-            .values()
-            .flat_map(|d| d.states.iter())
-            .filter(|s| matches(s, t))
-            .map(|s| s.time_ms)
-            .min();
-        match first {
-            Some(at) => {
-                report.truth_detected += 1;
-                report.ttd_secs.push((at - t.2) as f64 / 1000.0);
-                // No symptom seen before the detection: measure from the fault's start.
-                let onset = adapter.symptom[i].filter(|&s| s <= at).unwrap_or(t.2);
-                report.ttd_symptom_secs.push((at - onset) as f64 / 1000.0);
-                let call = calls.get(i).copied().flatten();
-                report.detections.push(format!(
-                    "{} {}: detected after {}s ({}s after its first symptom), first call {}",
-                    t.0,
-                    scope_text(&t.1),
-                    (at - t.2) / 1000,
-                    (at - onset) / 1000,
-                    call.map_or_else(
-                        || "none".to_owned(),
-                        |c| format!("after {}s", (c - t.2) / 1000)
-                    )
-                ));
-                if calls.get(i).copied().flatten().is_none_or(|c| at < c) {
-                    report.before_call += 1;
-                }
-            }
-            None => report.missed.push(format!("{} {}", t.0, scope_text(&t.1))),
-        }
-    }
-    report
 }
 
-/// Replays every `*.toml` scenario in `dir`.
-pub fn run(dir: &Path) -> anyhow::Result<Report> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
+/// A scenario's replay cost, roughly the records it makes: terminal-hours weighted by
+/// heartbeat rate (payments and network samples come on top, at similar rates everywhere).
+fn cost(sc: &Scenario) -> f64 {
+    let per_hour: f64 = sc
+        .fleet
+        .terminals
+        .iter()
+        .map(|t| 3600.0 / f64::from(t.heartbeat_interval_secs.max(1)) + 20.0)
+        .sum();
+    per_hour * sc.duration_ms as f64 / 3_600_000.0
+}
+
+/// Replays the scenarios `load` makes of `items` on `jobs` threads; results in the items'
+/// order, the first error in that order wins. Each scenario is loaded twice (once to weigh
+/// it, once to replay it) so that only the ones being replayed are in memory. The heaviest
+/// start first (longest processing time first): a few large fleets dominate a generated set,
+/// and started last they would leave one core idle at the end.
+fn run_parallel<T: Sync>(
+    items: &[T],
+    jobs: usize,
+    load: impl Fn(&T) -> anyhow::Result<Scenario> + Sync,
+) -> anyhow::Result<Vec<ScenarioReport>> {
+    let mut order: Vec<(f64, usize)> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        order.push((cost(&load(item)?), i));
+    }
+    order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let next = AtomicUsize::new(0);
+    let slots: Mutex<Vec<Option<anyhow::Result<ScenarioReport>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(_, i)) = order.get(k) else { break };
+                    let r = load(&items[i]).map(|sc| run_scenario(&sc));
+                    // A worker that panicked poisons the lock; the others still store theirs.
+                    let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+                    slots[i] = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| bail!("a replay thread panicked")))
+        .collect()
+}
+
+/// The number of replays to run at once: the cores available.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Replays every `*.toml` scenario in `dir`, `jobs` at once.
+pub fn run(dir: &Path, jobs: usize) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -361,227 +580,46 @@ pub fn run(dir: &Path) -> anyhow::Result<Report> {
     if files.is_empty() {
         bail!("no scenario files in {}", dir.display());
     }
-    let mut scenarios = Vec::new();
-    for f in files {
-        let sc = Scenario::from_file(&f).map_err(|e| anyhow::anyhow!("{e}"))?;
-        scenarios.push(run_scenario(&sc));
+    let scenarios = run_parallel(&files, jobs, |f| {
+        Scenario::from_file(f).map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
+    Ok(Report {
+        source: dir.display().to_string(),
+        scenarios,
+        wall_secs: started.elapsed().as_secs_f64(),
+        jobs,
+    })
+}
+
+/// Generates and replays the `count` scenarios of seeds `seed`, `seed + 1`, ..., `jobs` at once.
+pub fn run_generated(count: u64, seed: u64, jobs: usize) -> anyhow::Result<Report> {
+    if count == 0 {
+        bail!("--generate needs at least one scenario");
     }
-    Ok(Report { scenarios })
-}
-
-fn percentile(v: &[f64], q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    // Nearest rank.
-    let idx = ((q * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1;
-    Some(s[idx])
-}
-
-/// Aggregate numbers of a set of scenario reports.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    /// Precision of detected incidents.
-    pub precision: f64,
-    /// Recall of ground-truth incidents.
-    pub recall: f64,
-    /// F1.
-    pub f1: f64,
-    /// False incidents per fleet-day on fault-free scenarios.
-    pub false_per_day_fault_free: f64,
-    /// Fault-free fleet-days simulated.
-    pub fault_free_days: f64,
-    /// False incidents per fleet-day over every scenario.
-    pub false_per_day_all: f64,
-    /// Time to detect, p50 and p95, seconds.
-    pub ttd_p50: Option<f64>,
-    /// p95.
-    pub ttd_p95: Option<f64>,
-    /// Time to detect from the first observable symptom, p50 and p95, seconds.
-    pub ttd_symptom_p50: Option<f64>,
-    /// p95.
-    pub ttd_symptom_p95: Option<f64>,
-    /// Share of ground-truth incidents alerted before the first merchant call.
-    pub before_call_share: f64,
-}
-
-/// Sums the reports.
-pub fn summarize(rs: &[ScenarioReport]) -> Summary {
-    let det: usize = rs.iter().map(|r| r.detected).sum();
-    let det_ok: usize = rs.iter().map(|r| r.detected_matching).sum();
-    let truth: usize = rs.iter().map(|r| r.truth).sum();
-    let truth_ok: usize = rs.iter().map(|r| r.truth_detected).sum();
-    let precision = if det == 0 {
-        1.0
-    } else {
-        det_ok as f64 / det as f64
+    let Some(last) = seed.checked_add(count - 1) else {
+        bail!("seeds {seed} + {count} overflow");
     };
-    let recall = if truth == 0 {
-        1.0
-    } else {
-        truth_ok as f64 / truth as f64
-    };
-    let f1 = if precision + recall == 0.0 {
-        0.0
-    } else {
-        2.0 * precision * recall / (precision + recall)
-    };
-    let free: Vec<&ScenarioReport> = rs.iter().filter(|r| r.truth == 0).collect();
-    let free_days: f64 = free.iter().map(|r| r.days).sum();
-    let free_fp: usize = free.iter().map(|r| r.false_incidents.len()).sum();
-    let all_days: f64 = rs.iter().map(|r| r.days).sum();
-    let all_fp: usize = rs.iter().map(|r| r.false_incidents.len()).sum();
-    let ttd: Vec<f64> = rs.iter().flat_map(|r| r.ttd_secs.iter().copied()).collect();
-    let ttd_symptom: Vec<f64> = rs
-        .iter()
-        .flat_map(|r| r.ttd_symptom_secs.iter().copied())
-        .collect();
-    let before: usize = rs.iter().map(|r| r.before_call).sum();
-    Summary {
-        precision,
-        recall,
-        f1,
-        false_per_day_fault_free: if free_days > 0.0 {
-            free_fp as f64 / free_days
-        } else {
-            0.0
-        },
-        fault_free_days: free_days,
-        false_per_day_all: if all_days > 0.0 {
-            all_fp as f64 / all_days
-        } else {
-            0.0
-        },
-        ttd_p50: percentile(&ttd, 0.5),
-        ttd_p95: percentile(&ttd, 0.95),
-        ttd_symptom_p50: percentile(&ttd_symptom, 0.5),
-        ttd_symptom_p95: percentile(&ttd_symptom, 0.95),
-        before_call_share: if truth == 0 {
-            1.0
-        } else {
-            before as f64 / truth as f64
-        },
+    let seeds: Vec<u64> = (seed..=last).collect();
+    let mut report = run_seeds(&seeds, jobs)?;
+    report.source = format!("generated seeds {seed}..={last}");
+    Ok(report)
+}
+
+/// Generates and replays the scenarios of `seeds`, `jobs` at once, in the seeds' order.
+pub fn run_seeds(seeds: &[u64], jobs: usize) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut scenarios = run_parallel(seeds, jobs, |&s| {
+        let g = storepulse_sim::generate::generate(s);
+        Scenario::parse(&storepulse_sim::generate::file_name(s), &g.text)
+            .map_err(|e| anyhow::anyhow!("generated seed {s}: {e}"))
+    })?;
+    for (r, &s) in scenarios.iter_mut().zip(seeds) {
+        r.seed = Some(s);
     }
-}
-
-fn opt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |x| format!("{x:.0}s"))
-}
-
-/// The report as text.
-pub fn render_text(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<48} {:>6} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6} {:>6} {:>5} {:>7}",
-        "scenario", "terms", "truth", "det", "P", "R", "F1", "p50", "p95", "call", "wall"
-    );
-    for r in &report.scenarios {
-        let s = summarize(std::slice::from_ref(r));
-        let _ = writeln!(
-            out,
-            "{:<48} {:>6} {:>5} {:>5} {:>5.2} {:>5.2} {:>6.3} {:>6} {:>6} {:>2}/{:<2} {:>6.1}s",
-            r.name,
-            r.terminals,
-            r.truth,
-            r.detected,
-            s.precision,
-            s.recall,
-            s.f1,
-            opt(s.ttd_p50),
-            opt(s.ttd_p95),
-            r.before_call,
-            r.truth,
-            r.wall_secs
-        );
-        for d in &r.detections {
-            let _ = writeln!(out, "    {d}");
-        }
-        for f in &r.false_incidents {
-            let _ = writeln!(out, "    false: {f}");
-        }
-        for m in &r.missed {
-            let _ = writeln!(out, "    missed: {m}");
-        }
-    }
-    let s = summarize(&report.scenarios);
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "overall: precision {:.3}  recall {:.3}  F1 {:.3}  (target >= 0.95)",
-        s.precision, s.recall, s.f1
-    );
-    let _ = writeln!(
-        out,
-        "false incidents per fleet-day on fault-free days: {:.2} over {:.1} days (target <= 0.1); all days: {:.2}",
-        s.false_per_day_fault_free, s.fault_free_days, s.false_per_day_all
-    );
-    let _ = writeln!(
-        out,
-        "time to detect from the fault's start: p50 {}  p95 {}",
-        opt(s.ttd_p50),
-        opt(s.ttd_p95)
-    );
-    let _ = writeln!(
-        out,
-        "time to detect from its first symptom: p50 {}  p95 {}  (target p95 <= 120s)",
-        opt(s.ttd_symptom_p50),
-        opt(s.ttd_symptom_p95)
-    );
-    let _ = writeln!(
-        out,
-        "alerted before the first merchant call: {:.1}% (target >= 95%)",
-        100.0 * s.before_call_share
-    );
-    out
-}
-
-/// The report as JSON.
-pub fn render_json(report: &Report) -> Value {
-    let per: Vec<Value> = report
-        .scenarios
-        .iter()
-        .map(|r| {
-            let s = summarize(std::slice::from_ref(r));
-            json!({
-                "name": r.name,
-                "terminals": r.terminals,
-                "days": r.days,
-                "truth": r.truth,
-                "truth_detected": r.truth_detected,
-                "detected": r.detected,
-                "detected_matching": r.detected_matching,
-                "precision": s.precision,
-                "recall": s.recall,
-                "f1": s.f1,
-                "ttd_secs": r.ttd_secs,
-                "ttd_symptom_secs": r.ttd_symptom_secs,
-                "before_call": r.before_call,
-                "false_incidents": r.false_incidents,
-                "missed": r.missed,
-                "detections": r.detections,
-                "wall_secs": r.wall_secs,
-                "records": r.records,
-            })
-        })
-        .collect();
-    let s = summarize(&report.scenarios);
-    json!({
-        "scenarios": per,
-        "overall": {
-            "precision": s.precision,
-            "recall": s.recall,
-            "f1": s.f1,
-            "false_per_fleet_day_fault_free": s.false_per_day_fault_free,
-            "fault_free_days": s.fault_free_days,
-            "false_per_fleet_day_all": s.false_per_day_all,
-            "ttd_p50_secs": s.ttd_p50,
-            "ttd_p95_secs": s.ttd_p95,
-            "ttd_symptom_p50_secs": s.ttd_symptom_p50,
-            "ttd_symptom_p95_secs": s.ttd_symptom_p95,
-            "before_call_share": s.before_call_share,
-        }
+    Ok(Report {
+        source: format!("{} generated seeds", seeds.len()),
+        scenarios,
+        wall_secs: started.elapsed().as_secs_f64(),
+        jobs,
     })
 }

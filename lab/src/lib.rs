@@ -1,8 +1,10 @@
 //! storepulse-lab: the offline tools, kept out of the production collector so that it does not
 //! depend on the simulator.
 //!
-//! - [`eval`]: replays scenarios through the simulator into the collector core's
-//!   `IncidentEngine` in virtual time and scores detection against their ground truth.
+//! - [`eval`]: replays scenarios (a directory's, or generated ones from a seed range) through
+//!   the simulator into the collector core's `IncidentEngine` in virtual time and scores
+//!   detection against their ground truth, one to one ([`score`]), with the tables of
+//!   [`report`].
 //! - [`rca_bench`]: runs the core's root-cause localisation on a Squeeze-layout benchmark.
 //! - `generate` (in `main.rs`): writes the simulator's seeded scenarios
 //!   (`storepulse_sim::generate`).
@@ -12,3 +14,5 @@
 
 pub mod eval;
 pub mod rca_bench;
+pub mod report;
+pub mod score;

@@ -21,14 +21,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replay every scenario of a directory through the detector in virtual time and score it.
+    /// Replay scenarios through the detector in virtual time and score them one to one: every
+    /// scenario of a directory, or N generated ones from a seed.
     Eval {
         /// Scenario directory (`*.toml`).
+        #[arg(
+            long,
+            required_unless_present = "generate",
+            conflicts_with = "generate"
+        )]
+        scenarios: Option<PathBuf>,
+        /// Generate and evaluate this many scenarios, seeds `--seed` .. `--seed` + N - 1.
+        #[arg(long, value_name = "N")]
+        generate: Option<u64>,
+        /// First seed of `--generate` (default 1; development range 1..=10000, reported range
+        /// from 1000000, see BENCHMARKS.md).
+        #[arg(long, conflicts_with = "scenarios")]
+        seed: Option<u64>,
+        /// Scenarios replayed at once (default: the cores available).
         #[arg(long)]
-        scenarios: PathBuf,
+        jobs: Option<usize>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also write the JSON report to this file (the text still goes to stdout).
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<PathBuf>,
     },
     /// Run root-cause localisation on a Squeeze-layout benchmark and score it.
     RcaBench {
@@ -52,14 +70,37 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Eval { scenarios, json } => run_eval(&scenarios, json),
+        Command::Eval {
+            scenarios,
+            generate,
+            seed,
+            jobs,
+            json,
+            json_out,
+        } => {
+            let jobs = jobs.unwrap_or_else(eval::default_jobs).max(1);
+            let report = match (scenarios, generate) {
+                (Some(dir), _) => eval::run(&dir, jobs),
+                (None, Some(n)) => eval::run_generated(n, seed.unwrap_or(1), jobs),
+                (None, None) => Err(anyhow::anyhow!(
+                    "give --scenarios DIR or --generate N / 请指定 --scenarios DIR 或 --generate N"
+                )),
+            };
+            run_eval(report, json, json_out.as_deref())
+        }
         Command::RcaBench { data, json } => run_rca_bench(&data, json),
         Command::Generate { seed, out } => run_generate(seed, out.as_deref()),
     }
 }
 
-fn run_eval(dir: &Path, json: bool) -> ExitCode {
-    match eval::run(dir) {
+fn run_eval(report: anyhow::Result<eval::Report>, json: bool, json_out: Option<&Path>) -> ExitCode {
+    if let (Ok(r), Some(path)) = (&report, json_out) {
+        let text = format!("{:#}\n", eval::render_json(r));
+        if let Err(e) = std::fs::write(path, text) {
+            return fail(format!("writing {} / 写入失败: {e}", path.display()));
+        }
+    }
+    match report {
         Ok(report) if json => {
             println!("{:#}", eval::render_json(&report));
             ExitCode::SUCCESS
