@@ -65,3 +65,43 @@ fn rca_bench_prints_json_with_the_overall_f1() {
     assert_eq!(v["overall"]["cases"], 2);
     assert_eq!(v["overall"]["f1"], 1.0);
 }
+
+#[test]
+fn eval_generate_prints_the_report_and_writes_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("eval.json");
+    let out = lab(&[
+        "eval",
+        "--generate",
+        "2",
+        "--seed",
+        "2",
+        "--jobs",
+        "2",
+        "--json-out",
+        &json.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("gen-2 ") && text.contains("gen-3 "), "{text}");
+    assert!(text.contains("generated seeds 2..=3"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    assert_eq!(v["scenarios"][0]["seed"], 2);
+    assert_eq!(v["scenarios"][1]["seed"], 3);
+}
+
+#[test]
+fn eval_wants_one_source_and_a_seed_only_with_generate() {
+    for args in [
+        &["eval"][..],
+        &["eval", "--scenarios", "x", "--generate", "3"],
+        &["eval", "--scenarios", "x", "--seed", "3"],
+    ] {
+        let out = lab(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    let out = lab(&["eval", "--generate", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one"));
+}
