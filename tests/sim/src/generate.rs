@@ -15,7 +15,8 @@
 //! kept only when it can be told apart: no two faults of one incident kind on shared terminals
 //! at the same time, no fault hidden entirely inside an outage of the same terminals, no dead
 //! terminal where it is the store's only one (that is a store offline), no regional outage that
-//! takes no store down.
+//! takes no store down, no fault wider than a store (carrier, region, acquirer, QR channel,
+//! firmware) that shows on fewer than two stores (it would be that store's own fault).
 
 use std::fmt::Write as _;
 
@@ -32,7 +33,7 @@ use draw::Draw;
 use faults::{GenFault, plan_faults};
 
 /// Bumped when the same seed starts giving a different scenario.
-pub const GENERATOR_VERSION: u32 = 1;
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// One generated scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]

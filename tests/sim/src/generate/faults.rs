@@ -7,6 +7,7 @@ use storepulse_shared::LabelKey;
 use super::draw::Draw;
 use super::{cellular, regional_takes_a_store, round2, takes_down};
 use crate::fleet::Fleet;
+use crate::fleet::unit_hash;
 use crate::scenario::FaultKind;
 use crate::time::{HOUR_MS, MINUTE_MS};
 
@@ -203,6 +204,9 @@ fn draw_fault(
     {
         return None;
     }
+    if !wide_enough(fleet, seed, existing.len(), &f) {
+        return None;
+    }
     existing.iter().all(|g| separable(&f, g)).then_some(f)
 }
 
@@ -280,6 +284,39 @@ fn scope_for(
             _ => one(MerchantId),
         },
     }
+}
+
+/// Whether a fault of a kind wider than a store shows on at least two stores: a carrier,
+/// region, city, acquirer, QR channel or firmware fault seen in one store only is, to any
+/// observer, that store's (or terminal's) own fault, so its truth could not be told apart. The
+/// stores counted are those the engine actually affects (a regional outage takes stores down at
+/// its intensity, a carrier outage terminals).
+fn wide_enough(fleet: &Fleet, seed: u64, fault_index: usize, f: &GenFault) -> bool {
+    use std::collections::BTreeSet;
+    let affected: BTreeSet<usize> = match f.kind {
+        FaultKind::CarrierOutage
+        | FaultKind::RegionalOutage
+        | FaultKind::AcquirerOutage
+        | FaultKind::AcquirerMaintenance
+        | FaultKind::QrNotificationDelay
+        | FaultKind::FirmwareRegression => f
+            .terminals
+            .iter()
+            .filter(|&&t| match f.kind {
+                FaultKind::RegionalOutage => {
+                    let store = fleet.terminals[t].store as u64;
+                    unit_hash(seed, fault_index as u64, store) < f.intensity
+                }
+                FaultKind::CarrierOutage => {
+                    unit_hash(seed, fault_index as u64, t as u64) < f.intensity
+                }
+                _ => true,
+            })
+            .map(|&t| fleet.terminals[t].store)
+            .collect(),
+        _ => return true,
+    };
+    affected.len() >= 2
 }
 
 /// Whether `f` and `g` are two faults an observer could tell apart.
