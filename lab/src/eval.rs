@@ -44,6 +44,9 @@ struct Adapter {
     /// Per ground-truth incident: `(start, end)`, and its first observable symptom.
     windows: Vec<(i64, i64)>,
     symptom: Vec<Option<i64>>,
+    /// Per ground-truth incident: symptoms seen in its window (failed payments and links going
+    /// down of its terminals), to tell a missed fault from one that showed nothing.
+    symptoms: Vec<u32>,
     /// Print every incident event on stderr (`STOREPULSE_EVAL_TRACE=1`).
     trace: bool,
 }
@@ -196,8 +199,11 @@ impl Adapter {
         };
         for &i in incs {
             let (start, end) = self.windows[i];
-            if now_ms >= start && now_ms <= end && self.symptom[i].is_none() {
-                self.symptom[i] = Some(now_ms);
+            if now_ms >= start && now_ms <= end {
+                self.symptoms[i] = self.symptoms[i].saturating_add(1);
+                if self.symptom[i].is_none() {
+                    self.symptom[i] = Some(now_ms);
+                }
             }
         }
     }
@@ -355,6 +361,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
             .map(|i| (i.start_ms, i.end_ms))
             .collect(),
         symptom: vec![None; scenario.incidents.len()],
+        symptoms: vec![0; scenario.incidents.len()],
         trace: std::env::var_os("STOREPULSE_EVAL_TRACE").is_some_and(|v| v == "1"),
     };
     let stats = storepulse_sim::run(scenario, &mut adapter);
@@ -377,6 +384,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
             end_ms: i.end_ms,
         })
         .collect();
+    let adapter_symptoms = adapter.symptoms.clone();
     let detected: Vec<Detected> = adapter.detected.into_values().collect();
     let m = score::match_one_to_one(&truth, &detected);
 
@@ -457,7 +465,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
     }
     let mut detections = Vec::new();
     let mut missed = Vec::new();
-    for f in &faults {
+    for (i, f) in faults.iter().enumerate() {
         match (f.detected_ms, f.ttd_symptom_secs()) {
             (Some(at), Some(from_symptom)) => detections.push(format!(
                 "{} {}: detected after {}s ({}s after its first symptom), first call {}{}",
@@ -471,7 +479,10 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
                 ),
                 if f.before_call() { "" } else { " (late)" }
             )),
-            _ => missed.push(format!("{} {}", f.kind, f.scope)),
+            _ => missed.push(format!(
+                "{} {} ({} symptoms in its window)",
+                f.kind, f.scope, adapter_symptoms[i]
+            )),
         }
     }
     ScenarioReport {
