@@ -123,6 +123,10 @@ pub struct Detector {
     last_volume_min: i64,
     /// A record just made a run decisive: tick now instead of at the next interval.
     urgent: bool,
+    /// Failure incidents resolved in the last hour: family, terminals, when. A new anomaly
+    /// inside one needs a failure observed after it resolved (the failures still in the
+    /// windows are the old incident's, not a new one).
+    resolved: Vec<(Family, Vec<u32>, i64)>,
 }
 
 #[derive(Debug)]
@@ -262,6 +266,7 @@ impl Detector {
             last_tick: i64::MIN,
             last_volume_min: i64::MIN,
             urgent: false,
+            resolved: Vec::new(),
         }
     }
 
@@ -286,22 +291,35 @@ impl Detector {
                     self.device(t, record.time_unix_ms, hb);
                 }
                 // The interval is learned on the agent's own clock (observation times), so
-                // delivery bursts after a reconnect do not shorten it.
-                let default = self.cfg.heartbeat_interval_ms as f64;
+                // delivery bursts after a reconnect do not shorten it. Any cadence is learned
+                // (10 s to 5 min and beyond): the first gap sets it, gaps near it refine it,
+                // and two agreeing gaps well below it (the first spanned a miss) lower it.
                 let term = &mut self.st.terms[t];
-                if term.gaps_seen == 0 {
-                    term.hb_interval_ms = default;
-                }
                 if let Some(prev) = term.last_hb_obs {
                     let gap = (record.time_unix_ms - prev) as f64;
-                    let interval = term.hb_interval_ms;
-                    if gap > 0.0 && gap < 30.0 * interval {
-                        let beats = (gap / interval).round().max(1.0);
-                        self.st.beats += beats;
-                        self.st.missed += beats - 1.0;
-                        if gap < 1.5 * interval && gap > 0.5 * interval {
+                    if gap >= 1_000.0 && term.gaps_seen == 0 {
+                        term.hb_interval_ms = gap;
+                        term.gaps_seen = 1;
+                    } else if gap > 0.0 && term.gaps_seen > 0 {
+                        let interval = term.hb_interval_ms;
+                        if gap < 30.0 * interval {
+                            let beats = (gap / interval).round().max(1.0);
+                            self.st.beats += beats;
+                            self.st.missed += beats - 1.0;
+                        }
+                        if gap < 1.5 * interval && gap > 0.75 * interval {
                             term.hb_interval_ms = 0.9 * term.hb_interval_ms + 0.1 * gap;
-                            term.gaps_seen += 1;
+                            term.gaps_seen = term.gaps_seen.saturating_add(1);
+                            term.short_gap = None;
+                        } else if gap >= 1_000.0 && gap <= 0.75 * interval {
+                            match term.short_gap {
+                                Some(c) if (gap - c).abs() <= 0.2 * c => {
+                                    term.hb_interval_ms = 0.5 * (gap + c);
+                                    term.gaps_seen = 1;
+                                    term.short_gap = None;
+                                }
+                                _ => term.short_gap = Some(gap),
+                            }
                         }
                     }
                 }

@@ -63,7 +63,7 @@ impl Default for DetectorConfig {
             unknown_extra_significance: 3.0,
             silence_min_score: 10.0,
             min_heartbeat_miss_prob: 0.005,
-            resolve_hold_ms: 10 * MINUTE_MS,
+            resolve_hold_ms: 5 * MINUTE_MS,
             quiet_resolve_ms: 60 * MINUTE_MS,
             localize_every_ms: 20_000,
             baseline_half_life_ms: 24 * 60 * MINUTE_MS,

@@ -8,7 +8,7 @@ use storepulse_shared::taxonomy;
 use storepulse_shared::{LabelKey, Scheme};
 
 use super::state::{WINDOWED, ix};
-use super::stats::surprise;
+use super::stats::{surprise, xlnx};
 use super::{
     ACTIVE_WINDOW_MIN, Anomaly, CodeCount, Detector, DeviceReading, Evidence, Example, Family,
     Incident, IncidentEvent, IncidentId, IncidentKind, MINUTE_MS, Open, VOLUME_WINDOW_MIN,
@@ -33,6 +33,15 @@ pub(super) fn recovery_llr(obs: u64, att: u64, exp: f64, open_rate: f64) -> f64 
     k * (r1 / r0).log10() + (n - k) * ((1.0 - r1) / (1.0 - r0)).log10()
 }
 
+/// Whether a merchant-config code says the terminal's binding does not match its merchant
+/// (WeChat Pay `APPID_MCHID_NOT_MATCH`, Alipay `ACQ.SECONDARY_MERCHANT_NOT_MATCH`: the
+/// merchant exists, the terminal is set up with the wrong number) rather than that the
+/// merchant's record is missing or invalid. On one terminal that is the terminal's own
+/// configuration, even before a card payment shows a terminal-config code.
+pub(super) fn binding_mismatch(code: &str) -> bool {
+    code.ends_with("_NOT_MATCH")
+}
+
 impl Detector {
     pub(super) fn apply(
         &mut self,
@@ -44,11 +53,10 @@ impl Detector {
             // One terminal answering terminal-config codes too is misconfigured itself (its
             // QR payments report the wrong binding as a merchant mismatch).
             let t = a.members[0] as usize;
-            if self.st.terms[t]
-                .recent
-                .iter()
-                .any(|r| r.1 == Family::TerminalConfig)
-            {
+            let recent = &self.st.terms[t].recent;
+            let mut mc = recent.iter().filter(|r| r.1 == Family::MerchantConfig);
+            let binding_only = mc.clone().next().is_some() && mc.all(|r| binding_mismatch(&r.3));
+            if recent.iter().any(|r| r.1 == Family::TerminalConfig) || binding_only {
                 a.family = Family::TerminalConfig;
             } else if let Some(store) = self.store_wide(t) {
                 // "Merchant does not exist" on one terminal while no sibling of its store
@@ -60,6 +68,9 @@ impl Detector {
             }
         }
         self.canonical(&mut a);
+        if self.stale_after_resolve(now, &a) {
+            return;
+        }
         let kind = self.kind_of(&a, now);
         // Same scope: refresh.
         if let Some(o) = self
@@ -309,8 +320,7 @@ impl Detector {
                     .iter()
                     .filter(|&&t| self.missed(t as usize, now) >= 1)
                     .count();
-                let n = o.members.len();
-                if silent * 10 >= n * 3 || (n <= 3 && silent >= 1) {
+                if self.silence_holds(i, now) || self.still_failing(i, now) {
                     let o = &mut self.open[i];
                     o.last_active = now;
                     if silent as u32 != o.inc.evidence.silent_terminals
@@ -354,7 +364,8 @@ impl Detector {
                     self.st.terms[t0].groups[ix(o.scope_ids[0].0)] as usize
                 });
                 let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
-                let (mut att60, mut obs60, mut exp60) = (0u64, 0u64, 0.0);
+                let (mut obs5, mut exp5) = (0u64, 0.0);
+                let mut att60 = 0u64;
                 let groups: Vec<usize> = match single {
                     Some(g) if self.st.groups[g].dimset < WINDOWED => vec![g],
                     _ => o
@@ -363,7 +374,24 @@ impl Detector {
                         .map(|&t| self.st.terms[t as usize].groups[0] as usize)
                         .collect(),
                 };
-                for g in groups {
+                // The minute of the scope's latest failure of the plane, then the payments
+                // after it: the sequential evidence that it is over.
+                let last_fail = groups
+                    .iter()
+                    .filter_map(|&g| {
+                        self.st.groups[g]
+                            .ring
+                            .iter()
+                            .rev()
+                            .find(|b| {
+                                b.minute <= now_min && plane.iter().any(|&pf| b.fails[pf] > 0)
+                            })
+                            .map(|b| b.minute)
+                    })
+                    .max()
+                    .unwrap_or(now_min - 60);
+                let (mut att_after, mut exp_after) = (0u64, 0.0);
+                for &g in &groups {
                     // An open incident must not become the new normal: its failures stay out
                     // of the baselines of its groups for as long as it is open (and an hour
                     // after), not only while the failure test keeps flagging it (a contained
@@ -372,33 +400,62 @@ impl Detector {
                         let until = &mut self.st.groups[g].excluded_until[pf];
                         *until = (*until).max(now_min + 60);
                     }
-                    let [(a, f), (a60, f60), _] =
-                        self.st.windows3(g, now_min, [ACTIVE_WINDOW_MIN, 60, 60]);
+                    let [(a, f), (a60, _), (a5, f5)] =
+                        self.st.windows3(g, now_min, [ACTIVE_WINDOW_MIN, 60, 5]);
+                    let after: u64 = self.st.groups[g]
+                        .ring
+                        .iter()
+                        .filter(|b| b.minute > last_fail && b.minute <= now_min)
+                        .map(|b| u64::from(b.attempts))
+                        .sum();
                     att += a;
                     att60 += a60;
+                    att_after += after;
                     for &pf in &plane {
                         obs += f[pf];
-                        obs60 += f60[pf];
+                        obs5 += f5[pf];
                         let (pr, pn) = (self.cfg.prior_rates[pf], self.cfg.prior_attempts);
                         let r = self.st.rate(g, pf, pr, pn);
                         exp += a as f64 * r;
-                        exp60 += a60 as f64 * r;
+                        exp5 += a5 as f64 * r;
+                        exp_after += after as f64 * r;
                     }
                 }
                 let s = surprise(obs as f64, exp);
+                let s5 = surprise(obs5 as f64, exp5);
+                // Over, shown either way: the payments since the last failure, or the last
+                // quarter hour as a whole, favour the baseline 100 : 1 over the rate it opened
+                // with. (The last hour as a whole kept every incident open for an hour after
+                // its fault ended: its failures were still in the window.)
+                // (A run of approvals is judged against at most 80 % failing: faults are often
+                // partial, and a streak of three approvals in one is not rare.)
+                let recovered = recovery_llr(0, att_after, exp_after, o.open_rate.min(0.8))
+                    <= -RECOVERY_LOG10
+                    || recovery_llr(obs, att, exp, o.open_rate) <= -RECOVERY_LOG10;
                 // A terminal fault stays active while its device is still hot and busy.
                 let hot = fam == Family::TerminalFault
                     && o.members.len() == 1
                     && self.device_hot(o.members[0] as usize, now);
+                // A store's (or terminal's) network incident stays active while its own network
+                // samples stay degraded: payments queued offline during a flapping link
+                // arrive as backlog, so the live payments alone can look recovered.
+                let net_bad = fam == Family::Availability
+                    && matches!(
+                        o.scope_ids.as_slice(),
+                        [(LabelKey::StoreId | LabelKey::TerminalId, _)]
+                    )
+                    && self.nq_evidence(&o.members, now) >= self.cfg.stay_open_significance;
                 let o = &mut self.open[i];
-                if hot {
+                if hot || net_bad {
                     o.last_active = now;
                 }
                 o.last_refresh = now;
                 if att > 0 {
                     o.last_attempt = now;
                 }
-                if s >= self.cfg.stay_open_significance {
+                if s5 >= self.cfg.stay_open_significance
+                    || (s >= self.cfg.stay_open_significance && !recovered)
+                {
                     o.last_active = now;
                     self.st.fleet_exclusions[fi] = now_min + 60;
                     if now - o.last_emit >= 5 * MINUTE_MS {
@@ -416,9 +473,7 @@ impl Detector {
                 } else if att == 0 && now - o.last_attempt < self.cfg.quiet_resolve_ms {
                     // No payments, no evidence either way: keep it open.
                     o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
-                } else if att60 > 0
-                    && recovery_llr(obs60, att60, exp60, o.open_rate) > -RECOVERY_LOG10
-                {
+                } else if att60 > 0 && !recovered {
                     // Too few payments in the last hour to tell the incident's rate from
                     // the baseline (a low-rate firmware defect at night): over is not shown.
                     o.last_active = o.last_active.max(now - self.cfg.resolve_hold_ms / 2);
@@ -437,6 +492,9 @@ impl Detector {
             let o = &self.open[i];
             if now - o.last_active >= self.cfg.resolve_hold_ms {
                 let mut o = self.open.remove(i);
+                if o.family != Family::Volume {
+                    self.resolved.push((o.family, o.members.clone(), now));
+                }
                 o.inc.resolved_ms = Some(now);
                 o.inc.updated_ms = now;
                 self.events.push_back(IncidentEvent::Resolved(o.inc));
@@ -444,6 +502,99 @@ impl Detector {
             }
             i += 1;
         }
+    }
+
+    /// Whether open silence incident `i` is still the explanation the silence cover would
+    /// give: its late terminals still score at least [`DetectorConfig::silence_min_score`]
+    /// for its scope (the score that opened it), and, for a scope wider than a store, they do
+    /// not all sit in one store (a store still dark after its region came back is that
+    /// store's own incident, not the region's).
+    ///
+    /// [`DetectorConfig::silence_min_score`]: super::DetectorConfig::silence_min_score
+    fn silence_holds(&self, i: usize, now: i64) -> bool {
+        let o = &self.open[i];
+        let unit = self.miss_evidence();
+        let late: Vec<(u32, i64)> = o
+            .members
+            .iter()
+            .map(|&t| (t, self.missed(t as usize, now)))
+            .filter(|&(_, m)| m >= 1)
+            .collect();
+        let Some(&(t0, _)) = late.first() else {
+            return false;
+        };
+        let store_of = |t: u32| self.st.terms[t as usize].labels[ix(LabelKey::StoreId)];
+        let wider_than_store = !matches!(
+            o.scope_ids.as_slice(),
+            [(LabelKey::StoreId | LabelKey::TerminalId, _)]
+        );
+        let one_store = late.iter().all(|&(t, _)| store_of(t) == store_of(t0));
+        if wider_than_store && one_store {
+            let store = self.st.terms[t0 as usize].groups[ix(LabelKey::StoreId)] as usize;
+            if self.st.groups[store].members.len() < o.members.len() {
+                return false;
+            }
+        }
+        let dims = o.scope_ids.len() as f64;
+        let e: f64 = late.iter().map(|&(_, m)| unit * m.min(5) as f64).sum();
+        let (n, k) = (o.members.len() as f64, late.len() as f64);
+        let fit = xlnx(k) + xlnx(n - k) - xlnx(n);
+        e + fit - (dims - 1.0) >= self.cfg.silence_min_score
+    }
+
+    /// Whether failure anomaly `a` lies inside an incident resolved in the last hour and none
+    /// of its terminals failed (in the anomaly's plane) since: the windows still hold the old
+    /// incident's failures, and reopening on them would split one fault into two incidents.
+    fn stale_after_resolve(&mut self, now: i64, a: &Anomaly) -> bool {
+        self.resolved.retain(|r| now - r.2 < 60 * MINUTE_MS);
+        if !Family::COUNTED.contains(&a.family) {
+            return false;
+        }
+        let Some(at) = self
+            .resolved
+            .iter()
+            .filter(|r| r.0.compatible(a.family) && subset(&a.members, &r.1))
+            .map(|r| r.2)
+            .max()
+        else {
+            return false;
+        };
+        !a.members.iter().any(|&t| {
+            self.st.terms[t as usize]
+                .recent
+                .iter()
+                .any(|r| r.0 > at && r.1.compatible(a.family))
+        })
+    }
+
+    /// Whether the terminals of open silence incident `i`, back online, still fail their
+    /// payments with availability codes (the last 5 minutes against their baselines reach
+    /// [`DetectorConfig::stay_open_significance`]): the outage is not over for the merchants
+    /// yet, and the same outage must not come back as a second incident.
+    ///
+    /// [`DetectorConfig::stay_open_significance`]: super::DetectorConfig::stay_open_significance
+    fn still_failing(&self, i: usize, now: i64) -> bool {
+        let o = &self.open[i];
+        let now_min = now.div_euclid(MINUTE_MS);
+        let fi = super::AVAILABILITY;
+        let groups: Vec<usize> = match o.scope_ids.as_slice() {
+            [(d, _)] if ix(*d) < WINDOWED => {
+                vec![self.st.terms[o.members[0] as usize].groups[ix(*d)] as usize]
+            }
+            _ => o
+                .members
+                .iter()
+                .map(|&t| self.st.terms[t as usize].groups[0] as usize)
+                .collect(),
+        };
+        let (pr, pn) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
+        let (mut obs, mut exp) = (0u64, 0.0);
+        for g in groups {
+            let (a, f) = self.st.window(g, now_min, 5);
+            obs += f[fi];
+            exp += a as f64 * self.st.rate(g, fi, pr, pn);
+        }
+        surprise(obs as f64, exp) >= self.cfg.stay_open_significance
     }
 
     fn anomaly_of(&self, i: usize) -> Anomaly {

@@ -194,7 +194,7 @@ impl Detector {
                 num_real: fails[fi] as f64,
                 num_predict: grp.base_fails[fi] + prior * 50.0,
                 den_real: att as f64,
-                den_predict: grp.base_attempts + 50.0,
+                den_predict: grp.base_fam_attempts[fi] + 50.0,
             };
             if cube.push_ratio(&ids, sample).is_err() {
                 return Vec::new();
@@ -224,11 +224,12 @@ impl Detector {
             }
             // The detector's own key order (see `DIMS`), not `LabelKey`'s.
             scope.sort_by_key(|&(d, v)| (ix(d), v));
-            let scope = self.narrowed(now_min, fi, w, scope);
-            if let Some(a) = self.measure(now_min, fi, scope, w)
-                && !out.iter().any(|o| subset(&a.members, &o.members))
-            {
-                out.push(a);
+            for scope in self.split(now_min, fi, w, scope) {
+                if let Some(a) = self.measure(now_min, fi, scope, w)
+                    && !out.iter().any(|o| subset(&a.members, &o.members))
+                {
+                    out.push(a);
+                }
             }
         }
         out
@@ -273,6 +274,58 @@ impl Detector {
             }
             _ => scope,
         }
+    }
+
+    /// A cause of a family that only ever names narrow scopes, split into them: merchant
+    /// config names merchants (a registration is per merchant), terminal config terminals, and
+    /// terminal faults terminals unless the cause is a firmware (or model) cohort. Several
+    /// merchants misconfigured at once share an acquirer or a QR channel; that label is what
+    /// they have in common, not what is wrong. Every failing group (not already explained) is
+    /// its own scope; a cause with one failing group is narrowed to it ([`Self::narrowed`]).
+    fn split(
+        &self,
+        now_min: i64,
+        fi: usize,
+        w: i64,
+        scope: Vec<(LabelKey, u32)>,
+    ) -> Vec<Vec<(LabelKey, u32)>> {
+        let dim = match Family::COUNTED[fi] {
+            Family::MerchantConfig => LabelKey::MerchantId,
+            Family::TerminalConfig => LabelKey::TerminalId,
+            Family::TerminalFault
+                if !scope
+                    .iter()
+                    .any(|&(d, _)| matches!(d, LabelKey::Firmware | LabelKey::Model)) =>
+            {
+                LabelKey::TerminalId
+            }
+            _ => return vec![scope],
+        };
+        if scope.iter().all(|&(d, _)| {
+            matches!(
+                d,
+                LabelKey::TerminalId | LabelKey::StoreId | LabelKey::MerchantId
+            )
+        }) {
+            return vec![self.narrowed(now_min, fi, w, scope)];
+        }
+        let members = self.st.members_of(&scope);
+        let covered = self.covered(fi);
+        let mut groups: BTreeSet<u32> = BTreeSet::new();
+        for &t in members.iter().filter(|&&t| !covered[t as usize]) {
+            let term = &self.st.terms[t as usize];
+            let (_, f) = self.st.window(term.groups[0] as usize, now_min, w);
+            if f[fi] > 0 {
+                groups.insert(term.groups[ix(dim)]);
+            }
+        }
+        if groups.len() <= 1 {
+            return vec![self.narrowed(now_min, fi, w, scope)];
+        }
+        groups
+            .into_iter()
+            .map(|g| self.st.group_scope(g as usize))
+            .collect()
     }
 
     /// The store group of terminal `t` if the store has other terminals and none of them has

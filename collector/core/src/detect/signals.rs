@@ -13,6 +13,9 @@ use super::{
     WINDOWS_MIN, fam_index, fisher2, plane_of, subset,
 };
 
+/// Heartbeat interval assumed for a terminal whose cadence is not learned yet, milliseconds.
+const UNLEARNED_INTERVAL_MS: f64 = 300_000.0;
+
 impl Detector {
     /// Device health of terminal `t` from a live heartbeat observed at `time`: a beat both hot
     /// and busy against the terminal's own baselines is distressed (a failing power module, a
@@ -68,14 +71,16 @@ impl Detector {
         h.run > 0 && ((now - h.last) as f64) <= 2.5 * self.hb_interval(t) + 10_000.0
     }
 
-    /// Terminal `t`'s heartbeat interval, milliseconds: learned once three gaps were seen,
-    /// the configured default before.
-    fn hb_interval(&self, t: usize) -> f64 {
+    /// Terminal `t`'s heartbeat interval, milliseconds: learned from its own gaps once one
+    /// was seen; before that the longest cadence an agent may be given (5 minutes) or the
+    /// configured default if longer, so a new terminal on a slow cadence is not called silent
+    /// before its second heartbeat could have come.
+    pub(super) fn hb_interval(&self, t: usize) -> f64 {
         let term = &self.st.terms[t];
-        if term.gaps_seen >= 3 {
+        if term.gaps_seen >= 1 {
             term.hb_interval_ms
         } else {
-            self.cfg.heartbeat_interval_ms as f64
+            (self.cfg.heartbeat_interval_ms as f64).max(UNLEARNED_INTERVAL_MS)
         }
         .max(1000.0)
     }
@@ -205,7 +210,7 @@ impl Detector {
         out
     }
 
-    fn miss_evidence(&self) -> f64 {
+    pub(super) fn miss_evidence(&self) -> f64 {
         let q = ((self.st.missed + 1.0) / (self.st.beats + 100.0))
             .max(self.cfg.min_heartbeat_miss_prob)
             .min(0.5);

@@ -115,8 +115,11 @@ pub(crate) struct Group {
     /// terminal or a one-terminal store pays a few hundred times a day, so most of its minutes
     /// are empty, and a dense ring cost 2 KiB per group whatever the traffic.
     pub(crate) ring: VecDeque<Bucket>,
-    /// Decayed history: attempts and failures per family.
+    /// Decayed history: attempts, and per family the attempts its rate counts (minutes
+    /// excluded for a family leave out their attempts with their failures, so the learned rate
+    /// does not drift down while the group is anomalous) and its failures.
     pub(crate) base_attempts: f64,
+    pub(crate) base_fam_attempts: [f64; NFAM],
     pub(crate) base_fails: [f64; NFAM],
     pub(crate) base_minute: i64,
     /// Until when (minute) a family's failures are excluded from the baseline: the group was
@@ -128,6 +131,9 @@ pub(crate) struct Group {
     /// Payment volume by hour of day (windowed groups above the terminal).
     pub(crate) vol: Option<Box<Volume>>,
 }
+
+/// Days an hour of the day must have been learned before the volume test judges it.
+pub(crate) const VOLUME_MIN_DAYS: u16 = 3;
 
 /// A group's payment volume by hour of day (UTC hours; a fleet's daily cycle is the same in
 /// any zone), learned across days.
@@ -196,12 +202,14 @@ impl Volume {
     }
 
     /// Attempts usually seen in the minutes `(to - w, to]`, if every hour they touch has been
-    /// learned.
+    /// learned on at least [`VOLUME_MIN_DAYS`] days (one or two days' shape is the calendar's
+    /// as much as the group's: a holiday's evening taught as the usual one made a normal
+    /// evening look like payments stopping, in a dozen groups at once).
     pub(crate) fn expected(&self, to: i64, w: i64) -> Option<f64> {
         let mut e = 0.0;
         for m in (to - w + 1)..=to {
             let slot = m.div_euclid(60).rem_euclid(24) as usize;
-            if self.days[slot] == 0 {
+            if self.days[slot] < VOLUME_MIN_DAYS {
                 return None;
             }
             e += f64::from(self.per_hour[slot]) / 60.0;
@@ -221,6 +229,8 @@ pub(crate) struct Term {
     pub(crate) last_hb_obs: Option<i64>,
     pub(crate) hb_interval_ms: f64,
     pub(crate) gaps_seen: u32,
+    /// A gap well below the learned interval, waiting for a second one to agree.
+    pub(crate) short_gap: Option<f64>,
     pub(crate) rtt_ms: Option<f32>,
     pub(crate) loss_percent: Option<f32>,
     pub(crate) rtt_base: Option<f32>,
@@ -272,6 +282,8 @@ pub(crate) struct State {
     group_ids: HashMap<(usize, [u32; 3]), u32>,
     /// Fleet-wide decayed history.
     pub(crate) fleet_attempts: f64,
+    /// Per family, the fleet attempts its rate counts (excluded minutes left out).
+    pub(crate) fleet_fam_attempts: [f64; NFAM],
     pub(crate) fleet_fails: [f64; NFAM],
     pub(crate) fleet_minute: i64,
     /// Heartbeat bookkeeping: expected beats and missed beats seen (for the miss probability).
@@ -377,6 +389,7 @@ impl State {
             groups: Vec::new(),
             group_ids: HashMap::new(),
             fleet_attempts: 0.0,
+            fleet_fam_attempts: [0.0; NFAM],
             fleet_fails: [0.0; NFAM],
             fleet_minute: 0,
             beats: 0.0,
@@ -413,6 +426,7 @@ impl State {
             members: Vec::new(),
             ring: VecDeque::new(),
             base_attempts: 0.0,
+            base_fam_attempts: [0.0; NFAM],
             base_fails: [0.0; NFAM],
             base_minute: 0,
             excluded_until: [i64::MIN; NFAM],
@@ -440,6 +454,7 @@ impl State {
                     last_hb_obs: None,
                     hb_interval_ms: 0.0,
                     gaps_seen: 0,
+                    short_gap: None,
                     rtt_ms: None,
                     loss_percent: None,
                     rtt_base: None,
@@ -530,13 +545,19 @@ impl State {
             for f in &mut self.fleet_fails {
                 *f *= d;
             }
+            for a in &mut self.fleet_fam_attempts {
+                *a *= d;
+            }
             self.fleet_minute = minute;
         }
         self.fleet_attempts += 1.0;
-        if let Some(fi) = fi
-            && !self.fleet_excluded(fi, minute)
-        {
-            self.fleet_fails[fi] += 1.0;
+        for f in 0..NFAM {
+            if !self.fleet_excluded(f, minute) {
+                self.fleet_fam_attempts[f] += 1.0;
+                if fi == Some(f) {
+                    self.fleet_fails[f] += 1.0;
+                }
+            }
         }
     }
 
@@ -557,11 +578,15 @@ impl State {
             for f in &mut grp.base_fails {
                 *f *= d;
             }
+            for a in &mut grp.base_fam_attempts {
+                *a *= d;
+            }
             grp.base_minute = b.minute;
         }
         grp.base_attempts += f64::from(b.attempts);
         for fi in 0..NFAM {
             if b.minute > grp.excluded_until[fi] {
+                grp.base_fam_attempts[fi] += f64::from(b.attempts);
                 grp.base_fails[fi] += f64::from(b.fails[fi]);
             }
         }
@@ -605,18 +630,17 @@ impl State {
     /// Baseline failure rate of family `fi` in group `g`: its own history shrunk towards the
     /// fleet's, which is shrunk towards the prior.
     pub(crate) fn rate(&self, g: usize, fi: usize, prior_rate: f64, prior_attempts: f64) -> f64 {
-        let fleet = (self.fleet_fails[fi] + prior_rate * prior_attempts)
-            / (self.fleet_attempts + prior_attempts);
+        let fleet = self.fleet_rate(fi, prior_rate, prior_attempts);
         let grp = &self.groups[g];
         // A group's own history counts fully once it has seen a few hundred attempts.
         let k = 200.0;
-        (grp.base_fails[fi] + k * fleet) / (grp.base_attempts + k)
+        (grp.base_fails[fi] + k * fleet) / (grp.base_fam_attempts[fi] + k)
     }
 
     /// Fleet baseline rate of a family.
     pub(crate) fn fleet_rate(&self, fi: usize, prior_rate: f64, prior_attempts: f64) -> f64 {
         (self.fleet_fails[fi] + prior_rate * prior_attempts)
-            / (self.fleet_attempts + prior_attempts)
+            / (self.fleet_fam_attempts[fi] + prior_attempts)
     }
 
     /// Scope label of a group: `(dim, value)` pairs.

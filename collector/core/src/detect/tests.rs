@@ -647,12 +647,13 @@ fn merchant_m4(ti: usize) -> bool {
 fn payments_that_stop_while_terminals_report_are_an_incident() {
     let mut d = Driver::new(12);
     let day = 24 * 60;
-    // Two normal days: the first teaches the hour-of-day volume, the second is tested.
-    cycle(&mut d, 0, 2 * day, i64::MAX, merchant_m4, false);
+    // Three normal days teach the hour-of-day volume (one or two days are the calendar's
+    // shape as much as the group's); the fourth is tested.
+    cycle(&mut d, 0, 3 * day, i64::MAX, merchant_m4, false);
     assert!(d.events.is_empty(), "normal days: {:?}", d.opened());
-    // Day three, 11:00: merchant M4's four terminals take no more payments, still online.
-    let stop = 2 * day + 11 * 60;
-    cycle(&mut d, 2 * day, stop + 60, stop, merchant_m4, false);
+    // Day four, 11:00: merchant M4's four terminals take no more payments, still online.
+    let stop = 3 * day + 11 * 60;
+    cycle(&mut d, 3 * day, stop + 60, stop, merchant_m4, false);
     assert_eq!(
         d.opened(),
         vec![(IncidentKind::Unknown, "merchant_id=M4".to_owned())]
