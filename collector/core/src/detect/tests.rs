@@ -235,12 +235,13 @@ fn resolves_after_hold_time() {
         d.opened(),
         vec![(IncidentKind::StoreOffline, "store_id=M2-S0".to_owned())]
     );
-    d.run(80, 85, &|_| false, &|_| 0.1, &normal);
+    // The hold is 5 minutes: still open 3 minutes after the store came back.
+    d.run(80, 83, &|_| false, &|_| 0.1, &normal);
     assert!(
         d.det.incidents().next().is_some(),
         "resolved before the hold time"
     );
-    d.run(85, 100, &|_| false, &|_| 0.1, &normal);
+    d.run(83, 100, &|_| false, &|_| 0.1, &normal);
     assert!(
         d.det.incidents().next().is_none(),
         "still open after the hold time"
