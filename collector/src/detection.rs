@@ -4,6 +4,15 @@
 //! collector's wall clock; its incident events land in the [`IncidentBook`] the API reads and
 //! its snapshots go to the notifier. Agents' incident queries are answered from the book
 //! ([`Coverage`]).
+//!
+//! Restarts (issue 16 item 1, issue 14 root 8): every incident change is committed (fsync) to
+//! the store with the id counter and the alert bridge's state before the notifier hears of it;
+//! the detector's snapshot is written every [`SNAPSHOT_EVERY`] and at shutdown. [`load`] puts
+//! it all back at start and replays the records stored after the snapshot (or, without one,
+//! over the last [`REPLAY_WITHOUT_SNAPSHOT`]), so a restarted collector continues its open
+//! incidents under the same ids and is not blind. `persist.rs` holds the store layout.
+
+mod persist;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -12,17 +21,26 @@ use std::time::Duration;
 
 use storepulse_collector_core::Fleet;
 use storepulse_collector_core::detect::{DetectorConfig, Incident, IncidentEvent};
-use storepulse_collector_core::incident::{IncidentBook, IncidentEngine, severity};
-use storepulse_shared::{Identity, IncidentKind, LabelKey, Record, TerminalId};
+use storepulse_collector_core::incident::{EngineRestore, IncidentBook, IncidentEngine, severity};
+use storepulse_shared::{Identity, IncidentKind, LabelKey, Record, Seq, TerminalId};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::notify::Alerts;
 use crate::now_unix_ms;
+use crate::store::{Store, StoreError};
 
 /// How often the detector is ticked.
 pub const TICK: Duration = Duration::from_secs(10);
+/// How often the detector's snapshot is written to the store (and once more at shutdown).
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+/// Without a snapshot, the records that arrived this long before the start are replayed
+/// (detection's longest window is an hour; its minute rings hold 64 minutes).
+pub const REPLAY_WITHOUT_SNAPSHOT: Duration = Duration::from_secs(2 * 3600);
+/// Records read per page while replaying.
+const REPLAY_PAGE: usize = 2_000;
+
 /// Capacity of the writer-to-detector queue, messages (one per terminal per group commit).
 pub(crate) const QUEUE: usize = 65_536;
 
@@ -114,29 +132,159 @@ fn expected_end(
         .max()
 }
 
-/// Runs the incident engine until shutdown, recording incidents in `book` and handing each
-/// change to the alert notifier.
-pub(crate) async fn run(
+/// The incident book and engine a (re)started collector continues with: the book and the
+/// detector's snapshot from the store, then the records stored after the snapshot (or over the
+/// last [`REPLAY_WITHOUT_SNAPSHOT`] without one) replayed into both, without ticks. Blocking
+/// (reads the store); called once before the collector serves.
+pub(crate) fn load(
+    store: &Store,
     config: DetectorConfig,
+    resolution_hold_ms: i64,
+    known: &[Identity],
+    now: i64,
+) -> Result<(IncidentBook, IncidentEngine), StoreError> {
+    let loaded = persist::load(store)?;
+    let mut book = IncidentBook::default();
+    let skipped = book.restore(loaded.records) + loaded.skipped;
+    book.restore_minutes(loaded.minutes);
+    let next_id = loaded
+        .next_id
+        .max(book.max_id().map_or(1, |m| m.saturating_add(1)));
+    let open: Vec<Incident> = book.active().map(|r| r.incident.clone()).collect();
+    let snapshot_at = loaded.detector.as_ref().map(|s| s.taken_ms);
+    let (mut engine, refused) = IncidentEngine::restore(
+        config,
+        resolution_hold_ms,
+        now,
+        known,
+        EngineRestore {
+            detector: loaded.detector,
+            open,
+            next_id,
+            bridge: loaded.bridge,
+        },
+    );
+    if let Some(e) = &refused {
+        warn!(error = %e, "Detector snapshot refused; replaying history instead");
+    }
+    let since = match (snapshot_at, refused) {
+        (Some(at), None) => at,
+        _ => now.saturating_sub(REPLAY_WITHOUT_SNAPSHOT.as_millis() as i64),
+    };
+    let replayed = replay(store, known, since, &mut engine, &mut book)?;
+    info!(
+        open = book.active().count(),
+        resolved = book.resolved().count(),
+        skipped,
+        next_id,
+        snapshot_age_ms = snapshot_at.map(|at| now - at),
+        replayed,
+        "Incident book and detection restored"
+    );
+    Ok((book, engine))
+}
+
+/// Feeds the records that arrived after `since` (collector clock) into the engine and the
+/// book, terminal by terminal, oldest first. Returns how many.
+fn replay(
+    store: &Store,
+    known: &[Identity],
+    since: i64,
+    engine: &mut IncidentEngine,
+    book: &mut IncidentBook,
+) -> Result<usize, StoreError> {
+    let mut total = 0;
+    for id in known {
+        let t = &id.terminal_id;
+        let mut rows = Vec::new();
+        let mut before = None;
+        'pages: loop {
+            let page = store.records_newest_first(t, before.as_ref(), REPLAY_PAGE)?;
+            let full = page.len() == REPLAY_PAGE;
+            for row in page {
+                if row.record.received_unix_ms <= since {
+                    break 'pages;
+                }
+                before = Some(row.key.clone());
+                rows.push(row);
+            }
+            if !full {
+                break;
+            }
+        }
+        rows.reverse();
+        total += rows.len();
+        // One feed per arrival time, as the writer feeds a group.
+        let mut i = 0;
+        while i < rows.len() {
+            let at = rows[i].record.received_unix_ms;
+            let mut batch = Vec::new();
+            while i < rows.len() && rows[i].record.received_unix_ms == at {
+                let r = &rows[i];
+                batch.push(Record {
+                    seq: Seq(r.key.seq),
+                    time_unix_ms: r.record.time_unix_ms,
+                    body: r.record.body.clone(),
+                });
+                i += 1;
+            }
+            book.handle_records(at, Some(id), &batch);
+            engine.handle_records(at, t, &batch);
+        }
+    }
+    Ok(total)
+}
+
+/// Writes the detector's snapshot and the summary's minutes (blocking).
+fn write_snapshot(store: &Store, engine: &IncidentEngine, book: &RwLock<IncidentBook>, now: i64) {
+    let snap = engine.export_detector(now);
+    let minutes = book
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .minutes_data();
+    let started = std::time::Instant::now();
+    match persist::snapshot_ops(store, &snap, &minutes).and_then(|ops| store.alerts_commit(&ops)) {
+        Ok(()) => debug!(
+            terminals = snap.terms.len(),
+            groups = snap.groups.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "Detector snapshot written"
+        ),
+        Err(e) => warn!(error = %e, "Writing the detector snapshot failed; the previous one stays"),
+    }
+}
+
+/// Runs the incident engine until shutdown, recording incidents in `book` (and durably in
+/// `store`) and handing each change to the alert notifier.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    mut engine: IncidentEngine,
     mut rx: mpsc::Receiver<DetectInput>,
-    known: Vec<Identity>,
     book: Arc<RwLock<IncidentBook>>,
+    store: Store,
     metrics: Arc<Metrics>,
     alerts: Alerts,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut engine = IncidentEngine::new(config);
-    let now = now_unix_ms();
-    for id in &known {
-        engine.handle_hello(now, id);
-    }
     info!(terminals = engine.terminals(), "Detection started");
+    // Open incidents restored from the store go to the notifier again at once, so it keeps
+    // them open.
+    persist_and_notify(&mut engine, &book, &store, &alerts).await;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut snapshot = tokio::time::interval(SNAPSHOT_EVERY);
+    snapshot.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    snapshot.tick().await;
     let mut counts: HashMap<&'static str, u64> = HashMap::new();
     loop {
         let now = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = snapshot.tick() => {
+                // Blocking for the encode and one fsync'd batch (tens of ms for thousands of
+                // terminals); detection is this task's only work.
+                write_snapshot(&store, &engine, &book, now_unix_ms());
+                continue;
+            }
             _ = tick.tick() => now_unix_ms(),
             msg = rx.recv() => match msg {
                 Some(DetectInput::Hello(at, identity)) => {
@@ -160,7 +308,9 @@ pub(crate) async fn run(
             },
         };
         tick_at(&mut engine, now, &book, &metrics, &alerts, &mut counts);
+        persist_and_notify(&mut engine, &book, &store, &alerts).await;
     }
+    write_snapshot(&store, &engine, &book, now_unix_ms());
     debug!(?counts, "Detection stopped");
 }
 
@@ -201,10 +351,47 @@ fn tick_at(
             book.handle_event(now, event);
         }
     }
+    metrics.set_open_incidents(engine.incidents().map(|i| i.kind.as_str()));
+}
+
+/// After a tick: commits (fsync) the book's changes, the id counter and the alert bridge's
+/// state, then hands the snapshots to the notifier, so nothing is paged that a restart could
+/// forget.
+async fn persist_and_notify(
+    engine: &mut IncidentEngine,
+    book: &RwLock<IncidentBook>,
+    store: &Store,
+    alerts: &Alerts,
+) {
+    let mut snaps = Vec::new();
     while let Some(snap) = engine.poll_alert() {
+        snaps.push(snap);
+    }
+    let (changes, next_id) = {
+        let mut book = book.write().unwrap_or_else(PoisonError::into_inner);
+        let next_id = book.max_id().map_or(1, |m| m.saturating_add(1));
+        (book.take_changes(), next_id)
+    };
+    if !changes.records.is_empty() || !changes.evicted.is_empty() || !snaps.is_empty() {
+        let bridge = engine.export_bridge();
+        let count = changes.records.len();
+        match persist::book_ops(&changes, next_id, &bridge) {
+            Ok(ops) => {
+                let store = store.clone();
+                let written = tokio::task::spawn_blocking(move || store.alerts_commit(&ops))
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("store task: {e}")))
+                    .and_then(|r| r);
+                if let Err(e) = written {
+                    error!(error = %e, incidents = count, "Storing incident changes failed");
+                }
+            }
+            Err(e) => error!(error = %e, "Encoding incident changes failed"),
+        }
+    }
+    for snap in snaps {
         alerts.handle_incident(snap);
     }
-    metrics.set_open_incidents(engine.incidents().map(|i| i.kind.as_str()));
 }
 
 /// What the writer uses to feed detection without ever blocking a commit.

@@ -47,6 +47,9 @@ pub enum CollectorError {
     /// The fleet registry could not be read from the store.
     #[error("loading the fleet registry: {0}")]
     LoadFleet(StoreError),
+    /// The incident book or detection's state could not be read from the store.
+    #[error("loading incidents: {0}")]
+    LoadIncidents(StoreError),
     /// The TLS configuration could not be built from the PKI files.
     #[error("tls configuration: {0}")]
     Tls(#[from] TlsError),
@@ -180,9 +183,6 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
             .clock_skewed_terminals
             .store(skewed, std::sync::atomic::Ordering::Relaxed);
     }
-    let incidents = Arc::new(RwLock::new(
-        storepulse_collector_core::incident::IncidentBook::default(),
-    ));
     let (detect_tx, detect_rx) = mpsc::channel(detection::QUEUE);
     let known = {
         let f = fleet
@@ -190,11 +190,25 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         detection::known_identities(&f)
     };
+    let (book, engine) = {
+        let store = store.clone();
+        let detector = config.detector();
+        let hold = config.alerts.resolution_hold_ms;
+        join(
+            "detection restore",
+            tokio::task::spawn_blocking(move || {
+                detection::load(&store, detector, hold, &known, now_unix_ms())
+            }),
+        )
+        .await?
+        .map_err(CollectorError::LoadIncidents)?
+    };
+    let incidents = Arc::new(RwLock::new(book));
     let detect_task = tokio::spawn(detection::run(
-        config.detector(),
+        engine,
         detect_rx,
-        known,
         incidents.clone(),
+        store.clone(),
         metrics.clone(),
         alerts.clone(),
         shutdown_rx.clone(),

@@ -105,8 +105,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
 }
 
-/// The alert notifier's keyspaces (issue 5), apart from records and the registry. Their
-/// values are the notifier's own records (`crate::notify::persist`).
+/// The small keyspaces apart from records and the registry: the alert notifier's (issue 5;
+/// values are `crate::notify::persist` records) and detection's (issue 16: the incident book
+/// and the detector's snapshots; values are `crate::detection::persist` records). All are
+/// written with [`Store::alerts_commit`], atomically and with fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AlertSpace {
     /// Notifications not yet delivered or given up.
@@ -115,6 +117,11 @@ pub enum AlertSpace {
     History,
     /// Silences, maintenance windows, tracked incidents, counters.
     State,
+    /// The incident book: every incident with its timeline, the id counter, the alert
+    /// bridge's held resolutions.
+    Incidents,
+    /// The detector's latest snapshot (in chunks) and the summary's minutes.
+    Detection,
 }
 
 /// One change to an alert keyspace: a put (`Some` value) or a delete (`None`).

@@ -59,6 +59,7 @@ fn snapshot(id: &str, kind: &str, severity: Severity, scope: &[(&str, &str)]) ->
         started_at_ms: now_ms() - 60_000,
         resolved_at_ms: None,
         explained_by: None,
+        merged_into: None,
     }
 }
 

@@ -656,6 +656,7 @@ fn incident(id: u64, now: i64, t: &Identity) -> Incident {
         explanation_zh: "交易因商户无效而失败。".into(),
         remediation_en: vec!["Check the merchant record with the acquirer."],
         remediation_zh: vec!["请联系收单机构核对商户信息。"],
+        merged_into: None,
     }
 }
 

@@ -202,6 +202,7 @@ mod tests {
             explanation_zh: format!("事件 {n}"),
             remediation_en: vec![],
             remediation_zh: vec![],
+            merged_into: None,
         }
     }
 

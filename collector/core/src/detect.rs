@@ -68,12 +68,14 @@
 //! tunables; `types`: incidents, evidence and events; `state`: interned labels, groups, windows
 //! and baselines; `stats`: exact small-count tails; `signals`: the tests run every tick;
 //! `localize`: explained flags, the root-cause search, narrowing and kinds; `lifecycle`: open,
-//! absorb, widen, refresh and resolve; `text`: explanations and remediation hints.
+//! absorb, widen, refresh and resolve; `text`: explanations and remediation hints;
+//! `snapshot`: the detector's state as plain data, exported and restored across restarts.
 
 mod config;
 mod lifecycle;
 mod localize;
 mod signals;
+mod snapshot;
 mod state;
 mod stats;
 mod text;
@@ -85,6 +87,10 @@ use storepulse_shared::taxonomy::{self, ErrorClass};
 use storepulse_shared::{Identity, LabelKey, Record, RecordBody, TerminalId};
 
 pub use self::config::DetectorConfig;
+pub use self::snapshot::{
+    DETECTOR_SNAPSHOT_VERSION, DetectorSnapshot, EvidenceData, GroupSnapshot, IncidentData,
+    OpenSnapshot, SnapshotError, TermSnapshot, VolumeSnapshot, WindowSnapshot,
+};
 pub use self::types::{
     CodeCount, DeviceReading, Evidence, Example, Incident, IncidentEvent, IncidentId,
     MaintenanceWindow,

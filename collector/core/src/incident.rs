@@ -15,9 +15,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use storepulse_shared::{Identity, LabelKey, Record, TerminalId};
 
-pub use self::alerting::{AlertBridge, explained_by, severity, snapshot};
-pub use self::book::{IncidentBook, IncidentRecord, MinuteStats, TimelineEntry};
-use crate::detect::{Detector, DetectorConfig, Incident, IncidentEvent, MaintenanceWindow};
+pub use self::alerting::{AlertBridge, BridgeExport, explained_by, severity, snapshot};
+pub use self::book::{
+    BookExport, IncidentBook, IncidentRecord, MinuteData, MinuteStats, RecordData, TimelineEntry,
+};
+use crate::detect::{
+    Detector, DetectorConfig, DetectorSnapshot, Incident, IncidentEvent, IncidentId,
+    MaintenanceWindow, SnapshotError,
+};
 use crate::notify::{self, IncidentSnapshot};
 
 /// Detection wired to alerting: the one incident pipeline of the live collector, eval and the
@@ -44,17 +49,89 @@ pub struct IncidentEngine {
     alerts: VecDeque<IncidentSnapshot>,
 }
 
+/// What a restarted engine continues from: the detector's last snapshot (if one was taken and
+/// decoded), the incidents the book shows open, the first incident id not yet used and the
+/// bridge's held resolutions.
+#[derive(Debug, Default)]
+pub struct EngineRestore {
+    /// The detector's last snapshot.
+    pub detector: Option<DetectorSnapshot>,
+    /// Incidents open now (the book's).
+    pub open: Vec<Incident>,
+    /// Incident ids below this were used.
+    pub next_id: IncidentId,
+    /// The bridge's state.
+    pub bridge: BridgeExport,
+}
+
 impl IncidentEngine {
-    /// An engine with no history.
+    /// An engine with no history, holding resolutions [`AlertBridge::HOLD_MS`].
     pub fn new(config: DetectorConfig) -> Self {
+        Self::with_hold(config, AlertBridge::HOLD_MS)
+    }
+
+    /// An engine with no history, holding resolutions `hold_ms` to damp flapping.
+    pub fn with_hold(config: DetectorConfig, hold_ms: i64) -> Self {
         Self {
             detector: Detector::new(config),
             fleet: HashMap::new(),
-            bridge: AlertBridge::default(),
+            bridge: AlertBridge::new(hold_ms),
             announced: HashSet::new(),
             events: VecDeque::new(),
             alerts: VecDeque::new(),
         }
+    }
+
+    /// An engine continuing after a restart at `now_ms`: the detector from its snapshot (or,
+    /// without one, empty but continuing the open incidents: feed it the store's recent records
+    /// with [`Self::handle_records`] before the first tick), the fleet's `known` identities, the
+    /// bridge's held resolutions. Every open incident is queued for the notifier again (so it
+    /// keeps it open). A snapshot that cannot be restored is dropped and its error returned
+    /// beside the engine; the engine then continues as without one.
+    pub fn restore(
+        config: DetectorConfig,
+        hold_ms: i64,
+        now_ms: i64,
+        known: &[Identity],
+        state: EngineRestore,
+    ) -> (Self, Option<SnapshotError>) {
+        let mut engine = Self::with_hold(config.clone(), hold_ms);
+        let mut error = None;
+        engine.detector = match state
+            .detector
+            .map(|s| Detector::restore(config.clone(), s, state.open.clone(), state.next_id))
+        {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                error = Some(e);
+                Detector::resume(config, state.open, state.next_id)
+            }
+            None => Detector::resume(config, state.open, state.next_id),
+        };
+        for id in known {
+            engine.handle_hello(now_ms, id);
+        }
+        engine.detector.refresh_members();
+        engine.bridge.restore(state.bridge);
+        let open: Vec<Incident> = engine.detector.incidents().cloned().collect();
+        for inc in &open {
+            let explained = explained_by(inc, engine.detector.incidents(), &engine.fleet);
+            let event = IncidentEvent::Updated(inc.clone());
+            if let Some(snap) = engine.bridge.on_event(now_ms, &event, explained) {
+                engine.alerts.push_back(snap);
+            }
+        }
+        (engine, error)
+    }
+
+    /// The detector's state as plain data, for a snapshot in the store.
+    pub fn export_detector(&self, now_ms: i64) -> DetectorSnapshot {
+        self.detector.export(now_ms)
+    }
+
+    /// The bridge's state (held resolutions, continued ids), for the store.
+    pub fn export_bridge(&self) -> BridgeExport {
+        self.bridge.export()
     }
 
     /// A terminal connected with this identity (or is known from before a restart).

@@ -87,6 +87,8 @@ pub struct IncidentSnapshot {
     pub resolved_at_ms: Option<i64>,
     /// Id of a wider incident that explains this one (inhibition).
     pub explained_by: Option<String>,
+    /// Id of the wider incident this one was merged into (set on its resolution).
+    pub merged_into: Option<String>,
 }
 
 /// What a notification says about its incident.
@@ -236,6 +238,14 @@ pub struct ReceiverMark {
     pub scope: Vec<(String, String)>,
     /// Affected terminals in the last one.
     pub affected_terminals: u32,
+    /// Kind in the last one (empty: not recorded, from an older version).
+    pub kind: String,
+    /// The maintenance announcement in the last one (Alertmanager's `maintenance` label).
+    pub maintenance: Option<String>,
+    /// Label sets this receiver was sent for the incident before the current one: its
+    /// notifications' incident key is `<id>@<started>` for the first, `<id>@<started>.<n>`
+    /// after the n-th change of labels.
+    pub generation: u32,
 }
 
 /// A tracked incident's state, for persistence across restarts.
@@ -664,17 +674,31 @@ impl Notifier {
             return;
         }
         let (labels, severity) = self.labels(now_ms, &t.snap);
+        let maintenance = self.maintenance_text(now_ms, &t.snap);
         for receiver in self.route(&labels) {
             let kind = match t.marks.get(&receiver) {
                 None => NotificationKind::Firing,
-                Some(m) => {
-                    let material = m.severity != severity
+                Some(m)
+                    if m.severity != severity
                         || m.scope != t.snap.scope
-                        || changed_by(
-                            m.affected_terminals,
-                            t.snap.affected_terminals,
-                            self.cfg.update_affected_change_percent,
-                        );
+                        || (!m.kind.is_empty() && m.kind != t.snap.kind)
+                        || m.maintenance.is_some() != maintenance.is_some() =>
+                {
+                    // The labels receivers identify the alert by changed (widened, narrowed,
+                    // kind or severity): the old label set is resolved at once and the new one
+                    // fired, so no stale alert lingers until it expires.
+                    self.emit_closing(now_ms, t, &receiver, false);
+                    if let Some(m) = t.marks.get_mut(&receiver) {
+                        m.generation += 1;
+                    }
+                    NotificationKind::Firing
+                }
+                Some(m) => {
+                    let material = changed_by(
+                        m.affected_terminals,
+                        t.snap.affected_terminals,
+                        self.cfg.update_affected_change_percent,
+                    );
                     if material
                         && now_ms
                             >= m.last_update_ms
@@ -696,17 +720,55 @@ impl Notifier {
         let mut t = t.clone();
         let receivers: Vec<String> = t.marks.keys().cloned().collect();
         for receiver in receivers {
-            let severity = t
-                .marks
-                .get(&receiver)
-                .map_or(t.snap.severity, |m| m.severity);
-            self.emit(
-                now_ms,
-                &mut t,
-                &receiver,
-                NotificationKind::Resolved,
-                severity,
-            );
+            self.emit_closing(now_ms, &mut t, &receiver, true);
+        }
+    }
+
+    /// Resolves, to `receiver`, the label set it was last sent (kind, scope, severity,
+    /// maintenance as in its mark), so the receiver closes exactly the alert it holds. `last`:
+    /// the incident is over (else only this label set is, and a firing follows).
+    fn emit_closing(&mut self, now_ms: i64, t: &mut Tracked, receiver: &str, last: bool) {
+        let Some(m) = t.marks.get_mut(receiver) else {
+            return;
+        };
+        let mut old = t.snap.clone();
+        if !m.kind.is_empty() {
+            old.kind.clone_from(&m.kind);
+        }
+        old.scope.clone_from(&m.scope);
+        old.severity = m.severity;
+        if old.resolved_at_ms.is_none() {
+            old.resolved_at_ms = Some(now_ms);
+        }
+        if !last {
+            old.merged_into = None;
+        }
+        let key = generation_key(&t.snap, m.generation);
+        let n = m.sent;
+        m.sent += 1;
+        m.last_sent_ms = now_ms;
+        let maintenance = m.maintenance.clone();
+        let kind = NotificationKind::Resolved;
+        self.out.push_back(Notification {
+            idempotency_key: format!("sp:{key}:{receiver}:{n}:{}", kind.as_str()),
+            receiver: receiver.to_owned(),
+            incident_id: t.snap.id.clone(),
+            incident_key: key,
+            kind,
+            created_at_ms: now_ms,
+            maintenance,
+            repeat_interval_ms: self.repeat_ms(receiver),
+            incident: old,
+        });
+    }
+
+    /// The maintenance announcement an incident is sent with now, if it is in maintenance.
+    fn maintenance_text(&self, now_ms: i64, snap: &IncidentSnapshot) -> Option<String> {
+        match self.window_for(now_ms, &snap.scope) {
+            Some(w) => Some(w.announcement.clone()),
+            None => (snap.kind == MAINTENANCE_KIND).then(|| {
+                "inside an announced maintenance window / 处于已公告的维护窗口".to_owned()
+            }),
         }
     }
 
@@ -718,6 +780,7 @@ impl Notifier {
         kind: NotificationKind,
         severity: Severity,
     ) {
+        let maintenance = self.maintenance_text(now_ms, &t.snap);
         let mark = t
             .marks
             .entry(receiver.to_owned())
@@ -729,6 +792,9 @@ impl Notifier {
                 severity,
                 scope: Vec::new(),
                 affected_terminals: 0,
+                kind: String::new(),
+                maintenance: None,
+                generation: 0,
             });
         let n = mark.sent;
         mark.sent += 1;
@@ -738,10 +804,12 @@ impl Notifier {
             mark.severity = severity;
             mark.scope.clone_from(&t.snap.scope);
             mark.affected_terminals = t.snap.affected_terminals;
+            mark.kind.clone_from(&t.snap.kind);
+            mark.maintenance.clone_from(&maintenance);
         }
         let mut incident = t.snap.clone();
         incident.severity = severity;
-        let key = t.snap.key();
+        let key = generation_key(&t.snap, mark.generation);
         self.out.push_back(Notification {
             idempotency_key: format!("sp:{key}:{receiver}:{n}:{}", kind.as_str()),
             receiver: receiver.to_owned(),
@@ -749,12 +817,7 @@ impl Notifier {
             incident_key: key,
             kind,
             created_at_ms: now_ms,
-            maintenance: match self.window_for(now_ms, &t.snap.scope) {
-                Some(w) => Some(w.announcement.clone()),
-                None => (t.snap.kind == MAINTENANCE_KIND).then(|| {
-                    "inside an announced maintenance window / 处于已公告的维护窗口".to_owned()
-                }),
-            },
+            maintenance,
             repeat_interval_ms: self.repeat_ms(receiver),
             incident,
         });
@@ -769,6 +832,16 @@ impl Tracked {
             marks: BTreeMap::new(),
             restore_deadline_ms: None,
         }
+    }
+}
+
+/// The key receivers know one label set of an incident by: `<id>@<started_at_ms>` for the
+/// first, `<id>@<started_at_ms>.<n>` after the n-th change of labels.
+fn generation_key(snap: &IncidentSnapshot, generation: u32) -> String {
+    if generation == 0 {
+        snap.key()
+    } else {
+        format!("{}.{generation}", snap.key())
     }
 }
 

@@ -52,6 +52,11 @@ pub struct AlertsConfig {
     /// resolved to their receivers, seconds.
     #[serde(default = "default_restore_grace_secs")]
     pub restore_grace_secs: u64,
+    /// A resolved incident's resolution is held this long before receivers are told; an
+    /// incident of the same kind and scope opening meanwhile continues it (flap damping),
+    /// seconds. 0 sends resolutions at once. At most one day.
+    #[serde(default = "default_resolution_hold_secs")]
+    pub resolution_hold_secs: u64,
     /// How often the notifier re-evaluates (group wait, repeats, window edges), milliseconds.
     #[serde(default = "default_tick_interval_ms")]
     pub tick_interval_ms: u64,
@@ -242,6 +247,8 @@ pub struct AlertSettings {
     pub external_url: Option<String>,
     /// How often the notifier re-evaluates.
     pub tick: Duration,
+    /// How long a resolution is held back to damp flapping, ms.
+    pub resolution_hold_ms: i64,
     /// Timeout of one HTTP request.
     pub request_timeout: Duration,
     /// Requests in flight at once, over all receivers.
@@ -254,6 +261,11 @@ pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue"
 fn default_group_wait_secs() -> u64 {
     30
 }
+fn default_resolution_hold_secs() -> u64 {
+    u64::try_from(storepulse_collector_core::incident::AlertBridge::HOLD_MS / 1000).unwrap_or(900)
+}
+/// The longest resolution hold accepted, seconds.
+const MAX_RESOLUTION_HOLD_SECS: u64 = 86_400;
 fn default_repeat_interval_secs() -> u64 {
     4 * 3600
 }
@@ -360,6 +372,7 @@ impl Default for AlertsConfig {
             external_url: None,
             source: default_source(),
             restore_grace_secs: default_restore_grace_secs(),
+            resolution_hold_secs: default_resolution_hold_secs(),
             tick_interval_ms: default_tick_interval_ms(),
             delivery: DeliveryConfig::default(),
             receivers: Vec::new(),
@@ -402,6 +415,8 @@ impl AlertsConfig {
             source: self.source.clone(),
             external_url: self.external_url.clone(),
             tick: Duration::from_millis(self.tick_interval_ms),
+            // Bounded by the check below, so the product fits.
+            resolution_hold_ms: i64::try_from(self.resolution_hold_secs * 1000).unwrap_or(0),
             request_timeout: Duration::from_secs(self.delivery.request_timeout_secs),
             max_in_flight: self.delivery.max_in_flight,
         })
@@ -463,6 +478,11 @@ impl AlertsConfig {
             if !known(n) {
                 return Err(invalid(format!("alerts: unknown receiver {n:?}")));
             }
+        }
+        if self.resolution_hold_secs > MAX_RESOLUTION_HOLD_SECS {
+            return Err(invalid(format!(
+                "alerts.resolution_hold_secs must be at most {MAX_RESOLUTION_HOLD_SECS} (one day)"
+            )));
         }
         if self.repeat_interval_secs == 0 || self.tick_interval_ms == 0 {
             return Err(invalid(

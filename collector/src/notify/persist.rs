@@ -31,6 +31,8 @@ pub(crate) struct SnapshotRec {
     started_at_ms: i64,
     resolved_at_ms: Option<i64>,
     explained_by: Option<String>,
+    #[serde(default)]
+    merged_into: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +106,12 @@ struct MarkRec {
     severity: String,
     scope: Vec<(String, String)>,
     affected_terminals: u32,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    maintenance: Option<String>,
+    #[serde(default)]
+    generation: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +156,7 @@ impl From<&IncidentSnapshot> for SnapshotRec {
             started_at_ms: s.started_at_ms,
             resolved_at_ms: s.resolved_at_ms,
             explained_by: s.explained_by.clone(),
+            merged_into: s.merged_into.clone(),
         }
     }
 }
@@ -170,6 +179,7 @@ impl TryFrom<SnapshotRec> for IncidentSnapshot {
             started_at_ms: s.started_at_ms,
             resolved_at_ms: s.resolved_at_ms,
             explained_by: s.explained_by,
+            merged_into: s.merged_into,
         })
     }
 }
@@ -237,6 +247,9 @@ impl From<&IncidentExport> for IncidentRec {
                     severity: m.severity.as_str().into(),
                     scope: m.scope.clone(),
                     affected_terminals: m.affected_terminals,
+                    kind: m.kind.clone(),
+                    maintenance: m.maintenance.clone(),
+                    generation: m.generation,
                 })
                 .collect(),
         }
@@ -261,6 +274,9 @@ impl TryFrom<IncidentRec> for IncidentExport {
                         last_update_ms: m.last_update_ms,
                         scope: m.scope,
                         affected_terminals: m.affected_terminals,
+                        kind: m.kind,
+                        maintenance: m.maintenance,
+                        generation: m.generation,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,

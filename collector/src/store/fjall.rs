@@ -36,7 +36,7 @@ struct FjallHandles {
     db: Database,
     records: Keyspace,
     terminals: Keyspace,
-    alerts: [Keyspace; 3],
+    alerts: [Keyspace; 5],
 }
 
 /// Size of the probe written before reopening a failed store: a few large commits' worth.
@@ -139,6 +139,8 @@ impl FjallHandles {
             db.keyspace("alerts_outbox", memtable(SMALL_MEMTABLE_BYTES))?,
             db.keyspace("alerts_history", memtable(SMALL_MEMTABLE_BYTES))?,
             db.keyspace("alerts_state", memtable(SMALL_MEMTABLE_BYTES))?,
+            db.keyspace("incidents", memtable(SMALL_MEMTABLE_BYTES))?,
+            db.keyspace("detection", memtable(SMALL_MEMTABLE_BYTES))?,
         ];
         Ok(Self {
             db,

@@ -107,10 +107,12 @@ impl Detector {
                 })
                 .collect();
             if let Some((&keep, rest)) = narrower.split_first() {
+                let keep_id = self.open[keep].inc.id;
                 for &i in rest.iter().rev() {
                     let mut o = self.open.remove(i);
                     o.inc.resolved_ms = Some(now);
                     o.inc.updated_ms = now;
+                    o.inc.merged_into = Some(keep_id);
                     self.events.push_back(IncidentEvent::Resolved(o.inc));
                 }
                 let inc = self.build(now, &a, kind, self.open[keep].inc.id);
@@ -299,6 +301,7 @@ impl Detector {
             explanation_zh: String::new(),
             remediation_en: remediation.iter().map(|r| r.0).collect(),
             remediation_zh: remediation.iter().map(|r| r.1).collect(),
+            merged_into: None,
         };
         let (en, zh) = text::explain(&inc);
         inc.explanation_en = en;

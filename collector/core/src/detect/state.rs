@@ -145,9 +145,9 @@ pub(crate) struct Volume {
     pub(crate) days: [u16; 24],
     /// The hour being counted (minutes since the epoch / 60), and whether the group joined
     /// in the middle of it (a partial hour teaches nothing).
-    hour: i64,
-    partial: bool,
-    acc: u32,
+    pub(crate) hour: i64,
+    pub(crate) partial: bool,
+    pub(crate) acc: u32,
 }
 
 impl Volume {
@@ -268,8 +268,8 @@ pub(crate) const NQ_KEEP: usize = 32;
 /// Interned label values per dimension.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    values: Vec<Vec<String>>,
-    ids: Vec<HashMap<String, u32>>,
+    pub(crate) values: Vec<Vec<String>>,
+    pub(crate) ids: Vec<HashMap<String, u32>>,
 }
 
 /// Everything detection remembers about the fleet.
@@ -279,7 +279,7 @@ pub(crate) struct State {
     pub(crate) terms: Vec<Term>,
     pub(crate) by_id: HashMap<TerminalId, u32>,
     pub(crate) groups: Vec<Group>,
-    group_ids: HashMap<(usize, [u32; 3]), u32>,
+    pub(crate) group_ids: HashMap<(usize, [u32; 3]), u32>,
     /// Fleet-wide decayed history.
     pub(crate) fleet_attempts: f64,
     /// Per family, the fleet attempts its rate counts (excluded minutes left out).
@@ -297,7 +297,7 @@ pub(crate) struct State {
     pub(crate) hot_share: f64,
     /// Terminals whose last live heartbeat was distressed.
     pub(crate) hot: std::collections::BTreeSet<u32>,
-    half_life_min: f64,
+    pub(crate) half_life_min: f64,
 }
 
 impl Family {

@@ -121,6 +121,8 @@ pub struct Incident {
     pub remediation_en: Vec<&'static str>,
     /// Remediation hints, Chinese.
     pub remediation_zh: Vec<&'static str>,
+    /// The wider incident this one was merged into, when it resolved that way.
+    pub merged_into: Option<IncidentId>,
 }
 
 /// What happened to an incident.

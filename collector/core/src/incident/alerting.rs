@@ -102,28 +102,64 @@ pub fn snapshot(inc: &Incident, explained: Option<IncidentId>) -> IncidentSnapsh
         started_at_ms: inc.started_ms,
         resolved_at_ms: inc.resolved_ms,
         explained_by: explained.map(|e| e.to_string()),
+        merged_into: inc.merged_into.map(|e| e.to_string()),
     }
 }
 
-/// Between detection and the notifier: damps flapping. A resolution is held back for
-/// [`AlertBridge::HOLD_MS`]; if an incident of the same kind and scope opens meanwhile (an
-/// outage ending in waves, a cohort failing on and off), it continues the held one under the
-/// held one's identity instead of paging anew. Pure logic, driven with the detector's events.
-#[derive(Debug, Default)]
+/// Between detection and the notifier: damps flapping. A resolution is held back for the
+/// hold ([`AlertBridge::HOLD_MS`] unless configured); if an incident of the same kind and scope
+/// opens meanwhile (an outage ending in waves, a cohort failing on and off), it continues the
+/// held one under the held one's identity instead of paging anew. A merged incident (folded
+/// into a wider one) is not held: its resolution, "merged into N", goes out at once. Pure
+/// logic, driven with the detector's events; [`AlertBridge::export`] and
+/// [`AlertBridge::restore`] carry its state across restarts.
+#[derive(Debug)]
 pub struct AlertBridge {
+    hold_ms: i64,
     /// Resolutions waiting out the hold: (kind, scope) → (snapshot, resolved at).
     held: BTreeMap<(String, String), (IncidentSnapshot, i64)>,
     /// Detector ids continuing an earlier incident → that incident's (id, started).
     alias: HashMap<IncidentId, (String, i64)>,
 }
 
+/// The bridge's state as plain data, for persistence across restarts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BridgeExport {
+    /// Resolutions waiting out the hold, with when they resolved.
+    pub held: Vec<(IncidentSnapshot, i64)>,
+    /// Detector ids continuing an earlier incident: (detector id, notified id, started).
+    pub alias: Vec<(IncidentId, String, i64)>,
+}
+
+impl Default for AlertBridge {
+    fn default() -> Self {
+        Self::new(Self::HOLD_MS)
+    }
+}
+
 impl AlertBridge {
-    /// How long a resolution is held back, ms.
+    /// How long a resolution is held back by default, ms.
     pub const HOLD_MS: i64 = 15 * 60_000;
+
+    /// A bridge holding resolutions `hold_ms` (0: not at all).
+    pub fn new(hold_ms: i64) -> Self {
+        Self {
+            hold_ms: hold_ms.max(0),
+            held: BTreeMap::new(),
+            alias: HashMap::new(),
+        }
+    }
 
     fn key(s: &IncidentSnapshot) -> (String, String) {
         let scope: Vec<String> = s.scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
         (s.kind.clone(), scope.join(","))
+    }
+
+    /// The id receivers know a detector incident by.
+    pub fn notified_id(&self, id: IncidentId) -> String {
+        self.alias
+            .get(&id)
+            .map_or_else(|| id.to_string(), |(n, _)| n.clone())
     }
 
     /// Maps one detector event to what the notifier should see now (zero or one snapshot).
@@ -139,6 +175,9 @@ impl AlertBridge {
             IncidentEvent::Resolved(i) => (i, false, true),
         };
         let mut snap = snapshot(inc, explained);
+        if let Some(into) = inc.merged_into {
+            snap.merged_into = Some(self.notified_id(into));
+        }
         if opened {
             let key = Self::key(&snap);
             if let Some((held, _)) = self.held.remove(&key) {
@@ -152,6 +191,9 @@ impl AlertBridge {
         }
         if resolved {
             self.alias.remove(&inc.id);
+            if snap.merged_into.is_some() || self.hold_ms == 0 {
+                return Some(snap);
+            }
             let key = Self::key(&snap);
             self.held.insert(key, (snap, now_ms));
             return None;
@@ -164,11 +206,35 @@ impl AlertBridge {
         let due: Vec<(String, String)> = self
             .held
             .iter()
-            .filter(|(_, (_, at))| now_ms - *at >= Self::HOLD_MS)
+            .filter(|(_, (_, at))| now_ms - *at >= self.hold_ms)
             .map(|(k, _)| k.clone())
             .collect();
         due.into_iter()
             .filter_map(|k| self.held.remove(&k).map(|(s, _)| s))
             .collect()
+    }
+
+    /// The state to persist.
+    pub fn export(&self) -> BridgeExport {
+        let mut alias: Vec<(IncidentId, String, i64)> = self
+            .alias
+            .iter()
+            .map(|(&d, (n, s))| (d, n.clone(), *s))
+            .collect();
+        alias.sort_by_key(|a| a.0);
+        BridgeExport {
+            held: self.held.values().cloned().collect(),
+            alias,
+        }
+    }
+
+    /// Takes back exported state (after a restart).
+    pub fn restore(&mut self, state: BridgeExport) {
+        for (snap, at) in state.held {
+            self.held.insert(Self::key(&snap), (snap, at));
+        }
+        for (d, n, s) in state.alias {
+            self.alias.insert(d, (n, s));
+        }
     }
 }

@@ -2,11 +2,13 @@
 //! outcomes per minute and the breakdown rollup, as the API shows them. Sans-IO: the shell
 //! feeds it the stored records and the engine's incident events, with the time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
+use storepulse_shared::taxonomy::ErrorClass;
 use storepulse_shared::{Identity, Record};
 
-use crate::detect::{Incident, IncidentEvent, IncidentId};
+use crate::detect::{Incident, IncidentData, IncidentEvent, IncidentId};
 use crate::rollup::Rollup;
 
 /// Resolved incidents kept in memory for the API.
@@ -49,6 +51,41 @@ pub struct IncidentBook {
     pub minutes: VecDeque<MinuteStats>,
     /// Failure rates by label over the last day, for the breakdown API.
     pub rollup: Rollup,
+    /// Incidents changed since the last [`IncidentBook::take_changes`].
+    changed: BTreeSet<IncidentId>,
+    /// Resolved incidents dropped from the history since then.
+    evicted: Vec<IncidentId>,
+}
+
+/// An incident with its timeline as plain data (what the store keeps of the book).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordData {
+    /// The latest state.
+    pub incident: IncidentData,
+    /// Timeline: at, what, explanation (en, zh), affected terminals.
+    pub timeline: Vec<(i64, String, String, String, u32)>,
+}
+
+/// The book's changes since the last call, to persist: records to write, ids to delete.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BookExport {
+    /// Changed incidents.
+    pub records: Vec<RecordData>,
+    /// Resolved incidents dropped from the history.
+    pub evicted: Vec<IncidentId>,
+}
+
+/// One minute of payment outcomes as plain data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteData {
+    /// Minute start, Unix ms.
+    pub minute_ms: i64,
+    /// Outcomes.
+    pub attempts: u64,
+    /// Approved.
+    pub approved: u64,
+    /// Failures by taxonomy class name.
+    pub failures: Vec<(String, u64)>,
 }
 
 /// Payment outcomes that arrived in one minute.
@@ -127,9 +164,15 @@ impl IncidentBook {
             });
         rec.incident = inc;
         rec.timeline.push(entry);
+        self.changed.insert(rec.incident.id);
         if what == "resolved" {
             self.resolved.push_front(rec);
-            self.resolved.truncate(HISTORY_LIMIT);
+            while self.resolved.len() > HISTORY_LIMIT {
+                if let Some(old) = self.resolved.pop_back() {
+                    self.changed.remove(&old.incident.id);
+                    self.evicted.push(old.incident.id);
+                }
+            }
         } else {
             self.active.insert(rec.incident.id, rec);
         }
@@ -150,5 +193,126 @@ impl IncidentBook {
         self.active
             .get(&id)
             .or_else(|| self.resolved.iter().find(|r| r.incident.id == id))
+    }
+
+    /// What changed since the last call (incidents opened, updated or resolved; resolved ones
+    /// dropped from the history), for the shell to persist.
+    pub fn take_changes(&mut self) -> BookExport {
+        let ids = std::mem::take(&mut self.changed);
+        BookExport {
+            records: ids
+                .into_iter()
+                .filter_map(|id| self.record_data(id))
+                .collect(),
+            evicted: std::mem::take(&mut self.evicted),
+        }
+    }
+
+    /// One incident with its timeline as plain data.
+    pub fn record_data(&self, id: IncidentId) -> Option<RecordData> {
+        let r = self.get(id)?;
+        Some(RecordData {
+            incident: IncidentData::from(&r.incident),
+            timeline: r
+                .timeline
+                .iter()
+                .map(|t| {
+                    (
+                        t.at_ms,
+                        t.what.to_owned(),
+                        t.explanation_en.clone(),
+                        t.explanation_zh.clone(),
+                        t.affected_terminals,
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// Takes back persisted incidents (after a restart): open ones become active, resolved
+    /// ones the history (most recently resolved first, at most the history limit). Records
+    /// naming something this build does not know are skipped; returns how many.
+    pub fn restore(&mut self, records: Vec<RecordData>) -> usize {
+        let mut skipped = 0;
+        let mut resolved = Vec::new();
+        for r in records {
+            let Some(incident) = r.incident.to_incident() else {
+                skipped += 1;
+                continue;
+            };
+            let timeline = r
+                .timeline
+                .into_iter()
+                .map(|(at_ms, what, en, zh, affected)| TimelineEntry {
+                    at_ms,
+                    what: match what.as_str() {
+                        "opened" => "opened",
+                        "resolved" => "resolved",
+                        _ => "updated",
+                    },
+                    explanation_en: en,
+                    explanation_zh: zh,
+                    affected_terminals: affected,
+                })
+                .collect();
+            let rec = IncidentRecord { incident, timeline };
+            if rec.incident.resolved_ms.is_some() {
+                resolved.push(rec);
+            } else {
+                self.active.insert(rec.incident.id, rec);
+            }
+        }
+        resolved.sort_by_key(|r| std::cmp::Reverse((r.incident.resolved_ms, r.incident.id)));
+        resolved.truncate(HISTORY_LIMIT);
+        self.resolved = resolved.into();
+        self.version += 1;
+        skipped
+    }
+
+    /// The highest incident id in the book.
+    pub fn max_id(&self) -> Option<IncidentId> {
+        let a = self.active.keys().next_back().copied();
+        let r = self.resolved.iter().map(|r| r.incident.id).max();
+        a.max(r)
+    }
+
+    /// The per-minute outcome counts as plain data.
+    pub fn minutes_data(&self) -> Vec<MinuteData> {
+        self.minutes
+            .iter()
+            .map(|m| MinuteData {
+                minute_ms: m.minute_ms,
+                attempts: m.attempts,
+                approved: m.approved,
+                failures: m
+                    .failures
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), *v))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Takes back per-minute outcome counts (after a restart), before any new record is
+    /// counted; class names this build does not know are dropped.
+    pub fn restore_minutes(&mut self, minutes: Vec<MinuteData>) {
+        let mut out: VecDeque<MinuteStats> = minutes
+            .into_iter()
+            .map(|m| MinuteStats {
+                minute_ms: m.minute_ms,
+                attempts: m.attempts,
+                approved: m.approved,
+                failures: m
+                    .failures
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((ErrorClass::parse(&k)?.as_str(), v)))
+                    .collect(),
+            })
+            .collect();
+        out.make_contiguous().sort_by_key(|m| m.minute_ms);
+        while out.len() > SUMMARY_MINUTES {
+            out.pop_front();
+        }
+        self.minutes = out;
     }
 }

@@ -195,6 +195,7 @@ fn incident(id: u64, resolved: Option<i64>) -> Incident {
         explanation_zh: String::new(),
         remediation_en: vec![],
         remediation_zh: vec![],
+        merged_into: None,
     }
 }
 
@@ -266,5 +267,121 @@ fn the_book_counts_outcomes_per_minute_and_in_the_rollup() {
     assert_eq!(
         (bd.rows[0].total.failures, bd.rows[0].total.declines),
         (1, 1)
+    );
+}
+
+/// Issue 14 root 8 / issue 16 item 1: a restart mid-incident (export, encode through plain
+/// data, restore) continues the same incident under the same id, resolves it as an engine
+/// that never stopped would, and numbers the next incident after it. With a damaged
+/// snapshot (a group index pointing nowhere) the restore refuses it and still continues the
+/// open incident from the book.
+#[test]
+fn a_restored_engine_continues_its_incident_and_its_ids() {
+    let mut r = Run::new();
+    r.minutes(0, 30, |_| true);
+    let r1 = |id: &Identity| id.region.as_str() == "R1";
+    r.minutes(30, 45, |id| !r1(id));
+    let mut book = IncidentBook::default();
+    for (t, e) in r.events.clone() {
+        book.handle_event(t, e);
+    }
+    let open_id = book.active().next().expect("open").incident.id;
+    // What the shell stores: the book as plain data and the detector's snapshot.
+    let records: Vec<RecordData> = book
+        .active()
+        .chain(book.resolved())
+        .filter_map(|rec| book.record_data(rec.incident.id))
+        .collect();
+    let now = T0 + 45 * MIN;
+    let snap = r.engine.export_detector(now);
+    let mut restored_book = IncidentBook::default();
+    assert_eq!(restored_book.restore(records.clone()), 0);
+    assert_eq!(restored_book.active().count(), 1);
+    let open: Vec<Incident> = restored_book.active().map(|x| x.incident.clone()).collect();
+    assert_eq!(open[0], book.active().next().expect("open").incident);
+    let (engine, err) = IncidentEngine::restore(
+        DetectorConfig::default(),
+        AlertBridge::HOLD_MS,
+        now,
+        &r.fleet,
+        EngineRestore {
+            detector: Some(snap.clone()),
+            open: open.clone(),
+            next_id: open_id + 1,
+            bridge: r.engine.export_bridge(),
+        },
+    );
+    assert!(err.is_none(), "{err:?}");
+    // The notifier hears of the open incident again at once, under its id.
+    let mut restarted = Run {
+        engine,
+        fleet: r.fleet.clone(),
+        seq: r.seq,
+        events: Vec::new(),
+        alerts: Vec::new(),
+    };
+    let again = restarted.engine.poll_alert().expect("re-announced");
+    assert_eq!(again.id, open_id.to_string());
+    assert_eq!(again.resolved_at_ms, None);
+    // Still silent: no new incident, the same one stays open.
+    restarted.minutes(45, 50, |id| !r1(id));
+    assert!(
+        restarted
+            .events
+            .iter()
+            .all(|(_, e)| !matches!(e, IncidentEvent::Opened(_))),
+        "{:?}",
+        restarted.events
+    );
+    assert_eq!(
+        restarted
+            .engine
+            .incidents()
+            .map(|i| i.id)
+            .collect::<Vec<_>>(),
+        [open_id]
+    );
+    // Back: it resolves under its id.
+    restarted.minutes(50, 90, |_| true);
+    assert!(
+        restarted
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, IncidentEvent::Resolved(i) if i.id == open_id))
+    );
+    // A new outage gets the next id, never a used one.
+    restarted.minutes(90, 105, |id| id.region.as_str() != "R0");
+    let new_ids: Vec<u64> = restarted
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            IncidentEvent::Opened(i) => Some(i.id),
+            _ => None,
+        })
+        .collect();
+    assert!(!new_ids.is_empty());
+    assert!(new_ids.iter().all(|&id| id > open_id), "{new_ids:?}");
+
+    // A damaged snapshot is refused, never trusted; the open incident continues anyway.
+    let mut bad = snap;
+    if let Some(t) = bad.terms.first_mut() {
+        t.groups[0] = u32::MAX;
+    }
+    let (engine, err) = IncidentEngine::restore(
+        DetectorConfig::default(),
+        AlertBridge::HOLD_MS,
+        now,
+        &r.fleet,
+        EngineRestore {
+            detector: Some(bad),
+            open,
+            next_id: open_id + 1,
+            bridge: BridgeExport::default(),
+        },
+    );
+    assert!(err.is_some());
+    assert_eq!(
+        engine.incidents().map(|i| i.id).collect::<Vec<_>>(),
+        [open_id]
     );
 }

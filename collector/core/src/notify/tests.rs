@@ -54,6 +54,7 @@ fn inc(id: &str, kind: &str, severity: Severity, scope: &[(&str, &str)]) -> Inci
         started_at_ms: 1_000,
         resolved_at_ms: None,
         explained_by: None,
+        merged_into: None,
     }
 }
 
@@ -92,12 +93,17 @@ fn lifecycle_group_wait_update_repeat_resolve() {
     n.handle_incident(2 * MIN, a.clone());
     assert!(drain(&mut n, 2 * MIN).is_empty(), "update rate limit");
     assert_eq!(drain(&mut n, 6 * MIN), [t("1", "am", Update)]);
-    // Escalation to critical adds PagerDuty (continue) and updates Alertmanager.
+    // Escalation to critical adds PagerDuty (continue); Alertmanager's label set changed
+    // (severity), so its old alert is resolved at once and the new one fired.
     a.severity = Severity::Critical;
     n.handle_incident(12 * MIN, a.clone());
     assert_eq!(
         drain(&mut n, 12 * MIN),
-        [t("1", "pd", Firing), t("1", "am", Update)]
+        [
+            t("1", "pd", Firing),
+            t("1", "am", Resolved),
+            t("1", "am", Firing)
+        ]
     );
     assert_eq!(
         drain(&mut n, 72 * MIN),
@@ -568,4 +574,54 @@ fn backoff_grows_with_jitter_within_bounds() {
             assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d}");
         }
     }
+}
+
+/// Issue 16 item 2: a widened incident resolves its old label set at once (with the old
+/// labels and key) and fires the new one under a new key; the final resolution closes the
+/// label set last sent; a merged incident's resolution says what it was merged into.
+#[test]
+fn label_changes_resolve_the_old_alert_at_once() {
+    let mut n = Notifier::new(cfg());
+    let mut a = inc(
+        "4",
+        "store_offline",
+        Severity::Minor,
+        &[("store_id", "M1-S1")],
+    );
+    n.handle_incident(0, a.clone());
+    n.tick(30_000);
+    let first: Vec<Notification> = std::iter::from_fn(|| n.poll_notification()).collect();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].incident_key, "4@1000");
+    // Widened one minute later: well inside the update interval, still at once.
+    a.kind = "merchant_config".into();
+    a.scope = vec![("merchant_id".into(), "M1".into())];
+    n.handle_incident(MIN, a.clone());
+    n.tick(MIN);
+    let out: Vec<Notification> = std::iter::from_fn(|| n.poll_notification()).collect();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].kind, NotificationKind::Resolved);
+    assert_eq!(out[0].incident_key, "4@1000");
+    assert_eq!(out[0].incident.kind, "store_offline");
+    assert_eq!(
+        out[0].incident.scope,
+        [("store_id".to_owned(), "M1-S1".to_owned())]
+    );
+    assert_eq!(out[1].kind, NotificationKind::Firing);
+    assert_eq!(out[1].incident_key, "4@1000.1");
+    assert_eq!(
+        out[1].incident.scope,
+        [("merchant_id".to_owned(), "M1".to_owned())]
+    );
+    assert_ne!(out[0].idempotency_key, out[1].idempotency_key);
+    // Merged away: the resolution closes the current label set and names the wider one.
+    a.resolved_at_ms = Some(2 * MIN);
+    a.merged_into = Some("9".into());
+    n.handle_incident(2 * MIN, a);
+    n.tick(2 * MIN);
+    let out: Vec<Notification> = std::iter::from_fn(|| n.poll_notification()).collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].kind, NotificationKind::Resolved);
+    assert_eq!(out[0].incident_key, "4@1000.1");
+    assert_eq!(out[0].incident.merged_into.as_deref(), Some("9"));
 }
