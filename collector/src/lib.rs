@@ -171,9 +171,14 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
         .map_err(bind("HTTP", config.http.listen))?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (alerts, alerts_task) =
-        notify::Alerts::start(&config.alerts, store.clone(), shutdown_rx.clone()).await?;
     let metrics = metrics::Metrics::new();
+    let (alerts, alerts_task) = notify::Alerts::start(
+        &config.alerts,
+        store.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
     {
         let f = fleet
             .read()
@@ -231,6 +236,10 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
     let shared = Arc::new(shared);
     tokio::spawn(sample_store_size(
         config.store.path.clone(),
+        vec![
+            ("collector", config.tls.cert.clone()),
+            ("ca", config.tls.ca_cert.clone()),
+        ],
         metrics.clone(),
         shutdown_rx.clone(),
     ));
@@ -279,9 +288,12 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
     })
 }
 
-/// Samples the store directory's size on disk every 30 s for `storepulse_store_size_bytes`.
+/// Samples the store directory's size on disk every 30 s for `storepulse_store_size_bytes`,
+/// and the certificates' `not_after` for `storepulse_tls_certificate_expiry_seconds` (a
+/// renewed certificate file shows within 30 s).
 async fn sample_store_size(
     dir: std::path::PathBuf,
+    certs: Vec<(&'static str, PathBuf)>,
     metrics: Arc<metrics::Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -305,6 +317,12 @@ async fn sample_store_size(
         tokio::select! {
             () = stopping(&mut shutdown) => return,
             _ = tick.tick() => {
+                for (name, path) in &certs {
+                    match pki::cert_not_after(path) {
+                        Ok(t) => metrics.set_cert_not_after(name, t),
+                        Err(e) => tracing::debug!(cert = name, error = %e, "Reading a certificate's expiry failed"),
+                    }
+                }
                 let d = dir.clone();
                 if let Ok(size) = tokio::task::spawn_blocking(move || du(&d)).await {
                     metrics.store_size_bytes.store(size, std::sync::atomic::Ordering::Relaxed);

@@ -177,8 +177,10 @@ pub struct Metrics {
     pub detection_dropped: AtomicU64,
     /// Incidents opened, by kind.
     pub incidents_opened: LabeledCounter,
-    /// Open incidents now, by kind.
+    /// Open incidents now, by kind (every kind has a series, at 0 when none is open).
     pub incidents_open: Mutex<BTreeMap<String, i64>>,
+    /// `not_after` of the TLS certificates, Unix seconds, by which (`collector`, `ca`).
+    pub cert_not_after: Mutex<BTreeMap<String, i64>>,
     /// Notifications delivered, by receiver.
     pub notifications_sent: LabeledCounter,
     /// Notification attempts that failed, by receiver.
@@ -295,6 +297,9 @@ impl Metrics {
             .unwrap_or_else(PoisonError::into_inner);
         for v in m.values_mut() {
             *v = 0;
+        }
+        for k in storepulse_shared::IncidentKind::ALL {
+            m.entry(k.as_str().to_owned()).or_default();
         }
         for k in kinds {
             *m.entry(k.to_owned()).or_default() += 1;
@@ -504,15 +509,22 @@ impl Metrics {
             &mut o,
             "storepulse_incidents_open",
             "gauge",
-            "Open incidents, by kind.",
+            "Open incidents, by kind and tier (every incident is paged until the suspected tier exists).",
         );
         {
-            let m = self
+            let mut m = self
                 .incidents_open
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
+            for k in storepulse_shared::IncidentKind::ALL {
+                m.entry(k.as_str().to_owned()).or_default();
+            }
             for (k, v) in m.iter() {
-                let _ = writeln!(o, "storepulse_incidents_open{{kind=\"{}\"}} {v}", esc(k));
+                let _ = writeln!(
+                    o,
+                    "storepulse_incidents_open{{kind=\"{}\",tier=\"paged\"}} {v}",
+                    esc(k)
+                );
             }
         }
         family(
@@ -529,7 +541,47 @@ impl Metrics {
             "receiver",
             &self.notifications_failed.snapshot(),
         );
+        head(
+            &mut o,
+            "storepulse_build_info",
+            "gauge",
+            "The collector's version; always 1.",
+        );
+        let _ = writeln!(
+            o,
+            "storepulse_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        head(
+            &mut o,
+            "storepulse_tls_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until a certificate expires (negative: expired), by cert (collector, ca).",
+        );
+        {
+            let now = crate::now_unix_ms().div_euclid(1000);
+            let m = self
+                .cert_not_after
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (k, v) in m.iter() {
+                let _ = writeln!(
+                    o,
+                    "storepulse_tls_certificate_expiry_seconds{{cert=\"{}\"}} {}",
+                    esc(k),
+                    v - now
+                );
+            }
+        }
         o
+    }
+
+    /// Records the certificates' `not_after` (Unix seconds) for the expiry gauge.
+    pub fn set_cert_not_after(&self, cert: &str, not_after_secs: i64) {
+        self.cert_not_after
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(cert.to_owned(), not_after_secs);
     }
 }
 
@@ -575,7 +627,13 @@ mod tests {
         assert!(text.contains("storepulse_store_commit_duration_seconds_bucket{le=\"0.002\"} 0\n"));
         assert!(text.contains("storepulse_store_commit_duration_seconds_bucket{le=\"0.005\"} 1\n"));
         assert!(text.contains("storepulse_store_commit_duration_seconds_count 1\n"));
-        assert!(text.contains("storepulse_incidents_open{kind=\"merchant_config\"} 2\n"));
+        assert!(
+            text.contains("storepulse_incidents_open{kind=\"merchant_config\",tier=\"paged\"} 2\n")
+        );
+        assert!(
+            text.contains("storepulse_incidents_open{kind=\"regional_outage\",tier=\"paged\"} 0\n")
+        );
+        assert!(text.contains("storepulse_build_info{version=\""));
         assert!(text.contains("storepulse_fleet_terminals{state=\"online\"} 3\n"));
         assert!(text.contains("storepulse_writer_seconds_total{stage=\"commit\"} 0\n"));
         // Every sample line's metric has HELP and TYPE.

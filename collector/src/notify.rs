@@ -27,6 +27,7 @@ pub use storepulse_collector_core::notify::{IncidentSnapshot, Severity};
 use self::config::{AlertSettings, ResolvedReceiver};
 use self::persist::{HistoryRec, META_GAVE_UP, META_NEXT_ID};
 use self::receivers::Context;
+use crate::metrics::Metrics;
 use crate::now_unix_ms;
 use crate::store::{AlertOp, AlertSpace, Store, StoreError};
 
@@ -103,6 +104,7 @@ struct Task {
     max_in_flight: usize,
     gave_up_total: u64,
     inner: Arc<Inner>,
+    metrics: Arc<Metrics>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -130,8 +132,14 @@ impl Alerts {
     pub async fn start(
         cfg: &AlertSettings,
         store: Store,
+        metrics: Arc<Metrics>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(Self, JoinHandle<()>), AlertsError> {
+        // Every configured receiver has its counters, at 0 until something is sent.
+        for r in &cfg.receivers {
+            metrics.notifications_sent.add(&r.name, 0);
+            metrics.notifications_failed.add(&r.name, 0);
+        }
         let receivers = cfg
             .receivers
             .iter()
@@ -211,6 +219,7 @@ impl Alerts {
             max_in_flight: cfg.max_in_flight,
             gave_up_total,
             inner: inner.clone(),
+            metrics,
         };
         let handle = tokio::spawn(async move {
             let mut inflight: JoinSet<AttemptOutcome> = JoinSet::new();
@@ -472,11 +481,17 @@ impl Task {
         {
             None => return,
             Some(Disposition::Delivered(e)) => {
+                self.metrics
+                    .notifications_sent
+                    .add(&e.notification.receiver, 1);
                 info!(receiver = %e.notification.receiver, incident = %e.notification.incident_id, kind = e.notification.kind.as_str(), "Notification delivered");
                 persist::history_op(&e, now, "delivered", None)
                     .map(|h| vec![persist::outbox_delete(e.id), h])
             }
             Some(Disposition::Retry(e)) => {
+                self.metrics
+                    .notifications_failed
+                    .add(&e.notification.receiver, 1);
                 warn!(receiver = %e.notification.receiver, attempts = e.attempts, error = e.last_error.as_deref().unwrap_or(""), "Notification failed; will retry");
                 persist::outbox_put(&e).and_then(|put| {
                     Ok(vec![
@@ -487,6 +502,9 @@ impl Task {
             }
             Some(Disposition::GaveUp(e)) => {
                 self.gave_up_total += 1;
+                self.metrics
+                    .notifications_failed
+                    .add(&e.notification.receiver, 1);
                 error!(receiver = %e.notification.receiver, incident = %e.notification.incident_id, attempts = e.attempts, error = e.last_error.as_deref().unwrap_or(""), "Notification given up");
                 persist::history_op(&e, now, "gave_up", None).map(|h| {
                     vec![

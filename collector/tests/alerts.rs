@@ -85,7 +85,14 @@ struct Notifier {
 
 async fn start_notifier(cfg: &AlertSettings, store: Store) -> Notifier {
     let (stop, rx) = watch::channel(false);
-    let (alerts, task) = Alerts::start(cfg, store, rx).await.expect("alerts start");
+    let (alerts, task) = Alerts::start(
+        cfg,
+        store,
+        storepulse_collector::metrics::Metrics::new(),
+        rx,
+    )
+    .await
+    .expect("alerts start");
     Notifier { alerts, task, stop }
 }
 

@@ -83,6 +83,8 @@ pub struct Incident {
     pub updated_unix_ms: i64,
     /// When it resolved, Unix ms; null while active.
     pub resolved_unix_ms: Option<i64>,
+    /// The wider incident it was merged into when it resolved that way; null otherwise.
+    pub merged_into: Option<u64>,
     /// One sentence saying what is wrong.
     pub explanation: Bilingual,
     /// What to do, step by step.
@@ -323,6 +325,7 @@ impl Incident {
             opened_unix_ms: inc.opened_ms,
             updated_unix_ms: inc.updated_ms,
             resolved_unix_ms: inc.resolved_ms,
+            merged_into: inc.merged_into,
             explanation: Bilingual {
                 en: inc.explanation_en.clone(),
                 zh: inc.explanation_zh.clone(),

@@ -296,6 +296,10 @@ pub fn alertmanager_body(n: &Notification, ctx: &Context, now_ms: i64) -> Value 
     if let Some(m) = &n.maintenance {
         annotations.insert("maintenance".into(), json!(m));
     }
+    if let Some(into) = &i.merged_into {
+        annotations.insert("merged_into".into(), json!(into));
+        annotations.insert("resolution".into(), json!(merged_text(into)));
+    }
     let ends_at = match (n.kind, i.resolved_at_ms) {
         (NotificationKind::Resolved, Some(r)) => r,
         (NotificationKind::Resolved, None) => n.created_at_ms,
@@ -432,8 +436,14 @@ pub fn webhook_body(n: &Notification, ctx: &Context) -> Value {
             "started_at": rfc3339::format_ms(i.started_at_ms),
             "resolved_at": i.resolved_at_ms.map(rfc3339::format_ms),
             "explained_by": i.explained_by,
+            "merged_into": i.merged_into,
         },
     })
+}
+
+/// What a merged incident's resolution says, in English and Chinese.
+fn merged_text(into: &str) -> String {
+    format!("merged into incident {into} / 已合并至事件 {into}")
 }
 
 /// The short bilingual chat text, at most `max_bytes`.
@@ -465,6 +475,10 @@ pub fn chat_text(n: &Notification, ctx: &Context, max_bytes: usize) -> String {
     }
     if let Some(m) = &n.maintenance {
         text.push_str(&format!("\nMaintenance 维护: {m}"));
+    }
+    if let Some(into) = &i.merged_into {
+        text.push('\n');
+        text.push_str(&merged_text(into));
     }
     if let Some(u) = incident_url(n, ctx) {
         text.push('\n');
