@@ -182,7 +182,13 @@ url = "{dead}"
         &pki.dir,
         collector.quic_addr(),
         &scenario,
-        LiveUplink::fast(),
+        // A SIGKILLed collector closes nothing: agents notice by their idle timeout, short
+        // here so they come back within seconds (the agent's default is 60 s).
+        LiveUplink {
+            keep_alive_secs: 1,
+            idle_timeout_secs: 3,
+            ..LiveUplink::fast()
+        },
     )
     .await?;
 
@@ -207,9 +213,14 @@ url = "{dead}"
 
     let mut seen: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
     let mut kinds_after_restart: BTreeSet<String> = BTreeSet::new();
+    let (mut sent, mut failed) = (0.0, 0.0);
     for (k, at_secs) in [14u64, 22, 30].into_iter().enumerate() {
         tokio::time::sleep_until(t0 + Duration::from_secs(at_secs)).await;
         let before = incidents(&collector).await?;
+        // Counters live in the process: add up what each one counted before its kill.
+        let text = collector.metrics_text().await?;
+        sent += counter(&text, "storepulse_notifications_sent_total", "am").unwrap_or(0.0);
+        failed += counter(&text, "storepulse_notifications_failed_total", "dead").unwrap_or(0.0);
         collector.kill9();
         collector.restart().await?;
         let after = incidents(&collector).await?;
@@ -236,12 +247,12 @@ url = "{dead}"
         }
         seen.extend(after);
     }
-    let (mut fleet, stats) = player.await?;
+    let (fleet, stats) = player.await?;
     stats?;
     // After the scenario: incidents resolve as the faults ended; Alertmanager follows.
     let open = settled(&collector, &http, &am, "after the scenario").await?;
     let all = incidents(&collector).await?;
-    for (id, _) in &seen {
+    for id in seen.keys() {
         ensure!(all.contains_key(id), "incident {id} lost: {all:?}");
     }
     // Ids never repeat: each id names one incident from first to last.
@@ -255,13 +266,14 @@ url = "{dead}"
     ensure!(
         all.values()
             .any(|(_, kind, scope)| kind == "merchant_config" && scope.contains("M0002")),
-        "merchant_config for M0002 not found after restarts: {all:?}\nopen {open:?}"
+        "merchant_config for M0002 not found after restarts: {all:?}\nopen {open:?}\n{}",
+        collector.log()
     );
     // Notification counters moved: deliveries to Alertmanager succeed, the dead receiver's
     // fail.
     let text = collector.metrics_text().await?;
-    let sent = counter(&text, "storepulse_notifications_sent_total", "am").unwrap_or(0.0);
-    let failed = counter(&text, "storepulse_notifications_failed_total", "dead").unwrap_or(0.0);
+    sent += counter(&text, "storepulse_notifications_sent_total", "am").unwrap_or(0.0);
+    failed += counter(&text, "storepulse_notifications_failed_total", "dead").unwrap_or(0.0);
     ensure!(sent > 0.0, "no delivery counted:\n{text}");
     ensure!(failed > 0.0, "no failure counted:\n{text}");
     ensure!(
@@ -273,7 +285,9 @@ url = "{dead}"
             && text.contains("storepulse_tls_certificate_expiry_seconds{cert=\"ca\"}"),
         "{text}"
     );
-    eprintln!("incidents: {all:?}\nkinds open after restarts: {kinds_after_restart:?}");
+    eprintln!(
+        "incidents: {all:?}\nkinds open after restarts: {kinds_after_restart:?}\nsent {sent}, failed {failed}"
+    );
     fleet.shutdown().await;
     collector.stop()?;
     Ok(())
