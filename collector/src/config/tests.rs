@@ -91,6 +91,7 @@ fn unknown_fields_and_bad_values_are_refused() {
         "[detect]\nfalse_incidents_per_fleet_day=-1.0\n",
         "[agents]\nheartbeat_interval_secs=0\n",
         "[quic]\nidle_timeout_secs=10\nkeep_alive_interval_secs=10\n",
+        "[alerts]\nresolution_hold_secs=86401\n",
     ] {
         let text = format!("{MINIMAL}{bad}");
         assert!(
@@ -170,6 +171,12 @@ fn worker_threads_default_to_the_cores_available() {
 
 #[test]
 fn defaults_are_valid() {
+    let hold = Config::from_toml(
+        &format!("{MINIMAL}[alerts]\nresolution_hold_secs=0\n"),
+        Path::new("."),
+    )
+    .expect("a hold of 0 is valid");
+    assert_eq!(hold.alerts.resolution_hold_ms, 0);
     let _ = AlertSettings::default();
     let q = QuicSettings::default();
     assert!(q.admission.max_connections > 0);
