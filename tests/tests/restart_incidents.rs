@@ -285,6 +285,23 @@ url = "{dead}"
             && text.contains("storepulse_tls_certificate_expiry_seconds{cert=\"ca\"}"),
         "{text}"
     );
+    // A clean stop writes the detector's snapshot; the next start restores from it (not from
+    // a replay of hours) and shows the same incidents.
+    collector.stop()?;
+    collector.restart().await?;
+    let again = incidents(&collector).await?;
+    ensure!(again == all, "after a clean restart: {again:?} vs {all:?}");
+    let log = collector.log();
+    let restored = log
+        .lines()
+        .filter(|l| l.contains("Incident book and detection restored"))
+        .last()
+        .context("no restore line")?;
+    ensure!(
+        restored.contains("snapshot_age_ms") && !log.contains("Detector snapshot refused"),
+        "the clean restart did not use the snapshot: {restored}"
+    );
+    settled(&collector, &http, &am, "after a clean restart").await?;
     eprintln!(
         "incidents: {all:?}\nkinds open after restarts: {kinds_after_restart:?}\nsent {sent}, failed {failed}"
     );
