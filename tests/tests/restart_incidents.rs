@@ -294,8 +294,7 @@ url = "{dead}"
     let log = collector.log();
     let restored = log
         .lines()
-        .filter(|l| l.contains("Incident book and detection restored"))
-        .last()
+        .rfind(|l| l.contains("Incident book and detection restored"))
         .context("no restore line")?;
     ensure!(
         restored.contains("snapshot_age_ms") && !log.contains("Detector snapshot refused"),
