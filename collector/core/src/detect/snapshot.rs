@@ -23,7 +23,7 @@ use super::{Detector, DetectorConfig, Family, MaintenanceWindow, Open};
 
 /// The snapshot layout's version; a shell stores it with the snapshot and ignores snapshots of
 /// another version (replaying history instead).
-pub const DETECTOR_SNAPSHOT_VERSION: u32 = 1;
+pub const DETECTOR_SNAPSHOT_VERSION: u32 = 2;
 
 /// Why a snapshot cannot be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +55,8 @@ pub struct DetectorSnapshot {
     pub fleet_attempts: f64,
     /// Failures per family.
     pub fleet_fails: [f64; NFAM],
+    /// Attempts each family's rate counts (excluded minutes left out).
+    pub fleet_fam_attempts: [f64; NFAM],
     /// Minute of the fleet history.
     pub fleet_minute: i64,
     /// Expected and missed heartbeats.
@@ -85,6 +87,9 @@ pub struct DetectorSnapshot {
     pub last_tick: i64,
     /// Minute of the last volume test.
     pub last_volume_min: i64,
+    /// Incidents resolved in the last hour: family, terminals, when (no reopen without a new
+    /// failure).
+    pub resolved: Vec<(String, Vec<u32>, i64)>,
 }
 
 /// One terminal's detection state.
@@ -104,6 +109,8 @@ pub struct TermSnapshot {
     pub hb_interval_ms: f64,
     /// Gaps the interval was learned from.
     pub gaps_seen: u32,
+    /// A short gap waiting for a second to agree.
+    pub short_gap: Option<f64>,
     /// Latest RTT, loss and their baselines.
     pub net: [Option<f32>; 4],
     /// Recent failures: time, family, scheme, code.
@@ -135,6 +142,8 @@ pub struct GroupSnapshot {
     pub base_attempts: f64,
     /// Decayed failures per family.
     pub base_fails: [f64; NFAM],
+    /// Decayed attempts each family's rate counts.
+    pub base_fam_attempts: [f64; NFAM],
     /// Minute of the baseline.
     pub base_minute: i64,
     /// Per family: excluded from the baseline until (minute).
@@ -449,6 +458,7 @@ impl Detector {
                     last_hb_obs: t.last_hb_obs,
                     hb_interval_ms: t.hb_interval_ms,
                     gaps_seen: t.gaps_seen,
+                    short_gap: t.short_gap,
                     net: [t.rtt_ms, t.loss_percent, t.rtt_base, t.loss_base],
                     recent: t
                         .recent
@@ -481,6 +491,7 @@ impl Detector {
                         .collect(),
                     base_attempts: g.base_attempts,
                     base_fails: g.base_fails,
+                    base_fam_attempts: g.base_fam_attempts,
                     base_minute: g.base_minute,
                     excluded_until: g.excluded_until,
                     run: g.run,
@@ -495,6 +506,7 @@ impl Detector {
                 .collect(),
             fleet_attempts: st.fleet_attempts,
             fleet_fails: st.fleet_fails,
+            fleet_fam_attempts: st.fleet_fam_attempts,
             fleet_minute: st.fleet_minute,
             beats: st.beats,
             missed: st.missed,
@@ -556,6 +568,11 @@ impl Detector {
                         at,
                     )
                 })
+                .collect(),
+            resolved: self
+                .resolved
+                .iter()
+                .map(|(f, m, at)| (f.as_str().to_owned(), m.clone(), *at))
                 .collect(),
             last_tick: self.last_tick,
             last_volume_min: self.last_volume_min,
@@ -625,6 +642,7 @@ impl Detector {
                     .collect(),
                 base_attempts: g.base_attempts,
                 base_fails: g.base_fails,
+                base_fam_attempts: g.base_fam_attempts,
                 base_minute: g.base_minute,
                 excluded_until: g.excluded_until,
                 run: g.run,
@@ -676,6 +694,7 @@ impl Detector {
                 last_hb_obs: t.last_hb_obs,
                 hb_interval_ms: t.hb_interval_ms,
                 gaps_seen: t.gaps_seen,
+                short_gap: t.short_gap,
                 rtt_ms: t.net[0],
                 loss_percent: t.net[1],
                 rtt_base: t.net[2],
@@ -699,6 +718,7 @@ impl Detector {
         st.hot = s.hot.into_iter().collect::<BTreeSet<_>>();
         st.fleet_attempts = s.fleet_attempts;
         st.fleet_fails = s.fleet_fails;
+        st.fleet_fam_attempts = s.fleet_fam_attempts;
         st.fleet_minute = s.fleet_minute;
         st.beats = s.beats;
         st.missed = s.missed;
@@ -722,6 +742,14 @@ impl Detector {
                 .map(|(k, v)| Ok((key_of(&k)?, v)))
                 .collect::<Result<Vec<_>, SnapshotError>>()?;
             d.pending.insert(scope, at);
+        }
+        for (f, members, at) in s.resolved {
+            let family = Family::parse(&f).ok_or(SnapshotError::Inconsistent("family"))?;
+            check(
+                members.iter().all(|&t| (t as usize) < nterms),
+                "resolved terminal",
+            )?;
+            d.resolved.push((family, members, at));
         }
         d.last_tick = s.last_tick;
         d.last_volume_min = s.last_volume_min;
