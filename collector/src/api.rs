@@ -66,6 +66,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(terminals::list))
         .routes(routes!(terminals::detail))
         .routes(routes!(records::records))
+        .routes(routes!(records::quarantined))
         .routes(routes!(breakdown::breakdown))
         .routes(routes!(live::summary))
         .routes(routes!(live::events))

@@ -26,6 +26,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use storepulse_collector_core::{ClockPolicy, Fleet, TerminalEntry, TimeFix};
+use storepulse_shared::check::QuarantinedRecord;
 use storepulse_shared::{Batch, Hello, Record, Seq, TerminalId};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, warn};
@@ -33,7 +34,7 @@ use tracing::{debug, error, warn};
 use crate::config::GroupCommit;
 use crate::detection::{DetectFeed, DetectInput};
 use crate::metrics::{Metrics, Stage};
-use crate::store::{CommitTimes, RecordKey, Store, StoredRecord, WriteSet};
+use crate::store::{CommitTimes, RecordKey, Store, StoredQuarantine, StoredRecord, WriteSet};
 
 /// The group commit failed; the details were logged by the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -62,8 +63,10 @@ pub(crate) enum Job {
         terminal: TerminalId,
         /// Spool epoch from the connection's Hello.
         spool_epoch: u64,
-        /// The batch.
+        /// The batch (its valid records).
         batch: Batch,
+        /// The batch's records that broke a value rule: stored apart, in the quarantine.
+        quarantined: Vec<QuarantinedRecord>,
         /// Collector clock at receipt, Unix ms.
         now_unix_ms: i64,
         /// When it was received (monotonic), for the gather deadline.
@@ -98,7 +101,9 @@ impl Job {
     fn records(&self) -> usize {
         match self {
             Self::Hello { .. } => 0,
-            Self::Batch { batch, .. } => batch.records.len(),
+            Self::Batch {
+                batch, quarantined, ..
+            } => batch.records.len() + quarantined.len(),
         }
     }
 
@@ -351,9 +356,37 @@ pub(crate) fn commit_group(
                     }
                 }
                 Job::Batch {
-                    spool_epoch, batch, ..
+                    spool_epoch,
+                    batch,
+                    quarantined,
+                    ..
                 } => {
                     entry.observe_batch(now);
+                    // Quarantined records: stored apart once per key (a replay finds its
+                    // key), never counted as records or shown to detection.
+                    for q in std::mem::take(quarantined) {
+                        let key = RecordKey {
+                            terminal: terminal.clone(),
+                            epoch: *spool_epoch,
+                            seq: q.seq.0,
+                        };
+                        if set.quarantined.iter().any(|(k, _)| *k == key)
+                            || store.quarantine_contains(&key)?
+                        {
+                            continue;
+                        }
+                        set.quarantined.push((
+                            key,
+                            StoredQuarantine {
+                                time_unix_ms: q.time_unix_ms,
+                                received_unix_ms: now,
+                                kind: q.kind.to_owned(),
+                                field: q.error.field,
+                                reason: q.error.reason,
+                                body: q.body,
+                            },
+                        ));
+                    }
                     let mark = match group_marks.entry((terminal.clone(), *spool_epoch)) {
                         Entry::Occupied(o) => o.into_mut(),
                         Entry::Vacant(v) => v.insert(GroupMark {
@@ -442,6 +475,9 @@ pub(crate) fn commit_group(
             );
             if let Some(m) = metrics {
                 count_commit(m, &jobs, &set.records, duplicates, times);
+                for (_, q) in &set.quarantined {
+                    m.ingest_quarantined.add(&q.kind, 1);
+                }
             }
             if let Some(feed) = feed {
                 feed_detection(feed, &jobs, set.records);
@@ -589,6 +625,7 @@ mod tests {
                 batch_id: ordinal + 1,
                 records,
             },
+            quarantined: Vec::new(),
             now_unix_ms: 1_000,
             received: Instant::now(),
             done: Completion::new(acks.clone(), ordinal),

@@ -126,6 +126,8 @@ pub struct Metrics {
     pub ingest_duplicates: AtomicU64,
     /// Batches acknowledged.
     pub ingest_batches: AtomicU64,
+    /// Records quarantined (a value broke a rule; kept apart, not stored), by record kind.
+    pub ingest_quarantined: LabeledCounter,
     /// Frame bytes read from agents.
     pub ingest_bytes: AtomicU64,
     /// Connections open now.
@@ -269,6 +271,13 @@ fn family(out: &mut String, name: &str, help: &str, label: &str, values: &[(Stri
     }
 }
 
+/// `values` with a 0 for each of `keys` it lacks, so the series exist before the first event.
+fn with_zeros(keys: &[&str], values: Vec<(String, u64)>) -> Vec<(String, u64)> {
+    let mut all: BTreeMap<String, u64> = keys.iter().map(|k| ((*k).to_owned(), 0)).collect();
+    all.extend(values);
+    all.into_iter().collect()
+}
+
 impl Metrics {
     /// A fresh set, shared.
     pub fn new() -> Arc<Self> {
@@ -323,6 +332,16 @@ impl Metrics {
             "counter",
             "Records received again and not stored twice.",
             r(&self.ingest_duplicates),
+        );
+        family(
+            &mut o,
+            "storepulse_ingest_quarantined_records_total",
+            "Records kept apart in the quarantine (a bad label, a number out of range or not finite), by record kind.",
+            "kind",
+            &with_zeros(
+                &["heartbeat", "net_quality", "txn_outcome", "spool_drops"],
+                self.ingest_quarantined.snapshot(),
+            ),
         );
         scalar(
             &mut o,

@@ -522,12 +522,12 @@ async fn drive(
     loop {
         // Act on every complete frame before reading more.
         loop {
-            let msg = match decoder.next_message() {
-                Ok(Some(m)) => m,
+            let frame = match decoder.next_agent_frame() {
+                Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => return End::Refuse(session.handle_frame_error(&e), 0),
             };
-            match session.handle_message(msg) {
+            match session.handle_frame(frame) {
                 Err(r) => return End::Refuse(r, 0),
                 Ok(Step::PeerLeft) => {
                     let r = Refusal {
@@ -617,6 +617,8 @@ async fn drive(
                 Ok(Step::Store {
                     spool_epoch,
                     batch,
+                    quarantined,
+                    highest_seq,
                     invalid_codes,
                 }) => {
                     if !invalid_codes.is_empty() {
@@ -626,8 +628,18 @@ async fn drive(
                             "Invalid transaction codes replaced by INVALID_CODE"
                         );
                     }
+                    for q in &quarantined {
+                        warn!(
+                            batch_id = batch.batch_id,
+                            seq = q.seq.0,
+                            kind = q.kind,
+                            field = %q.error.field,
+                            reason = %q.error.reason,
+                            "Record quarantined: kept apart, not stored; the batch is acked"
+                        );
+                    }
                     let now = Instant::now();
-                    let n = batch.records.len() as u64;
+                    let n = (batch.records.len() + quarantined.len()) as u64;
                     match limit.after_batch(
                         now.into_std(),
                         n,
@@ -657,12 +669,12 @@ async fn drive(
                         }
                     }
                     let batch_id = batch.batch_id;
-                    let highest_seq = batch.records.last().map_or(Seq(0), |r| r.seq);
                     let ordinal = out.sent;
                     let job = Job::Batch {
                         terminal: session.terminal().clone(),
                         spool_epoch,
                         batch,
+                        quarantined,
                         now_unix_ms: now_unix_ms(),
                         received: now.into_std(),
                         done: Completion::new(out.acks.clone(), ordinal),

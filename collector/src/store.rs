@@ -103,6 +103,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn failing(&self) -> bool {
         false
     }
+    /// Quarantine: whether a key (a record key) is stored.
+    fn quarantine_exists(&self, key: &[u8]) -> Result<bool, StoreError>;
+    /// Quarantine: writes entries atomically and durably (fsync).
+    fn quarantine_commit(&self, entries: &[KeyValue]) -> Result<(), StoreError>;
+    /// Quarantine: up to `limit` entries with `from <= key < to`, in key order.
+    fn quarantine_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError>;
 }
 
 /// The small keyspaces apart from records and the registry: the alert notifier's (issue 5;
@@ -144,6 +155,36 @@ pub struct StoredRecord {
     pub agent_time_unix_ms: Option<i64>,
 }
 
+/// A record kept apart because one of its values broke a rule (PROTOCOL.md 5.2): a bad
+/// label, a number out of range or not finite. Keyed like a record, in its own keyspace
+/// (`quarantine`); never counted as a record or seen by detection.
+///
+/// Encoding: postcard, fields in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredQuarantine {
+    /// The record's time, agent clock, Unix ms (not corrected).
+    pub time_unix_ms: i64,
+    /// Collector wall clock when received, Unix ms.
+    pub received_unix_ms: i64,
+    /// Record kind (`heartbeat`, `net_quality`, `txn_outcome`, `spool_drops`).
+    pub kind: String,
+    /// The field that broke its rule (`route`, `cpu_percent`, `endpoints[0].dns_ms`).
+    pub field: String,
+    /// Why (`must not be empty`, `is 150, must be from 0 to 100`).
+    pub reason: String,
+    /// The body as received, in Rust debug notation (`NaN` shows as `NaN`).
+    pub body: String,
+}
+
+/// A quarantined record with its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineRow {
+    /// The key.
+    pub key: RecordKey,
+    /// The entry.
+    pub entry: StoredQuarantine,
+}
+
 /// Identifies a record: (terminal, spool epoch, seq).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordKey {
@@ -171,6 +212,8 @@ pub struct WriteSet {
     pub records: Vec<(RecordKey, StoredRecord)>,
     /// Updated registry entries.
     pub terminals: Vec<(TerminalId, TerminalEntry)>,
+    /// Records kept apart (written first, in a commit of their own, only when there are any).
+    pub quarantined: Vec<(RecordKey, StoredQuarantine)>,
 }
 
 /// Typed access to a [`Backend`]. Cheap to clone.
@@ -218,6 +261,16 @@ impl Store {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         let encoded = started.elapsed();
+        if !set.quarantined.is_empty() {
+            // Durable before the batch can be acked; a replay after a failure below finds the
+            // keys and writes nothing twice.
+            let entries = set
+                .quarantined
+                .iter()
+                .map(|(k, q)| Ok((k.encode(), encode(q)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            self.backend.quarantine_commit(&entries)?;
+        }
         let mut times = self.backend.commit(&records, &terminals)?;
         times.encode += encoded;
         Ok(times)
@@ -285,6 +338,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` records of `terminal` after the key `after` (exclusive; from the first if
+    /// `None`), in (epoch, seq) order across every spool epoch: the cursor behind the records
+    /// API. Pass the last row's key as `after` to page on.
+    pub fn records_after(
+        &self,
+        terminal: &TerminalId,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        let prefix = terminal_prefix(terminal);
+        let to = prefix_end(&prefix);
+        let Some(from) = key_after(terminal, after, prefix) else {
+            return Ok(Vec::new());
+        };
+        self.backend
+            .records_between(&from, &to, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok(RecordRow {
+                    key: RecordKey::decode(&k)?,
+                    record: decode_record(&v)?,
+                })
+            })
+            .collect()
+    }
+
     /// The highest seq stored for `terminal` in spool epoch `epoch`, if any (one reverse seek,
     /// nothing decoded but the key).
     pub fn last_seq(&self, terminal: &TerminalId, epoch: u64) -> Result<Option<u64>, StoreError> {
@@ -326,6 +405,37 @@ impl Store {
             .collect()
     }
 
+    /// Whether a quarantined record is stored under `key`.
+    pub fn quarantine_contains(&self, key: &RecordKey) -> Result<bool, StoreError> {
+        self.backend.quarantine_exists(&key.encode())
+    }
+
+    /// Up to `limit` quarantined records of `terminal` after `after` (exclusive; from the
+    /// first if `None`), in (epoch, seq) order.
+    pub fn quarantined(
+        &self,
+        terminal: &TerminalId,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineRow>, StoreError> {
+        let prefix = terminal_prefix(terminal);
+        let to = prefix_end(&prefix);
+        let Some(from) = key_after(terminal, after, prefix) else {
+            return Ok(Vec::new());
+        };
+        self.backend
+            .quarantine_between(&from, &to, limit)?
+            .into_iter()
+            .map(|(k, v)| {
+                Ok(QuarantineRow {
+                    key: RecordKey::decode(&k)?,
+                    entry: postcard::from_bytes(&v)
+                        .map_err(|e| StoreError::Corrupt(format!("quarantine entry: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
     /// Calls `f` for every stored record in key order.
     pub fn for_each_record(
         &self,
@@ -362,6 +472,20 @@ impl Store {
         prefix: &[u8],
     ) -> Result<Vec<KeyValue>, StoreError> {
         self.backend.alerts_scan(space, prefix)
+    }
+}
+
+/// The first key of `terminal` after `after` (exclusive), `prefix` (the terminal's first key)
+/// without one; `None` when nothing can follow (the last possible key, or another terminal's).
+fn key_after(terminal: &TerminalId, after: Option<&RecordKey>, prefix: Vec<u8>) -> Option<Vec<u8>> {
+    match after {
+        None => Some(prefix),
+        Some(k) if &k.terminal != terminal => None,
+        Some(k) => match (k.seq.checked_add(1), k.epoch.checked_add(1)) {
+            (Some(seq), _) => Some(key_of(terminal, k.epoch, seq)),
+            (None, Some(epoch)) => Some(key_of(terminal, epoch, 0)),
+            (None, None) => None,
+        },
     }
 }
 
@@ -437,6 +561,59 @@ mod tests {
         assert_eq!(seqs(Some(1), 100), [(2, 9), (5, 2)]);
         assert_eq!(seqs(None, 2), [(2, 9), (5, 1)]);
         assert_eq!(seqs(Some(u64::MAX), 100), []);
+        // The cursor pages across epochs and returns every record once.
+        let mut paged = Vec::new();
+        let mut after: Option<RecordKey> = None;
+        loop {
+            let page = store
+                .records_after(&tid("T1"), after.as_ref(), 1)
+                .expect("query");
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            paged.extend(page.iter().map(|r| (r.key.epoch, r.key.seq)));
+        }
+        assert_eq!(paged, [(2, 9), (5, 1), (5, 2), (u64::MAX, 0)]);
+        assert_eq!(
+            store
+                .records_after(&tid("T1"), Some(&key("T1", u64::MAX, u64::MAX)), 9)
+                .expect("query"),
+            []
+        );
+        assert_eq!(
+            store
+                .records_after(&tid("T1"), Some(&key("T10", 0, 0)), 9)
+                .expect("query"),
+            []
+        );
+        // Quarantine: apart from the records, paged the same way.
+        let q = |seq: u64| {
+            (
+                key("T1", 5, seq),
+                StoredQuarantine {
+                    time_unix_ms: 1,
+                    received_unix_ms: 2,
+                    kind: "heartbeat".into(),
+                    field: "cpu_percent".into(),
+                    reason: "is NaN, not a finite number".into(),
+                    body: "Heartbeat(..)".into(),
+                },
+            )
+        };
+        let qset = WriteSet {
+            quarantined: vec![q(7), q(8)],
+            ..WriteSet::default()
+        };
+        store.commit(&qset).expect("commit");
+        assert!(store.quarantine_contains(&key("T1", 5, 7)).expect("read"));
+        assert!(!store.contains(&key("T1", 5, 7)).expect("read"));
+        let rows = store.quarantined(&tid("T1"), None, 10).expect("read");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].entry, q(7).1);
+        let rows = store
+            .quarantined(&tid("T1"), Some(&key("T1", 5, 7)), 10)
+            .expect("read");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].key.seq, 8);
         assert!(
             store
                 .records(&tid("T9"), None, 10)

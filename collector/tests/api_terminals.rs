@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 use storepulse_collector::api::{ApiState, router};
-use storepulse_collector::store::{RecordKey, Store, StoredRecord, WriteSet};
+use storepulse_collector::store::{RecordKey, Store, StoredQuarantine, StoredRecord, WriteSet};
 use storepulse_collector_core::detect::{
     CodeCount, DeviceReading, Evidence, Example, Family, Incident, IncidentEvent,
 };
@@ -208,6 +208,53 @@ async fn fixture() -> Fixture {
         put(now - 600_000 + i * 1000, txn(code), &mut set);
     }
     put(now - 2 * 86_400_000, txn("00"), &mut set);
+    store.commit(&set).expect("commit");
+    // T02: three spool epochs (a reinstalled agent starts again at seq 0), 12 records each,
+    // and two quarantined records.
+    let t02 = ids[1].terminal_id.clone();
+    let mut set = WriteSet::default();
+    for epoch in [3u64, 9, 20] {
+        for seq in 0..12u64 {
+            set.records.push((
+                RecordKey {
+                    terminal: t02.clone(),
+                    epoch,
+                    seq,
+                },
+                StoredRecord {
+                    time_unix_ms: now - 1000,
+                    received_unix_ms: now - 1000,
+                    body: txn("00"),
+                    agent_time_unix_ms: None,
+                },
+            ));
+        }
+    }
+    for (seq, kind, field, reason) in [
+        (
+            12u64,
+            "heartbeat",
+            "cpu_percent",
+            "is NaN, not a finite number",
+        ),
+        (13, "txn_outcome", "route", "must not be empty"),
+    ] {
+        set.quarantined.push((
+            RecordKey {
+                terminal: t02.clone(),
+                epoch: 20,
+                seq,
+            },
+            StoredQuarantine {
+                time_unix_ms: now - 500,
+                received_unix_ms: now - 400,
+                kind: kind.into(),
+                field: field.into(),
+                reason: reason.into(),
+                body: "...".into(),
+            },
+        ));
+    }
     store.commit(&set).expect("commit");
 
     let book = Arc::new(RwLock::new(IncidentBook::default()));
@@ -459,20 +506,69 @@ async fn terminal_detail_from_stored_records() {
         (Some("cup"), Some("card")),
         "{txn}"
     );
-    let (s, v) = get(&f, "/api/v1/terminals/T01/records?after_seq=100000").await;
-    assert_eq!(
-        (s, v["records"].as_array().map(Vec::len)),
-        (200, Some(0)),
-        "{v}"
-    );
+    assert_eq!(v["next"], Value::Null, "one page holds all of T01");
     for (bad, status) in [
         ("/api/v1/terminals/T01/records?limit=0", 400),
+        ("/api/v1/terminals/T01/records?after_seq=3", 400),
+        ("/api/v1/terminals/T01/records?after=zz", 400),
+        ("/api/v1/terminals/T01/quarantined?after=1", 400),
+        ("/api/v1/terminals/NOPE/quarantined", 404),
         ("/api/v1/terminals/T01/records?epoch=1", 400),
         ("/api/v1/terminals/NOPE/records", 404),
     ] {
         let (s, v) = get(&f, bad).await;
         assert_eq!(s, status, "{bad}: {v}");
     }
+    f.responses.check();
+}
+
+/// Issue 16: `after_seq` filtered `seq > n` in every epoch, so paging a terminal with two
+/// epochs lost records. The cursor pages over (epoch, seq): every record once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_page_over_epochs_with_a_cursor() {
+    let f = fixture().await;
+    let mut seen: Vec<(u64, u64)> = Vec::new();
+    let mut path = "/api/v1/terminals/T02/records?limit=5".to_owned();
+    let mut pages = 0;
+    loop {
+        let (s, v) = get(&f, &path).await;
+        assert_eq!(s, 200, "{v}");
+        pages += 1;
+        for r in v["records"].as_array().expect("records") {
+            seen.push((
+                r["epoch"].as_u64().expect("epoch"),
+                r["seq"].as_u64().expect("seq"),
+            ));
+        }
+        match v["next"].as_str() {
+            Some(next) => path = format!("/api/v1/terminals/T02/records?limit=5&after={next}"),
+            None => break,
+        }
+    }
+    let want: Vec<(u64, u64)> = [3u64, 9, 20]
+        .into_iter()
+        .flat_map(|e| (0..12u64).map(move |s| (e, s)))
+        .collect();
+    assert_eq!(seen, want, "every record once, in (epoch, seq) order");
+    assert_eq!(pages, 8, "36 records in pages of 5, no empty last page");
+
+    // The quarantined records are apart and visible per terminal.
+    let (s, v) = get(&f, "/api/v1/terminals/T02/quarantined?limit=1").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"][0]["seq"], 12);
+    assert_eq!(v["records"][0]["kind"], "heartbeat");
+    assert_eq!(v["records"][0]["field"], "cpu_percent");
+    let next = v["next"].as_str().expect("a second page");
+    let (s, v) = get(
+        &f,
+        &format!("/api/v1/terminals/T02/quarantined?after={next}"),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["records"][0]["field"], "route");
+    assert_eq!(v["next"], Value::Null);
+    let (s, v) = get(&f, "/api/v1/terminals/T01/quarantined").await;
+    assert_eq!((s, v["records"].as_array().map(Vec::len)), (200, Some(0)));
     f.responses.check();
 }
 

@@ -310,9 +310,16 @@ async fn batch_is_acked_stored_and_deduplicated() {
     );
     let (_, body) = get(http, "/api/v1/terminals").await;
     assert_eq!(body["terminals"][0]["records_received"], 2);
-    let (_, body) = get(http, "/api/v1/terminals/T0001/records?after_seq=1&limit=10").await;
+    let (_, body) = get(http, "/api/v1/terminals/T0001/records?limit=1").await;
+    let next = body["next"].as_str().expect("a second page");
+    let (_, body) = get(
+        http,
+        &format!("/api/v1/terminals/T0001/records?after={next}&limit=10"),
+    )
+    .await;
     assert_eq!(body["records"].as_array().expect("array").len(), 1);
     assert_eq!(body["records"][0]["seq"], 2);
+    assert_eq!(body["next"], serde_json::Value::Null);
 
     let (status, body) = get(http, "/api/v1/terminals/T9999/records").await;
     assert_eq!(status, 404);

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::check::{RawBatch, RawHello};
 use crate::message::{
     Ack, Batch, EnrolRequest, EnrolResponse, Goodbye, Hello, IncidentList, IncidentQuery, Message,
     RenewRequest, RenewResponse, Welcome,
@@ -147,18 +148,7 @@ impl Message {
 /// Callers keep batches under the peer's maximum frame size (1 MiB by default); the receiver
 /// refuses larger frames.
 pub fn encode_frame(msg: &Message) -> Vec<u8> {
-    fn enc<T: Serialize>(ty: FrameType, v: &T) -> Vec<u8> {
-        let header = vec![ty as u8, 0, 0, 0, 0];
-        // Invariant: serialising plain structs of strings, numbers and vectors into a growable
-        // Vec cannot fail; postcard only errors on full fixed buffers or unsupported types.
-        let mut out = match postcard::to_extend(v, header) {
-            Ok(out) => out,
-            Err(e) => unreachable!("postcard encoding into a Vec failed: {e}"),
-        };
-        let len = u32::try_from(out.len() - HEADER_BYTES).unwrap_or(u32::MAX);
-        out[1..HEADER_BYTES].copy_from_slice(&len.to_be_bytes());
-        out
-    }
+    use encode_raw_frame as enc;
     match msg {
         Message::Hello(m) => enc(FrameType::Hello, m),
         Message::Batch(m) => enc(FrameType::Batch, m),
@@ -174,21 +164,59 @@ pub fn encode_frame(msg: &Message) -> Vec<u8> {
     }
 }
 
+/// A frame from an agent as the collector reads it (see [`crate::check`]): a `Hello` and a
+/// `Batch` with their labels and numbers not yet checked, so that one bad value is refused or
+/// quarantined by name instead of failing the whole frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentFrame {
+    /// A `Hello`, labels unchecked.
+    Hello(RawHello),
+    /// A `Batch`, records unchecked.
+    Batch(RawBatch),
+    /// Any other frame, decoded as usual.
+    Message(Message),
+}
+
+/// Decodes one payload from an agent: `Hello` and `Batch` into their raw twins, the rest as
+/// [`decode_payload`] does.
+pub fn decode_agent_payload(ty: FrameType, payload: &[u8]) -> Result<AgentFrame, FrameError> {
+    Ok(match ty {
+        FrameType::Hello => AgentFrame::Hello(dec::<RawHello>(ty, payload)?),
+        FrameType::Batch => AgentFrame::Batch(dec::<RawBatch>(ty, payload)?),
+        _ => AgentFrame::Message(decode_payload(ty, payload)?),
+    })
+}
+
+fn dec<'a, T: serde::Deserialize<'a>>(ty: FrameType, p: &'a [u8]) -> Result<T, FrameError> {
+    let (v, rest) = postcard::take_from_bytes::<T>(p).map_err(|e| FrameError::Malformed {
+        kind: ty.name(),
+        reason: e.to_string(),
+    })?;
+    if !rest.is_empty() {
+        return Err(FrameError::TrailingBytes {
+            kind: ty.name(),
+            extra: rest.len(),
+        });
+    }
+    Ok(v)
+}
+
+/// Encodes any serialisable payload as one frame of type `ty` (tests and tools that build
+/// frames by hand, e.g. a [`RawBatch`] with a record the checked types cannot express).
+pub fn encode_raw_frame<T: Serialize>(ty: FrameType, v: &T) -> Vec<u8> {
+    let header = vec![ty as u8, 0, 0, 0, 0];
+    // Invariant: as in `encode_frame`, serialising into a growable Vec cannot fail.
+    let mut out = match postcard::to_extend(v, header) {
+        Ok(out) => out,
+        Err(e) => unreachable!("postcard encoding into a Vec failed: {e}"),
+    };
+    let len = u32::try_from(out.len() - HEADER_BYTES).unwrap_or(u32::MAX);
+    out[1..HEADER_BYTES].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
 /// Decodes one payload of the given type.
 pub fn decode_payload(ty: FrameType, payload: &[u8]) -> Result<Message, FrameError> {
-    fn dec<'a, T: serde::Deserialize<'a>>(ty: FrameType, p: &'a [u8]) -> Result<T, FrameError> {
-        let (v, rest) = postcard::take_from_bytes::<T>(p).map_err(|e| FrameError::Malformed {
-            kind: ty.name(),
-            reason: e.to_string(),
-        })?;
-        if !rest.is_empty() {
-            return Err(FrameError::TrailingBytes {
-                kind: ty.name(),
-                extra: rest.len(),
-            });
-        }
-        Ok(v)
-    }
     Ok(match ty {
         FrameType::Hello => Message::Hello(dec::<Hello>(ty, payload)?),
         FrameType::Batch => Message::Batch(dec::<Batch>(ty, payload)?),
@@ -253,6 +281,19 @@ impl FrameDecoder {
     /// After an error the decoder stays failed: a byte stream cannot be resynchronised, the
     /// connection must be closed.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        self.next_with(decode_payload)
+    }
+
+    /// Decodes the next complete frame from an agent ([`decode_agent_payload`]), if one is
+    /// buffered. Errors as [`Self::next_message`].
+    pub fn next_agent_frame(&mut self) -> Result<Option<AgentFrame>, FrameError> {
+        self.next_with(decode_agent_payload)
+    }
+
+    fn next_with<T>(
+        &mut self,
+        decode: impl FnOnce(FrameType, &[u8]) -> Result<T, FrameError>,
+    ) -> Result<Option<T>, FrameError> {
         if self.failed {
             return Err(FrameError::Malformed {
                 kind: "stream",
@@ -267,7 +308,7 @@ impl FrameDecoder {
         if self.buf.len() < total {
             return Ok(None);
         }
-        let result = decode_payload(ty, &self.buf[HEADER_BYTES..total]);
+        let result = decode(ty, &self.buf[HEADER_BYTES..total]);
         self.buf.drain(..total);
         result.map(Some).inspect_err(|_| self.failed = true)
     }

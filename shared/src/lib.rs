@@ -7,6 +7,7 @@
 //! It does no IO and pulls in no async runtime, QUIC or storage crate.
 //! `PROTOCOL.md` at the repository root is the normative description of the same format.
 
+pub mod check;
 pub mod civil;
 pub mod frame;
 pub mod ids;
@@ -14,7 +15,9 @@ pub mod message;
 pub mod taxonomy;
 pub mod vocab;
 
-pub use frame::{FrameDecoder, FrameError, FrameType, MAX_FRAME_BYTES_DEFAULT, encode_frame};
+pub use frame::{
+    AgentFrame, FrameDecoder, FrameError, FrameType, MAX_FRAME_BYTES_DEFAULT, encode_frame,
+};
 pub use ids::{IdError, Label, MAX_TXN_CODE_BYTES, Seq, TerminalId, validate_txn_code};
 pub use message::*;
 pub use vocab::{IncidentKind, LabelKey};

@@ -484,29 +484,34 @@ backlog_records_per_sec = 5000
         }
     }
 
-    /// Every stored record of one terminal, following pagination.
+    /// Every stored record of one terminal, following the `next` cursor.
     pub async fn records(&self, id: &str) -> Result<Vec<Value>> {
+        self.paged(&format!("/api/v1/terminals/{id}/records")).await
+    }
+
+    /// Every quarantined record of one terminal, following the `next` cursor.
+    pub async fn quarantined(&self, id: &str) -> Result<Vec<Value>> {
+        self.paged(&format!("/api/v1/terminals/{id}/quarantined"))
+            .await
+    }
+
+    async fn paged(&self, base: &str) -> Result<Vec<Value>> {
         let mut out: Vec<Value> = Vec::new();
-        let mut after: Option<u64> = None;
+        let mut after: Option<String> = None;
         loop {
-            let path = match after {
-                Some(a) => format!("/api/v1/terminals/{id}/records?limit=1000&after_seq={a}"),
-                None => format!("/api/v1/terminals/{id}/records?limit=1000"),
+            let path = match &after {
+                Some(a) => format!("{base}?limit=1000&after={a}"),
+                None => format!("{base}?limit=1000"),
             };
             let v = self.get(&path).await?;
-            let page = v["records"].as_array().cloned().unwrap_or_default();
-            if page.is_empty() {
-                return Ok(out);
+            out.extend(v["records"].as_array().cloned().unwrap_or_default());
+            match v["next"].as_str() {
+                Some(next) if after.as_deref() == Some(next) => {
+                    bail!("pagination did not advance past {next}")
+                }
+                Some(next) => after = Some(next.to_owned()),
+                None => return Ok(out),
             }
-            let last = page
-                .last()
-                .and_then(|r| r["seq"].as_u64())
-                .context("record without seq")?;
-            if after.is_some_and(|a| last <= a) {
-                bail!("pagination did not advance past seq {last}");
-            }
-            after = Some(last);
-            out.extend(page);
         }
     }
 

@@ -2,15 +2,19 @@
 //! when, and how each refusal maps to a `Goodbye` and a QUIC close code.
 //!
 //! Usage: create a [`Session`] once the TLS handshake named the terminal, feed it every decoded
-//! frame with [`Session::handle_message`] (or a decoding failure with
+//! frame with [`Session::handle_frame`] (frames read with
+//! `storepulse_shared::FrameDecoder::next_agent_frame`; [`Session::handle_message`] takes an
+//! already checked message) (or a decoding failure with
 //! [`Session::handle_frame_error`], or the expiry of the hello timer with
 //! [`Session::handle_hello_timeout`]) and act on the returned [`Step`] or [`Refusal`]. After a
 //! refusal the connection must be closed; the session stays closed.
 
+use storepulse_shared::check::{QuarantinedRecord, RawBatch};
 use storepulse_shared::ids::validate_id;
 use storepulse_shared::{
-    Batch, FrameError, GoodbyeReason, Hello, INCIDENTS_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION,
-    Message, PROTOCOL_VERSION, RENEWAL_PROTOCOL_VERSION, RecordBody, TerminalId, close_code,
+    AgentFrame, Batch, FrameError, GoodbyeReason, Hello, INCIDENTS_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION, Message, PROTOCOL_VERSION, RENEWAL_PROTOCOL_VERSION, RecordBody, Seq,
+    TerminalId, close_code,
 };
 
 /// What an invalid transaction code is replaced by (see [`sanitize_codes`]).
@@ -28,12 +32,18 @@ pub enum Step {
         /// The query's id, to echo.
         query_id: u64,
     },
-    /// A valid batch: store its records under `spool_epoch`, then `Ack` it once durable.
+    /// A valid batch: store its records under `spool_epoch` and keep its quarantined ones
+    /// apart, then `Ack` it (naming `highest_seq`) once durable.
     Store {
         /// Spool epoch announced in the `Hello`.
         spool_epoch: u64,
-        /// The validated batch.
+        /// The validated batch, without its quarantined records.
         batch: Batch,
+        /// Records that broke a value rule (a bad label, a number out of range or not
+        /// finite): stored apart with the reason, never refused (PROTOCOL.md 5.2).
+        quarantined: Vec<QuarantinedRecord>,
+        /// The highest seq of the batch as sent (quarantined records included), for the Ack.
+        highest_seq: Seq,
         /// Seqs whose transaction code was invalid and replaced by [`INVALID_CODE`].
         invalid_codes: Vec<u64>,
     },
@@ -74,12 +84,26 @@ pub enum BatchError {
         /// The offending record's seq.
         seq: u64,
     },
+    /// The batch id is not the connection's next one (1 for the first batch, +1 per batch).
+    #[error(
+        "batch_id {got}, expected {expected} (1 for the first batch of a connection, +1 per batch)"
+    )]
+    BatchIdOutOfOrder {
+        /// The batch id sent.
+        got: u64,
+        /// The batch id expected.
+        expected: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     AwaitingHello,
-    Ready { spool_epoch: u64, version: u16 },
+    Ready {
+        spool_epoch: u64,
+        version: u16,
+        next_batch_id: u64,
+    },
     Closed,
 }
 
@@ -111,25 +135,30 @@ pub fn sanitize_codes(batch: &mut Batch) -> Vec<u64> {
 }
 
 /// Checks a batch's structure: at most `max_records` records in strictly ascending `seq`.
-/// Field values are not refused here (see [`sanitize_codes`]).
+/// Field values are not refused here (see [`sanitize_codes`] and
+/// `storepulse_shared::check`).
 pub fn validate_batch(batch: &Batch, max_records: usize) -> Result<(), BatchError> {
-    if batch.records.len() > max_records {
+    validate_seqs(batch.records.iter().map(|r| r.seq.0), max_records)
+}
+
+fn validate_seqs(
+    seqs: impl ExactSizeIterator<Item = u64>,
+    max_records: usize,
+) -> Result<(), BatchError> {
+    if seqs.len() > max_records {
         return Err(BatchError::TooManyRecords {
-            len: batch.records.len(),
+            len: seqs.len(),
             max: max_records,
         });
     }
     let mut previous: Option<u64> = None;
-    for r in &batch.records {
+    for seq in seqs {
         if let Some(p) = previous
-            && r.seq.0 <= p
+            && seq <= p
         {
-            return Err(BatchError::SeqNotAscending {
-                previous: p,
-                seq: r.seq.0,
-            });
+            return Err(BatchError::SeqNotAscending { previous: p, seq });
         }
-        previous = Some(r.seq.0);
+        previous = Some(seq);
     }
     Ok(())
 }
@@ -180,7 +209,29 @@ impl Session {
         }
     }
 
-    /// A decoded frame arrived.
+    /// A frame from the agent arrived, as read by
+    /// `storepulse_shared::FrameDecoder::next_agent_frame`: a `Hello` with a bad label is
+    /// refused naming the field (PROTOCOL_ERROR); a `Batch`'s records that break a value rule
+    /// are quarantined, the rest stored.
+    pub fn handle_frame(&mut self, frame: AgentFrame) -> Result<Step, Refusal> {
+        match frame {
+            AgentFrame::Message(m) => self.handle_message(m),
+            AgentFrame::Batch(b) => self.handle_raw_batch(b),
+            AgentFrame::Hello(h) => match (self.phase, h.check()) {
+                (Phase::AwaitingHello, Err(e)) => {
+                    self.phase = Phase::Closed;
+                    Err(Refusal::protocol(format!("Hello: {e}")))
+                }
+                (_, Ok(hello)) => self.handle_message(Message::Hello(hello)),
+                (_, Err(_)) => {
+                    self.phase = Phase::Closed;
+                    Err(Refusal::protocol("unexpected Hello from an agent"))
+                }
+            },
+        }
+    }
+
+    /// A decoded, checked frame arrived.
     pub fn handle_message(&mut self, msg: Message) -> Result<Step, Refusal> {
         let result = match (self.phase, msg) {
             (Phase::Closed, _) => Err(Refusal::protocol("session already closed")),
@@ -213,23 +264,62 @@ impl Session {
                     )))
                 }
             }
-            (Phase::Ready { spool_epoch, .. }, Message::Batch(mut batch)) => {
-                match validate_batch(&batch, self.max_batch_records) {
+            (_, Message::Batch(batch)) => return self.handle_raw_batch(RawBatch::from(batch)),
+            (Phase::Ready { .. }, other) => Err(Refusal::protocol(format!(
+                "unexpected {} from an agent",
+                other.frame_type().name()
+            ))),
+        };
+        if result.is_err() {
+            self.phase = Phase::Closed;
+        }
+        result
+    }
+
+    fn handle_raw_batch(&mut self, raw: RawBatch) -> Result<Step, Refusal> {
+        let result = match &mut self.phase {
+            Phase::Ready {
+                spool_epoch,
+                next_batch_id,
+                ..
+            } => {
+                let checked = if raw.batch_id != *next_batch_id {
+                    Err(BatchError::BatchIdOutOfOrder {
+                        got: raw.batch_id,
+                        expected: *next_batch_id,
+                    })
+                } else {
+                    validate_seqs(raw.records.iter().map(|r| r.seq.0), self.max_batch_records)
+                };
+                match checked {
                     Ok(()) => {
+                        *next_batch_id += 1;
+                        let highest_seq = raw.records.last().map_or(Seq(0), |r| r.seq);
+                        let mut batch = Batch {
+                            batch_id: raw.batch_id,
+                            records: Vec::with_capacity(raw.records.len()),
+                        };
+                        let mut quarantined = Vec::new();
+                        for r in raw.records {
+                            match r.check() {
+                                Ok(r) => batch.records.push(r),
+                                Err(q) => quarantined.push(*q),
+                            }
+                        }
                         let invalid_codes = sanitize_codes(&mut batch);
                         Ok(Step::Store {
-                            spool_epoch,
+                            spool_epoch: *spool_epoch,
                             batch,
+                            quarantined,
+                            highest_seq,
                             invalid_codes,
                         })
                     }
                     Err(e) => Err(Refusal::protocol(e.to_string())),
                 }
             }
-            (Phase::Ready { .. }, other) => Err(Refusal::protocol(format!(
-                "unexpected {} from an agent",
-                other.frame_type().name()
-            ))),
+            Phase::AwaitingHello => Err(Refusal::protocol("expected Hello, got Batch")),
+            Phase::Closed => Err(Refusal::protocol("session already closed")),
         };
         if result.is_err() {
             self.phase = Phase::Closed;
@@ -294,6 +384,7 @@ impl Session {
         self.phase = Phase::Ready {
             spool_epoch: hello.spool_epoch,
             version: hello.protocol_version,
+            next_batch_id: 1,
         };
         Ok(Step::Welcome(Box::new(hello)))
     }
@@ -370,6 +461,8 @@ mod tests {
             Ok(Step::Store {
                 spool_epoch: 7,
                 batch,
+                quarantined: vec![],
+                highest_seq: Seq(5),
                 invalid_codes: vec![]
             })
         );
@@ -583,6 +676,116 @@ mod tests {
                 .chain([good])
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn batch_ids_count_from_one_per_connection() {
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 1)))
+            .expect("accepted");
+        for id in 1..=3 {
+            let b = Batch {
+                batch_id: id,
+                records: vec![txn(id, "00")],
+            };
+            assert!(matches!(
+                s.handle_message(Message::Batch(b)),
+                Ok(Step::Store { .. })
+            ));
+        }
+        // An empty batch is allowed and counts.
+        let empty = Batch {
+            batch_id: 4,
+            records: vec![],
+        };
+        assert!(matches!(
+            s.handle_message(Message::Batch(empty)),
+            Ok(Step::Store {
+                highest_seq: Seq(0),
+                ..
+            })
+        ));
+        // A repeated id (or a gap) is a protocol error.
+        let again = Batch {
+            batch_id: 4,
+            records: vec![txn(9, "00")],
+        };
+        let r = s
+            .handle_message(Message::Batch(again))
+            .expect_err("refused");
+        assert_eq!(r.close_code, close_code::PROTOCOL_ERROR);
+        assert!(r.detail.contains("batch_id 4, expected 5"), "{}", r.detail);
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 1)))
+            .expect("accepted");
+        let zero = Batch {
+            batch_id: 0,
+            records: vec![],
+        };
+        assert!(s.handle_message(Message::Batch(zero)).is_err());
+    }
+
+    #[test]
+    fn bad_records_are_quarantined_not_refused() {
+        use storepulse_shared::check::{RawBatch, RawBody, RawRecord};
+        let mut s = session();
+        s.handle_message(Message::Hello(hello("T1", 1)))
+            .expect("accepted");
+        let mut raw = RawBatch::from(Batch {
+            batch_id: 1,
+            records: vec![txn(1, "00"), txn(2, "00"), txn(3, "05")],
+        });
+        if let RawBody::TxnOutcome(t) = &mut raw.records[1].body {
+            t.route = Some(String::new());
+        }
+        raw.records.push(RawRecord {
+            seq: Seq(4),
+            time_unix_ms: 0,
+            body: RawBody::Heartbeat(storepulse_shared::Heartbeat {
+                cpu_percent: 150.0,
+                mem_used_bytes: 0,
+                mem_total_bytes: 0,
+                disk_free_bytes: 0,
+                uptime_secs: 0,
+                temperature_c: None,
+                battery_percent: None,
+                spool_records: 0,
+            }),
+        });
+        let Ok(Step::Store {
+            batch,
+            quarantined,
+            highest_seq,
+            ..
+        }) = s.handle_frame(AgentFrame::Batch(raw))
+        else {
+            panic!("expected Store");
+        };
+        let kept: Vec<u64> = batch.records.iter().map(|r| r.seq.0).collect();
+        assert_eq!(kept, [1, 3]);
+        let q: Vec<(u64, &str)> = quarantined
+            .iter()
+            .map(|q| (q.seq.0, q.error.field.as_str()))
+            .collect();
+        assert_eq!(q, [(2, "route"), (4, "cpu_percent")]);
+        assert_eq!(
+            highest_seq,
+            Seq(4),
+            "the Ack covers the quarantined records"
+        );
+        assert!(s.is_ready(), "the connection goes on");
+    }
+
+    #[test]
+    fn hello_with_a_bad_label_is_refused_naming_it() {
+        let mut raw = storepulse_shared::check::RawHello::from(hello("T1", 3));
+        raw.identity.city = "a\u{7}b".into();
+        let mut s = session();
+        let r = s.handle_frame(AgentFrame::Hello(raw)).expect_err("refused");
+        assert_eq!(r.close_code, close_code::PROTOCOL_ERROR);
+        assert_eq!(r.goodbye, Some(GoodbyeReason::ProtocolError));
+        assert!(r.detail.contains("identity.city"), "{}", r.detail);
+        assert!(!s.is_ready());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! A terminal's stored records: `GET /api/v1/terminals/{id}/records`, and the [`Record`] DTO
-//! (also what `storepulse-collector dump` writes). Record bodies are typed here from the wire
+//! A terminal's stored records: `GET /api/v1/terminals/{id}/records` (paged with an opaque
+//! cursor over (epoch, seq)), its quarantined records: `GET /api/v1/terminals/{id}/quarantined`,
+//! and the [`Record`] DTO (also what `storepulse-collector dump` writes). Record bodies are typed here from the wire
 //! types of `storepulse-shared` (serialization marks a boundary: the wire types stay as they
 //! are, the API spells enums in lowercase).
 
@@ -17,7 +18,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::common::{self, ApiError, ApiState, ErrorBody};
-use crate::store::RecordRow;
+use crate::store::{QuarantineRow, RecordKey, RecordRow};
 
 /// Records returned when `limit` is not given.
 pub const DEFAULT_RECORDS_LIMIT: usize = 100;
@@ -29,8 +30,8 @@ pub const MAX_RECORDS_LIMIT: usize = 1000;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
-    /// Only records with a greater sequence number (in every spool epoch).
-    after_seq: Option<u64>,
+    /// Cursor: records after this one (the previous page's `next`; opaque).
+    after: Option<String>,
     /// Most records returned (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
@@ -42,6 +43,57 @@ pub struct RecordsQuery {
 pub struct RecordPage {
     /// Records in (epoch, seq) order.
     pub records: Vec<Record>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// One page of a terminal's quarantined records.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantinePage {
+    /// Quarantined records in (epoch, seq) order.
+    pub records: Vec<QuarantinedRecord>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
+}
+
+/// A record the collector kept apart instead of storing it, because one of its values broke
+/// a rule of PROTOCOL.md (a bad label, a number out of range or not finite). Its batch was
+/// acknowledged; the record is not counted and detection never sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantinedRecord {
+    /// The agent's spool epoch.
+    pub epoch: u64,
+    /// Sequence number within the epoch.
+    pub seq: u64,
+    /// The record's time as the agent sent it, Unix ms (agent clock, not corrected).
+    pub time_unix_ms: i64,
+    /// When the collector received it, Unix ms.
+    pub received_unix_ms: i64,
+    /// The record kind.
+    pub kind: RecordKind,
+    /// The field that broke its rule (`route`, `cpu_percent`, `endpoints[0].dns_ms`).
+    pub field: String,
+    /// Why (`must not be empty`, `is 150, must be from 0 to 100`).
+    pub reason: String,
+    /// The body as received, in Rust debug notation (`NaN` shows as `NaN`); for people, not
+    /// for parsing.
+    pub body: String,
+}
+
+/// A record kind.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// Host health.
+    Heartbeat,
+    /// Network quality.
+    NetQuality,
+    /// A payment's outcome.
+    TxnOutcome,
+    /// Records the agent had to drop.
+    SpoolDrops,
 }
 
 /// A stored record. `kind` says which body it carries.
@@ -201,6 +253,49 @@ pub enum DropCause {
     SpoolFull,
     /// The spool's disk could not be written.
     DiskError,
+}
+
+impl RecordKind {
+    fn parse(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "heartbeat" => Self::Heartbeat,
+            "net_quality" => Self::NetQuality,
+            "txn_outcome" => Self::TxnOutcome,
+            "spool_drops" => Self::SpoolDrops,
+            _ => return None,
+        })
+    }
+}
+
+/// The opaque cursor of a record key: epoch and seq in hex (`<epoch>-<seq>`).
+fn cursor(key: &RecordKey) -> String {
+    format!("{:x}-{:x}", key.epoch, key.seq)
+}
+
+/// Parses a cursor of [`cursor`] for `terminal`.
+fn parse_cursor(terminal: &TerminalId, s: &str) -> Result<RecordKey, ApiError> {
+    let bad = || ApiError::BadRequest(format!("after: {s:?} is not a cursor from `next`"));
+    let (e, q) = s.split_once('-').ok_or_else(bad)?;
+    Ok(RecordKey {
+        terminal: terminal.clone(),
+        epoch: u64::from_str_radix(e, 16).map_err(|_| bad())?,
+        seq: u64::from_str_radix(q, 16).map_err(|_| bad())?,
+    })
+}
+
+impl From<&QuarantineRow> for QuarantinedRecord {
+    fn from(row: &QuarantineRow) -> Self {
+        Self {
+            epoch: row.key.epoch,
+            seq: row.key.seq,
+            time_unix_ms: row.entry.time_unix_ms,
+            received_unix_ms: row.entry.received_unix_ms,
+            kind: RecordKind::parse(&row.entry.kind).unwrap_or(RecordKind::TxnOutcome),
+            field: row.entry.field.clone(),
+            reason: row.entry.reason.clone(),
+            body: row.entry.body.clone(),
+        }
+    }
 }
 
 impl From<&RecordRow> for Record {
@@ -376,7 +471,7 @@ impl ToSchema for Record {
     get,
     path = "/api/v1/terminals/{id}/records",
     tag = "terminals",
-    summary = "A terminal's stored records in (epoch, seq) order",
+    summary = "A terminal's stored records in (epoch, seq) order, a page at a time",
     params(("id" = String, Path, description = "Terminal id"), RecordsQuery),
     responses(
         (status = 200, description = "Records", body = RecordPage),
@@ -389,6 +484,56 @@ pub(crate) async fn records(
     Path(id): Path<String>,
     query: Result<Query<RecordsQuery>, QueryRejection>,
 ) -> Result<Json<RecordPage>, ApiError> {
+    let (terminal, after, limit) = page_query(&state, id, query)?;
+    let store = state.store.clone();
+    let mut rows = common::blocking("records", move || {
+        store.records_after(&terminal, after.as_ref(), limit + 1)
+    })
+    .await?;
+    let next = next_cursor(&mut rows, limit, |r| &r.key);
+    Ok(Json(RecordPage {
+        records: rows.iter().map(Record::from).collect(),
+        next,
+    }))
+}
+
+/// `GET /api/v1/terminals/{id}/quarantined`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/terminals/{id}/quarantined",
+    tag = "terminals",
+    summary = "A terminal's quarantined records (kept apart for a bad value), in (epoch, seq) order",
+    params(("id" = String, Path, description = "Terminal id"), RecordsQuery),
+    responses(
+        (status = 200, description = "Quarantined records", body = QuarantinePage),
+        (status = 400, description = "Unknown parameter or bad value", body = ErrorBody),
+        (status = 404, description = "Unknown terminal", body = ErrorBody),
+    )
+)]
+pub(crate) async fn quarantined(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
+) -> Result<Json<QuarantinePage>, ApiError> {
+    let (terminal, after, limit) = page_query(&state, id, query)?;
+    let store = state.store.clone();
+    let mut rows = common::blocking("quarantined", move || {
+        store.quarantined(&terminal, after.as_ref(), limit + 1)
+    })
+    .await?;
+    let next = next_cursor(&mut rows, limit, |r| &r.key);
+    Ok(Json(QuarantinePage {
+        records: rows.iter().map(QuarantinedRecord::from).collect(),
+        next,
+    }))
+}
+
+/// The terminal (known, else 404), the cursor and the limit of a page request.
+fn page_query(
+    state: &ApiState,
+    id: String,
+    query: Result<Query<RecordsQuery>, QueryRejection>,
+) -> Result<(TerminalId, Option<RecordKey>, usize), ApiError> {
     let q = common::query(query)?;
     let unknown = || ApiError::NotFound(format!("unknown terminal {id:?}"));
     let terminal = TerminalId::new(id.clone()).map_err(|_| unknown())?;
@@ -402,10 +547,44 @@ pub(crate) async fn records(
         return Err(unknown());
     }
     let limit = common::limit(q.limit, DEFAULT_RECORDS_LIMIT, MAX_RECORDS_LIMIT)?;
-    let store = state.store.clone();
-    let after = q.after_seq;
-    let rows = common::blocking("records", move || store.records(&terminal, after, limit)).await?;
-    Ok(Json(RecordPage {
-        records: rows.iter().map(Record::from).collect(),
-    }))
+    let after = q
+        .after
+        .as_deref()
+        .map(|a| parse_cursor(&terminal, a))
+        .transpose()?;
+    Ok((terminal, after, limit))
+}
+
+/// Cuts `rows` (read with `limit + 1`) to `limit` and says where the next page starts.
+fn next_cursor<T>(
+    rows: &mut Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> &RecordKey,
+) -> Option<String> {
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(|r| cursor(key(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let t = TerminalId::new("T1").expect("valid");
+        for (epoch, seq) in [(0, 0), (7, 300), (u64::MAX, u64::MAX)] {
+            let k = RecordKey {
+                terminal: t.clone(),
+                epoch,
+                seq,
+            };
+            assert_eq!(parse_cursor(&t, &cursor(&k)).expect("parses"), k);
+        }
+        for bad in ["", "12", "x-1", "1-", "-1", "1-2-3"] {
+            assert!(parse_cursor(&t, bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -34,6 +34,8 @@ pub struct FjallBackend {
 
 struct FjallHandles {
     db: Database,
+    /// Records kept apart (`super::StoredQuarantine`), keyed like records.
+    quarantine: Keyspace,
     records: Keyspace,
     terminals: Keyspace,
     alerts: [Keyspace; 5],
@@ -133,6 +135,7 @@ impl FjallHandles {
     fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder(path).cache_size(CACHE_BYTES).open()?;
         let memtable = |bytes| move || KeyspaceCreateOptions::default().max_memtable_size(bytes);
+        let quarantine = db.keyspace("quarantine", memtable(SMALL_MEMTABLE_BYTES))?;
         let records = db.keyspace("records", memtable(RECORDS_MEMTABLE_BYTES))?;
         let terminals = db.keyspace("terminals", memtable(SMALL_MEMTABLE_BYTES))?;
         let alerts = [
@@ -144,6 +147,7 @@ impl FjallHandles {
         ];
         Ok(Self {
             db,
+            quarantine,
             records,
             terminals,
             alerts,
@@ -254,6 +258,39 @@ impl Backend for FjallBackend {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.write(|h| Ok(h.db.persist(PersistMode::SyncAll)?))
+    }
+
+    fn quarantine_exists(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.with(|h| Ok(h.quarantine.contains_key(key)?))
+    }
+
+    fn quarantine_commit(&self, entries: &[KeyValue]) -> Result<(), StoreError> {
+        self.write(|h| {
+            let mut batch = h.db.batch().durability(Some(PersistMode::SyncAll));
+            for (k, v) in entries {
+                batch.insert(&h.quarantine, k.as_slice(), v.as_slice());
+            }
+            batch.commit()?;
+            Ok(())
+        })
+    }
+
+    fn quarantine_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        self.with(|h| {
+            h.quarantine
+                .range(from..to)
+                .take(limit)
+                .map(|g| {
+                    let (k, v) = g.into_inner()?;
+                    Ok((k.to_vec(), v.to_vec()))
+                })
+                .collect()
+        })
     }
 
     fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ pub struct MemoryBackend {
 #[derive(Debug, Default)]
 struct MemoryInner {
     records: BTreeMap<Vec<u8>, Vec<u8>>,
+    quarantine: BTreeMap<Vec<u8>, Vec<u8>>,
     terminals: BTreeMap<Vec<u8>, Vec<u8>>,
     alerts: BTreeMap<AlertSpace, BTreeMap<Vec<u8>, Vec<u8>>>,
 }
@@ -114,6 +115,33 @@ impl Backend for MemoryBackend {
 
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn quarantine_exists(&self, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.lock().quarantine.contains_key(key))
+    }
+
+    fn quarantine_commit(&self, entries: &[KeyValue]) -> Result<(), StoreError> {
+        self.lock().quarantine.extend(entries.iter().cloned());
+        Ok(())
+    }
+
+    fn quarantine_between(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .lock()
+            .quarantine
+            .range(from.to_vec()..to.to_vec())
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn alerts_commit(&self, ops: &[AlertOp]) -> Result<(), StoreError> {
