@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use storepulse_agent_core::{NewRecord, Spool};
+use storepulse_shared::check::MAX_MILLIS;
 use storepulse_shared::{EndpointProbe, Heartbeat, NetQuality, ProbeError, RecordBody};
 use sysinfo::{Components, Disks, System};
 use tokio::sync::watch;
@@ -77,7 +78,10 @@ fn sample_heartbeat(sys: &mut Option<System>, agent: &Agent) -> RecordBody {
             sys.refresh_cpu_usage();
             sys.refresh_memory();
             (
-                sys.global_cpu_usage().clamp(0.0, 100.0),
+                // A NaN (no sample yet on some hosts) would be quarantined by the collector.
+                Some(sys.global_cpu_usage())
+                    .filter(|c| c.is_finite())
+                    .map_or(0.0, |c| c.clamp(0.0, 100.0)),
                 sys.used_memory(),
                 sys.total_memory(),
             )
@@ -97,8 +101,8 @@ fn sample_heartbeat(sys: &mut Option<System>, agent: &Agent) -> RecordBody {
         mem_total_bytes,
         disk_free_bytes: disk_free(spool_path).unwrap_or(0),
         uptime_secs: System::uptime().unwrap_or(0),
-        temperature_c,
-        battery_percent: battery_percent(),
+        temperature_c: within(temperature_c, -100.0, 200.0),
+        battery_percent: within(battery_percent(), 0.0, 100.0),
         spool_records: agent.inner().spool.meta().records,
     })
 }
@@ -174,12 +178,28 @@ async fn sample_net(agent: &Agent) -> RecordBody {
     };
     let endpoints = probe_endpoints(&agent.config().probes.endpoints).await;
     agent.set_last_probe(endpoints.clone());
+    let ms = |v: Option<f32>| within(v, 0.0, MAX_MILLIS);
     RecordBody::NetQuality(NetQuality {
-        rtt_ms,
-        jitter_ms,
-        loss_percent,
-        endpoints,
+        rtt_ms: ms(rtt_ms),
+        jitter_ms: ms(jitter_ms),
+        loss_percent: within(loss_percent, 0.0, 100.0),
+        endpoints: endpoints
+            .into_iter()
+            .map(|e| EndpointProbe {
+                dns_ms: ms(e.dns_ms),
+                tcp_connect_ms: ms(e.tcp_connect_ms),
+                ..e
+            })
+            .collect(),
     })
+}
+
+/// `v` if it is finite and within `min..=max` (the ranges of PROTOCOL.md, which the collector
+/// enforces by quarantining the record), else `None`: a measurement the agent cannot trust is
+/// not sent, so the rest of the sample is still stored.
+fn within(v: Option<f32>, min: f32, max: f32) -> Option<f32> {
+    let v = v?;
+    (v.is_finite() && (min..=max).contains(&v)).then_some(v)
 }
 
 /// Probes every endpoint, all at once.
@@ -255,6 +275,16 @@ pub async fn probe_endpoint(e: &Endpoint) -> EndpointProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untrustworthy_measurements_are_not_sent() {
+        assert_eq!(within(Some(f32::NAN), 0.0, 100.0), None);
+        assert_eq!(within(Some(f32::INFINITY), 0.0, 1.0), None);
+        assert_eq!(within(Some(150.0), 0.0, 100.0), None);
+        assert_eq!(within(Some(-1.0), 0.0, 100.0), None);
+        assert_eq!(within(Some(42.0), 0.0, 100.0), Some(42.0));
+        assert_eq!(within(None, 0.0, 100.0), None);
+    }
 
     #[tokio::test]
     async fn endpoint_probe_times_connect_and_maps_errors() {

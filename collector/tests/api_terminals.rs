@@ -376,6 +376,9 @@ async fn terminal_list_filters_and_pages() {
     for bad in [
         "/api/v1/terminals?foo=1",
         "/api/v1/terminals?state=sleeping",
+        // Issue 16: `unknown` was in the document's enum for `state` and answered 400; it is
+        // no filter value (only the state history has it), and the document now says so.
+        "/api/v1/terminals?state=unknown",
         "/api/v1/terminals?limit=0",
         "/api/v1/terminals?limit=1001",
         "/api/v1/terminals?limit=abc",
@@ -387,6 +390,20 @@ async fn terminal_list_filters_and_pages() {
             "{bad}: {v}"
         );
     }
+    let (_, doc) = get(&f, "/api/v1/openapi.json").await;
+    let state = doc["paths"]["/api/v1/terminals"]["get"]["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["name"] == "state")
+        .expect("a state parameter")
+        .clone();
+    let values: Vec<&str> = state["schema"]["enum"]
+        .as_array()
+        .or_else(|| state["schema"]["oneOf"][0]["enum"].as_array())
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(values, ["online", "stale", "offline"], "{state}");
     f.responses.check();
 }
 

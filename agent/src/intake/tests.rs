@@ -130,6 +130,21 @@ async fn one_bad_item_refuses_the_whole_request() {
             "latency_ms",
         ),
         (
+            r#"{"scheme":"cup","code":"00","latency_ms":1.5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "latency_ms",
+        ),
+        (
+            r#"{"scheme":"cup","code":"00","latency_ms":1e300}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "latency_ms",
+        ),
+        (
+            r#"{"scheme":"cup","code":"00","time_unix_ms":1.0e40}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "time_unix_ms",
+        ),
+        (
             r#"{"scheme":"cup","code":"00","method":"cash"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
             "method",

@@ -65,7 +65,7 @@ pub struct ListQuery {
     app_version: Option<String>,
     /// Only terminals in this state (`online`, `stale` or `offline`).
     #[param(inline)]
-    state: Option<Liveness>,
+    state: Option<StateFilter>,
     /// A substring of the terminal id (case-insensitive).
     q: Option<String>,
     /// Terminals per page (default 100).
@@ -145,6 +145,29 @@ pub enum Liveness {
     Offline,
     /// Not registered yet (state history only).
     Unknown,
+}
+
+/// The states a listed terminal can be in (the `state` filter of the list). `unknown` exists
+/// only in a terminal's state history (before it registered), so it is no filter value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StateFilter {
+    /// Heard from within `stale_after`.
+    Online,
+    /// Silent for longer than `stale_after`.
+    Stale,
+    /// Silent for `offline_after` or longer.
+    Offline,
+}
+
+impl From<StateFilter> for Liveness {
+    fn from(s: StateFilter) -> Self {
+        match s {
+            StateFilter::Online => Self::Online,
+            StateFilter::Stale => Self::Stale,
+            StateFilter::Offline => Self::Offline,
+        }
+    }
 }
 
 /// One terminal with its last day.
@@ -404,11 +427,6 @@ pub(crate) async fn list(
 ) -> Result<Json<TerminalPage>, ApiError> {
     let q = common::query(query)?;
     let limit = common::limit(q.limit, DEFAULT_TERMINALS_LIMIT, MAX_TERMINALS_LIMIT)?;
-    if q.state == Some(Liveness::Unknown) {
-        return Err(ApiError::BadRequest(
-            "state must be online, stale or offline".into(),
-        ));
-    }
     let needle = q.q.as_deref().map(str::to_lowercase).unwrap_or_default();
     let now = now_unix_ms();
     let fleet = state.fleet.read().unwrap_or_else(PoisonError::into_inner);
@@ -418,7 +436,7 @@ pub(crate) async fn list(
     let mut more = false;
     for (id, e) in fleet.iter() {
         let s = e.state(now, th);
-        let matches = q.state.is_none_or(|w| w == s.into())
+        let matches = q.state.is_none_or(|w| Liveness::from(w) == s.into())
             && (needle.is_empty() || id.as_str().to_lowercase().contains(&needle))
             && labels_match(e, &q);
         if !matches {
