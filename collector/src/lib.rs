@@ -263,7 +263,9 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
     });
     let app = app.merge(api::alerts::router(alerts.clone()));
     let auth = auth::Auth::new(&config.http);
-    let app = app.layer(axum::middleware::from_fn_with_state(auth, auth::require));
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
+        .layer(axum::middleware::from_fn(dashboard::security_headers));
     let mut http_shutdown = shutdown_rx;
     let http_task = tokio::spawn(async move {
         axum::serve(listener, app)

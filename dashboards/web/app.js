@@ -8,6 +8,19 @@
 // API (GET /api/v1/labels), loaded with the first refresh: no copy of it lives here.
 let LABELS = [];
 
+// The collector's Content-Security-Policy allows no inline script and no inline style
+// attribute: computed colours travel in data-style and are applied through the CSSOM, which
+// the policy permits, as soon as the markup is inserted.
+function applyDataStyles(node) {
+  if (node.nodeType !== Node.ELEMENT_NODE) return;
+  const els = node.querySelectorAll("[data-style]");
+  if (node.hasAttribute("data-style")) node.style.cssText = node.dataset.style;
+  for (const el of els) el.style.cssText = el.dataset.style;
+}
+new MutationObserver((changes) => {
+  for (const c of changes) for (const n of c.addedNodes) applyDataStyles(n);
+}).observe(document.documentElement, { childList: true, subtree: true });
+
 // Language: ?lang=zh|en (handy for wall displays), then the last choice, then the browser's.
 const langParam = new URLSearchParams(location.search).get("lang");
 let lang = ["en", "zh"].includes(langParam) ? langParam
@@ -214,7 +227,7 @@ function failureChart(id = "failure-chart", height = 150) {
       bars += `<rect x="${xOf(m.minute_unix_ms).toFixed(1)}" y="${y.toFixed(1)}" width="${bw}" height="${h.toFixed(1)}" fill="${CLASS_COLORS[cls] || "#8b98a5"}"><title>${esc(fmtClock(m.minute_unix_ms))} ${esc(className(cls))}: ${n}</title></rect>`;
     }
   }
-  const legend = Object.entries(CLASS_COLORS).map(([c, col]) => `<span style="color:${col}">■</span> ${esc(className(c))}`).join(" &nbsp; ");
+  const legend = Object.entries(CLASS_COLORS).map(([c, col]) => `<span data-style="color:${col}">■</span> ${esc(className(c))}`).join(" &nbsp; ");
   return `<h2>${t("failures_by_class")}</h2><div class="tile chart"><svg id="${id}" viewBox="0 0 ${W} ${H}" width="100%" height="${height}" role="img" aria-label="${t("failures_by_class")}">${g}${bars}</svg><div class="meta legend">${legend}</div></div>`;
 }
 
@@ -241,10 +254,10 @@ function heatTable(b) {
       const n = v.series.attempts[i], f = v.series.failures[i];
       const rate = n ? f / n : 0;
       const title = `${v.value} · ${fmtClock(b.buckets[i])} · ${t("failure_rate")} ${n ? pct(rate) : "-"} · ${t("failures")} ${f} / ${t("attempts")} ${n} · ${t("declines")} ${v.series.declines[i]}`;
-      return `<td class="cell" data-rate="${n ? rate.toFixed(4) : ""}" data-attempts="${n}" style="${heatColor(rate, n)}" title="${esc(title)}">${n ? (rate * 100).toFixed(rate > 0 && rate < 0.1 ? 1 : 0) : ""}</td>`;
+      return `<td class="cell" data-rate="${n ? rate.toFixed(4) : ""}" data-attempts="${n}" data-style="${heatColor(rate, n)}" title="${esc(title)}">${n ? (rate * 100).toFixed(rate > 0 && rate < 0.1 ? 1 : 0) : ""}</td>`;
     }).join("");
     return `<tr data-value="${esc(v.value)}"><th class="rowh">${esc(v.value)}</th>
-      <td class="cell tot" style="${heatColor(v.failure_rate, v.attempts)}" title="${esc(`${t("failures")} ${v.failures} / ${t("attempts")} ${v.attempts}`)}">${pct(v.failure_rate)}</td>
+      <td class="cell tot" data-style="${heatColor(v.failure_rate, v.attempts)}" title="${esc(`${t("failures")} ${v.failures} / ${t("attempts")} ${v.attempts}`)}">${pct(v.failure_rate)}</td>
       <td class="cell">${v.failures}/${v.attempts}</td><td class="cell">${v.declines}</td>${cells}</tr>`;
   }).join("");
   return `<div class="scroll heat-wrap"><table class="heat" id="heat-table" data-by="${esc(b.by)}" data-range="${heat.range}" data-from="${b.buckets[0] ?? ""}"><thead><tr><th class="rowh">${esc(labelName(b.by))}</th><th>${t("failure_rate")}</th><th>${t("failures")}/${t("attempts")}</th><th>${t("declines")}</th>${head}</tr></thead><tbody>${body}</tbody></table></div>
@@ -412,7 +425,7 @@ function stateStrip(d) {
     const ms = from + (k * (to - from)) / 8;
     ticks += `<text x="${Math.min(W - 30, x(ms))}" y="${H + 14}" fill="#8b98a5" font-size="11">${esc(fmtClock(ms))}</text>`;
   }
-  const legend = ["online", "stale", "offline"].map((s) => `<span style="color:${STATE_COLORS[s]}">■</span> ${stateName(s)}`).join(" &nbsp; ");
+  const legend = ["online", "stale", "offline"].map((s) => `<span data-style="color:${STATE_COLORS[s]}">■</span> ${stateName(s)}`).join(" &nbsp; ");
   const mins = (s) => Math.max(1, Math.round((s.to_unix_ms - s.from_unix_ms) / 60000));
   const gaps = hist.filter((s) => s.state === "offline" || s.state === "stale").slice(-8).reverse()
     .map((s) => `<tr><td class="${stateClass(s.state)}">${stateName(s.state)}</td><td>${fmtTime(s.from_unix_ms)}</td><td>${fmtTime(s.to_unix_ms)}</td><td class="cell">${mins(s)} ${t("minutes")}</td></tr>`).join("");
@@ -435,7 +448,7 @@ async function terminalDetail(id) {
     const eps = b.endpoints.map((p) => `${esc(p.name)}: ${p.error ? `<span class="bad">${esc(p.error)}</span>` : `${num(p.dns_ms, 0)}/${num(p.tcp_connect_ms, 0)} ms`}`).join(", ");
     return `<tr><td>${fmtTime(n.time_unix_ms)}</td><td>${num(b.rtt_ms)} ms</td><td>${num(b.jitter_ms)} ms</td><td>${num(b.loss_percent)}%</td><td>${eps}</td></tr>`; }).join("");
   const o = d.outcomes;
-  const classes = Object.entries(o.by_class).map(([c, n]) => `<tr><td><span style="color:${CLASS_COLORS[c] || "#8b98a5"}">■</span> ${esc(className(c))}</td><td class="cell">${n}</td></tr>`).join("");
+  const classes = Object.entries(o.by_class).map(([c, n]) => `<tr><td><span data-style="color:${CLASS_COLORS[c] || "#8b98a5"}">■</span> ${esc(className(c))}</td><td class="cell">${n}</td></tr>`).join("");
   const errors = d.recent_errors.map((x) => `<tr class="err"><td>${fmtTime(x.time_unix_ms)}</td><td>${esc(x.scheme)}</td><td><code>${esc(x.code)}</code></td>
     <td>${esc(className(x.class))}</td><td class="meaning">${esc(x.meaning[lang] || x.meaning.en || "")}</td></tr>`).join("");
   const none = `<div class="empty">${t("none")}</div>`;
