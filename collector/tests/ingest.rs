@@ -49,10 +49,15 @@ async fn start(terminals: &[&str], crl_poll_secs: u64) -> Fixture {
 }
 
 fn client_config(pki_dir: &Path, terminal: &str) -> quinn::ClientConfig {
+    client_config_from(pki_dir, pki_dir, terminal)
+}
+
+/// Trusts the CA of `ca_dir`, presents `terminal`'s certificate from `cert_dir`.
+fn client_config_from(ca_dir: &Path, pki_dir: &Path, terminal: &str) -> quinn::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_file(pki_dir.join("ca.pem")).expect("ca"))
+        .add(CertificateDer::from_pem_file(ca_dir.join("ca.pem")).expect("ca"))
         .expect("add ca");
     let certs: Vec<_> =
         CertificateDer::pem_file_iter(pki_dir.join("terminals").join(format!("{terminal}.pem")))
@@ -68,6 +73,24 @@ fn client_config(pki_dir: &Path, terminal: &str) -> quinn::ClientConfig {
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
         .expect("client cert");
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(cfg).expect("quic client"),
+    ))
+}
+
+/// Trusts the CA of `ca_dir` and presents no certificate.
+fn no_client_cert(ca_dir: &Path) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca_dir.join("ca.pem")).expect("ca"))
+        .expect("add ca");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     quinn::ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(cfg).expect("quic client"),
@@ -91,6 +114,34 @@ async fn accepted(pki_dir: &Path, terminal: &str, addr: SocketAddr) -> bool {
         Ok(conn) => tokio::time::timeout(Duration::from_secs(1), conn.closed())
             .await
             .is_err(),
+    }
+}
+
+/// The QUIC transport error code a handshake with `terminal`'s certificate from `cert_dir`
+/// (trusting the CA of `ca_dir`) ends with; `None` if it is accepted.
+async fn refused_with(
+    ca_dir: &Path,
+    cert_dir: &Path,
+    terminal: &str,
+    addr: SocketAddr,
+) -> Option<u64> {
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    endpoint.set_default_client_config(if terminal.is_empty() {
+        no_client_cert(ca_dir)
+    } else {
+        client_config_from(ca_dir, cert_dir, terminal)
+    });
+    let closed = match endpoint.connect(addr, "localhost").expect("connect").await {
+        Err(e) => e,
+        // TLS 1.3: the server checks the client's certificate after the client finished.
+        Ok(conn) => tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .ok()?,
+    };
+    match closed {
+        quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
+        other => panic!("expected a transport close, got {other}"),
     }
 }
 
@@ -450,6 +501,29 @@ async fn revoked_certificate_is_refused_after_crl_reload() {
     assert!(
         !accepted(&f.pki, "T0002", addr).await,
         "refused after revocation"
+    );
+    // What a refused handshake looks like (PROTOCOL.md section 6): QUIC CRYPTO_ERROR carrying
+    // the TLS alert, 0x100 + alert.
+    assert_eq!(
+        refused_with(&f.pki, &f.pki, "T0002", addr).await,
+        Some(0x12c),
+        "certificate_revoked (44)"
+    );
+    let other = f._tmp.path().join("other-pki");
+    pki::init(&other, pki::DEFAULT_SERVER_NAME).expect("pki init");
+    pki::issue(&other, "T0001", false).expect("issue");
+    // Another storepulse PKI names its CA like ours: the issuer is found by name and the
+    // signature does not verify, which rustls reports as decrypt_error (51); a CA of another
+    // name would be unknown_ca (48).
+    assert_eq!(
+        refused_with(&f.pki, &other, "T0001", addr).await,
+        Some(0x133),
+        "decrypt_error (51)"
+    );
+    assert_eq!(
+        refused_with(&f.pki, &f.pki, "", addr).await,
+        Some(0x174),
+        "certificate_required (116)"
     );
     assert!(
         accepted(&f.pki, "T0001", addr).await,
