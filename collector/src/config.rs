@@ -4,6 +4,7 @@
 //! else converts config values. `collector.example.toml` documents every field and is tested
 //! to parse.
 
+pub mod check;
 mod file;
 
 use std::net::SocketAddr;
@@ -69,6 +70,28 @@ pub struct Config {
     pub alerts: AlertSettings,
     /// The process's threads (`[runtime]`).
     pub runtime: RuntimeSettings,
+    /// How the log is written (`[log]`; `--log-format` overrides it).
+    pub log: LogSettings,
+}
+
+/// `[log]`, resolved. The filter (which levels of which modules) is `RUST_LOG`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when standard error is a terminal (and `NO_COLOR`
+    /// is not set).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields
+    /// (`message` among them) and the connection's span fields (`span`).
+    Json,
 }
 
 /// `[runtime]`, resolved.
@@ -315,6 +338,9 @@ impl Config {
             detect: raw.detect.settings()?,
             alerts: raw.alerts.settings(env)?,
             runtime: raw.runtime.settings(available_cores())?,
+            log: LogSettings {
+                format: raw.log.format,
+            },
         })
     }
 
@@ -333,6 +359,7 @@ impl Config {
             runtime: RuntimeSettings {
                 worker_threads: available_cores(),
             },
+            log: LogSettings::default(),
         }
     }
 

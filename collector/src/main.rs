@@ -2,11 +2,12 @@
 //! tools (eval, rca-bench, generate) are `storepulse-lab` (lab/). Thin by design: parse
 //! arguments, start tracing, call the library, map errors to exit codes (64 for bad config).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use storepulse_collector::config::Config;
+use storepulse_collector::config::{Config, LogFormat, check};
 use storepulse_collector::pki;
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +24,10 @@ const EXIT_BAD_CONFIG: u8 = 64;
     about = "storepulse fleet collector"
 )]
 struct Cli {
+    /// Log format on standard error: text (colours only on a terminal) or json (one object per
+    /// line). Default: `[log] format` of the config, else text. Levels: RUST_LOG.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,17 +126,35 @@ enum PkiCommand {
     },
 }
 
+/// Starts logging to standard error: `RUST_LOG` filters (default [`DEFAULT_LOG_FILTER`]);
+/// text without colour codes unless standard error is a terminal, or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // `serve` starts logging once it has read the config's `[log]`.
+        init_logging(cli.log_format.unwrap_or_default());
+    }
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config } => serve(config, cli.log_format),
         Command::CheckConfig { config } => check_config(&config),
         Command::Pki { command } => run_pki(command),
         Command::Dump { store } => {
@@ -156,6 +179,18 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         eprintln!("error: {}: {e}", path.display());
         return ExitCode::from(EXIT_BAD_CONFIG);
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let extra = check::store_dir(&config.store.path)
+        .and_then(|store| Ok(std::iter::once(store).chain(check::certificates(&config.tls, now)?)));
+    let extra: Vec<String> = match extra {
+        Ok(lines) => lines.collect(),
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
     println!(
         "config ok: QUIC {}, HTTP {}, store {}, {} API token(s), {} alert receiver(s), {} worker thread(s)",
         config.quic.listen,
@@ -165,10 +200,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         config.alerts.receivers.len(),
         config.runtime.worker_threads
     );
+    for line in extra {
+        println!("{line}");
+    }
     ExitCode::SUCCESS
 }
 
-fn serve(path: PathBuf) -> ExitCode {
+fn serve(path: PathBuf, log_format: Option<LogFormat>) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -176,6 +214,7 @@ fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    init_logging(log_format.unwrap_or(config.log.format));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.runtime.worker_threads)
         .enable_all()

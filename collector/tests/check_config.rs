@@ -77,3 +77,34 @@ fn good_and_bad_configs() {
         assert!(stderr.contains(expect), "{text}\n{stderr}");
     }
 }
+
+/// Issue 16: `collector.example.toml` as copied, beside a PKI from `pki init`, passes with no
+/// environment variable set, and says which server names agents may use.
+#[test]
+fn the_example_config_works_as_copied() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    storepulse_collector::pki::init(
+        &tmp.path().join("pki"),
+        storepulse_collector::pki::DEFAULT_SERVER_NAME,
+    )
+    .expect("pki");
+    let path = tmp.path().join("collector.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("collector.example.toml"),
+        &path,
+    )
+    .expect("copy");
+    let out = Command::new(env!("CARGO_BIN_EXE_storepulse-collector"))
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .expect("runs the binary");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("agents may use server_name collector.storepulse.local"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("will be created"), "{stdout}");
+}

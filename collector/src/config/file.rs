@@ -33,6 +33,17 @@ pub(super) struct RawConfig {
     pub(super) alerts: AlertsConfig,
     #[serde(default)]
     pub(super) runtime: RawRuntime,
+    #[serde(default)]
+    pub(super) log: RawLog,
+}
+
+/// `[log]`: how the log is written (what is logged is `RUST_LOG`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    /// `text` (default) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub(super) format: super::LogFormat,
 }
 
 /// `[runtime]`: the collector process's threads.
