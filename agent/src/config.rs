@@ -55,6 +55,21 @@ pub struct Config {
     pub uplink: UplinkSettings,
     /// Enrolment: how to get a certificate when there is none (`[enrol]`, optional).
     pub enrol: Option<EnrolConfig>,
+    /// How the log is written (`[log]`; `--log-format` overrides it).
+    pub log: LogFormat,
+}
+
+/// How log lines are written to standard error (`[log] format`, `--log-format`). What is
+/// logged is `RUST_LOG` (default `info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines; colours only when standard error is a terminal (and `NO_COLOR`
+    /// is not set).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields.
+    Json,
 }
 
 /// `[enrol]`, resolved: the collector's enrolment endpoint and the bootstrap token.
@@ -193,6 +208,17 @@ struct RawConfig {
     uplink: RawUplink,
     #[serde(default)]
     enrol: Option<RawEnrol>,
+    #[serde(default)]
+    log: RawLog,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    /// `text` (default) or `json`.
+    #[serde(default)]
+    format: LogFormat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -441,6 +467,7 @@ impl Config {
             probes,
             uplink,
             enrol,
+            log: raw.log.format,
         })
     }
 }

@@ -2,10 +2,12 @@
 //! running agent, or diagnoses the terminal. Thin: parsing, tracing setup and exit codes; the
 //! work is in the library.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use storepulse_agent::config::LogFormat;
 use storepulse_agent::{Config, ConfigError};
 
 /// Exit code for a bad configuration (EX_USAGE).
@@ -18,6 +20,10 @@ struct Cli {
     /// Agent config file (runs the agent).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Log format on standard error: text (colours only on a terminal) or json (one object per
+    /// line). Default: `[log] format` of the config, else text. Levels: RUST_LOG.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,15 +103,29 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+/// Starts logging to standard error: `RUST_LOG` filters (default `info`); text without colour
+/// codes unless standard error is a terminal, or JSON lines.
+fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        );
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.command.is_some() {
+        // Running the agent starts logging once it has read the config's `[log]`.
+        init_logging(cli.log_format.unwrap_or_default());
+    }
     match cli.command {
         Some(Command::CheckConfig { config }) => match load(&config) {
             Ok(c) => {
@@ -179,6 +199,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            init_logging(cli.log_format.unwrap_or(config.log));
             let Some(rt) = runtime() else {
                 return ExitCode::FAILURE;
             };
@@ -224,6 +245,13 @@ fn check_certificate(c: &Config) -> Result<String, String> {
     let info = certs::check_installed(cert, key, &c.identity.terminal_id, &c.collector.ca_cert)
         .map_err(|e| e.to_string())?;
     let now = storepulse_agent::state::unix_ms();
+    if info.not_before_ms > now {
+        return Err(format!(
+            "collector.cert: {} is not valid yet (not before {} ms; is this terminal's clock right?)",
+            cert.display(),
+            info.not_before_ms
+        ));
+    }
     if info.not_after_ms <= now && c.enrol.is_none() {
         return Err(format!(
             "collector.cert: {} expired (not after {} ms)",
@@ -232,14 +260,18 @@ fn check_certificate(c: &Config) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "certificate ok: serial {}, {} days left{}",
+        "certificate ok: CN {} (this terminal), issued by the fleet CA in {}, serial {}, {} days left{}; \
+         the collector's certificate must name {}",
+        info.common_name,
+        c.collector.ca_cert.display(),
         info.serial_hex,
         (info.not_after_ms - now).max(0) / 86_400_000,
         if info.not_after_ms <= now {
             " (expired: the agent enrols again)"
         } else {
             ""
-        }
+        },
+        c.collector.server_name
     ))
 }
 
