@@ -4,7 +4,8 @@
 //! Input layout: byte 0 picks the decoder's maximum payload, byte 1 seeds how the rest is
 //! split into reads, bytes 2.. are the stream as it would arrive on a QUIC stream.
 
-use storepulse_shared::frame::{HEADER_BYTES, decode_payload};
+use storepulse_shared::AgentFrame;
+use storepulse_shared::frame::{HEADER_BYTES, decode_agent_payload, decode_payload};
 use storepulse_shared::{FrameDecoder, FrameError, FrameType, Message, encode_frame};
 
 /// Maximum payloads the input can pick from: tiny ones reach the too-large path, the last is
@@ -64,8 +65,36 @@ pub(crate) fn check_frames(data: &[u8]) {
 }
 
 /// `decode_payload` for one type: a decoded message has that type and survives a round trip.
+/// The collector's tolerant reading (`decode_agent_payload`) accepts every payload the strict
+/// one does, with as many records, and checking its records never panics.
 pub(crate) fn check_payload(ty: FrameType, payload: &[u8]) {
-    match decode_payload(ty, payload) {
+    let strict = decode_payload(ty, payload);
+    let tolerant = decode_agent_payload(ty, payload);
+    if let Ok(msg) = &strict {
+        match (msg, &tolerant) {
+            (Message::Batch(b), Ok(AgentFrame::Batch(raw))) => {
+                assert_eq!(b.records.len(), raw.records.len(), "same records");
+            }
+            (Message::Hello(h), Ok(AgentFrame::Hello(raw))) => {
+                assert_eq!(
+                    raw.clone().check().as_ref(),
+                    Ok(h),
+                    "a valid Hello stays valid"
+                );
+            }
+            (Message::Batch(_) | Message::Hello(_), other) => {
+                panic!("the tolerant reading refused what the strict one took: {other:?}")
+            }
+            (_, Ok(AgentFrame::Message(m))) => assert_eq!(m, msg, "other frames read alike"),
+            (_, other) => panic!("the tolerant reading differs: {other:?}"),
+        }
+    }
+    if let Ok(AgentFrame::Batch(raw)) = tolerant {
+        for r in raw.records {
+            let _ = r.check();
+        }
+    }
+    match strict {
         Ok(msg) => {
             assert_eq!(msg.frame_type(), ty, "decoded message has the frame's type");
             let frame = roundtrip(&msg);

@@ -132,6 +132,7 @@ pub enum Body {
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// CPU use over the last interval, percent of all cores.
+    #[schema(minimum = 0, maximum = 100)]
     pub cpu_percent: f32,
     /// Memory in use, bytes.
     pub mem_used_bytes: u64,
@@ -142,8 +143,10 @@ pub struct Heartbeat {
     /// Host uptime, seconds.
     pub uptime_secs: u64,
     /// Hottest temperature sensor, degrees Celsius (null: no sensor).
+    #[schema(minimum = -100, maximum = 200)]
     pub temperature_c: Option<f32>,
     /// Battery charge, percent (null: no battery).
+    #[schema(minimum = 0, maximum = 100)]
     pub battery_percent: Option<f32>,
     /// Records waiting in the agent's spool.
     pub spool_records: u64,
@@ -154,10 +157,13 @@ pub struct Heartbeat {
 #[serde(deny_unknown_fields)]
 pub struct NetQuality {
     /// Round-trip time to the collector, ms (null when offline).
+    #[schema(minimum = 0, maximum = 3600000)]
     pub rtt_ms: Option<f32>,
     /// Mean difference between successive RTT samples, ms.
+    #[schema(minimum = 0, maximum = 3600000)]
     pub jitter_ms: Option<f32>,
     /// Probes or packets lost, percent.
+    #[schema(minimum = 0, maximum = 100)]
     pub loss_percent: Option<f32>,
     /// One entry per configured payment endpoint.
     pub endpoints: Vec<EndpointProbe>,
@@ -170,8 +176,10 @@ pub struct EndpointProbe {
     /// The endpoint's configured name.
     pub name: String,
     /// DNS resolution time, ms.
+    #[schema(minimum = 0, maximum = 3600000)]
     pub dns_ms: Option<f32>,
     /// TCP connect time, ms.
+    #[schema(minimum = 0, maximum = 3600000)]
     pub tcp_connect_ms: Option<f32>,
     /// Why the probe failed, if it did.
     pub error: Option<ProbeFailure>,
