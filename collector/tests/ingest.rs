@@ -563,3 +563,68 @@ async fn a_newer_connection_supersedes_the_older_one() {
     );
     f.collector.shutdown().await.expect("shutdown");
 }
+
+/// PROTOCOL.md's batch_id rule: 1 for the first batch of a connection, +1 per batch. A batch
+/// that breaks it closes the connection with PROTOCOL_ERROR and a Goodbye naming the id
+/// expected; a new connection starts again at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_ids_count_from_one_per_connection() {
+    let f = start(&["T0001"], 5).await;
+    let addr = f.collector.quic_addr();
+    let mut a = Agent::open(&f.pki, "T0001", addr).await;
+    a.send(Message::Hello(hello("T0001"))).await;
+    assert!(matches!(a.recv().await, Some(Message::Welcome(_))));
+    a.send(Message::Batch(Batch {
+        batch_id: 1,
+        records: records(),
+    }))
+    .await;
+    assert!(matches!(
+        a.recv().await,
+        Some(Message::Ack(Ack { batch_id: 1, .. }))
+    ));
+    // An empty batch is allowed and takes the next id.
+    a.send(Message::Batch(Batch {
+        batch_id: 2,
+        records: vec![],
+    }))
+    .await;
+    assert_eq!(
+        a.recv().await,
+        Some(Message::Ack(Ack {
+            batch_id: 2,
+            highest_seq: Seq(0)
+        }))
+    );
+    // A skipped id.
+    a.send(Message::Batch(Batch {
+        batch_id: 4,
+        records: records(),
+    }))
+    .await;
+    match a.recv().await {
+        Some(Message::Goodbye(g)) => {
+            assert_eq!(g.reason, GoodbyeReason::ProtocolError);
+            assert!(g.detail.contains("expected 3"), "{}", g.detail);
+        }
+        other => panic!("expected a Goodbye, got {other:?}"),
+    }
+    assert_eq!(
+        a.close_code().await,
+        Some(u64::from(close_code::PROTOCOL_ERROR))
+    );
+    // A new connection starts again at 1.
+    let mut b = Agent::open(&f.pki, "T0001", addr).await;
+    b.send(Message::Hello(hello("T0001"))).await;
+    assert!(matches!(b.recv().await, Some(Message::Welcome(_))));
+    b.send(Message::Batch(Batch {
+        batch_id: 1,
+        records: records(),
+    }))
+    .await;
+    assert!(matches!(
+        b.recv().await,
+        Some(Message::Ack(Ack { batch_id: 1, .. }))
+    ));
+    f.collector.shutdown().await.expect("shutdown");
+}
