@@ -59,6 +59,9 @@ try {
   await page.waitForSelector("#recent-errors tr.err", { timeout: 15_000 });
   const text = await page.locator("#view").innerText();
   if (!text.includes(marker)) throw new Error(`the hostile text is not shown as text on the terminal page (looked for ${marker})`);
+  await page.waitForSelector("#quarantined tr.quarantined", { timeout: 15_000 });
+  const q = await page.locator("#quarantined").innerText();
+  if (!q.includes("route") || !q.includes("<img src=x")) throw new Error(`quarantined record not shown as text: ${q}`);
   const codes = await page.locator("#recent-errors code").allInnerTexts();
   if (!codes.some((c) => c.includes("<"))) throw new Error(`hostile codes not shown as text: ${codes.join(" | ")}`);
   await check("terminal page");

@@ -452,12 +452,25 @@ async function terminalDetail(id) {
   const errors = d.recent_errors.map((x) => `<tr class="err"><td>${fmtTime(x.time_unix_ms)}</td><td>${esc(x.scheme)}</td><td><code>${esc(x.code)}</code></td>
     <td>${esc(className(x.class))}</td><td class="meaning">${esc(x.meaning[lang] || x.meaning.en || "")}</td></tr>`).join("");
   const none = `<div class="empty">${t("none")}</div>`;
+  // Records the collector quarantined (a bad label, a number out of range): shown only when
+  // there are any. Their reason comes from the collector, in English.
+  let quarantined = "";
+  try {
+    const q = await getJson(`/api/v1/terminals/${encodeURIComponent(id)}/quarantined?limit=20`);
+    if (q.records.length) {
+      const rows = q.records.map((r) => `<tr class="quarantined"><td>${fmtTime(r.received_unix_ms)}</td><td>${esc(r.kind)}</td><td><code>${esc(r.field)}</code></td>
+        <td>${esc(r.reason)}</td><td><code>${esc(r.body)}</code></td></tr>`).join("");
+      quarantined = `<h2>${t("quarantined")}</h2><p class="meta">${t("quarantined_help")}</p>
+        <table id="quarantined"><tr><th>${t("received")}</th><th>${t("kind_")}</th><th>${t("field")}</th><th>${t("reason")}</th><th></th></tr>${rows}</table>`;
+    }
+  } catch (e) { /* the rest of the page still shows */ }
   return `<p><a href="#/terminals">${t("back")}</a></p>
     <div class="tile term-head" id="terminal-detail" data-terminal="${esc(d.terminal_id)}"><span class="tid">${esc(d.terminal_id)}</span>
       <span class="${stateClass(d.state)}">${stateName(d.state)}</span> <span class="meta">${t("first_seen")}: ${fmtTime(d.first_seen_unix_ms)} · ${t("last_seen")}: ${fmtTime(d.last_seen_unix_ms)} · ${t("records")}: ${d.records_received} · ${t("agent_version")} ${esc(d.agent_version)}</span></div>
     <h2>${t("state_history")}</h2>${stateStrip(d)}
     <div class="grid2"><div><h2>${t("labels")}</h2>${labels ? `<table>${labels}</table>` : none}</div>
       <div><h2>${t("outcomes")}</h2><table id="outcomes"><tr><th>${t("attempts")}</th><td class="cell">${o.attempts}</td></tr><tr><th>${t("approved")}</th><td class="cell">${o.approved}</td></tr>${classes}</table></div></div>
+    ${quarantined}
     <h2>${t("recent_errors")}</h2>${errors ? `<table id="recent-errors"><tr><th>${t("time")}</th><th>${t("scheme")}</th><th>${t("code")}</th><th>${t("class_")}</th><th>${t("meaning")}</th></tr>${errors}</table>` : none}
     <h2>${t("health")}</h2>${health ? `<table><tr><th>${t("time")}</th><th>${t("cpu")}</th><th>${t("memory")}</th><th>${t("disk")}</th><th>${t("temperature")}</th><th>${t("battery")}</th><th>${t("spool")}</th></tr>${health}</table>` : none}
     <h2>${t("network")}</h2>${net ? `<table><tr><th>${t("time")}</th><th>${t("rtt")}</th><th>${t("jitter")}</th><th>${t("loss")}</th><th>${t("endpoints")}</th></tr>${net}</table>` : none}`;

@@ -2,7 +2,8 @@
 //!
 //! A terminal declares markup as its labels (`<svg/onload=...>` as its city, an `<img onerror>`
 //! as its region, a closing tag and a `<script>` as its acquirer) and reports markup as its
-//! payment codes and route. `dashboards/tests/hostile.mjs` then visits the overview (heat table
+//! payment codes and route, and sends a record the collector quarantines with markup in it.
+//! `dashboards/tests/hostile.mjs` then visits the overview (heat table
 //! by city), the terminal search, the terminal's page and the wall view and fails if any of it
 //! runs (`window.__pwned`, a dialog) or if any Content-Security-Policy violation happens. Before
 //! that, every kind of HTTP response (dashboard, asset, API, error, metrics, health) must carry
@@ -13,9 +14,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use storepulse_shared::check::{RawBatch, RawBody};
+use storepulse_shared::frame::encode_raw_frame;
 use storepulse_shared::{
-    Batch, Heartbeat, Hello, Identity, Label, LinkType, Message, PROTOCOL_VERSION, PayMethod,
-    Record, RecordBody, Scheme, Seq, TerminalId, TxnOutcome,
+    Batch, FrameType, Heartbeat, Hello, Identity, Label, LinkType, Message, PROTOCOL_VERSION,
+    PayMethod, Record, RecordBody, Scheme, Seq, TerminalId, TxnOutcome,
 };
 use storepulse_tests::quic::{RawConn, client_config, endpoint};
 use storepulse_tests::{Collector, Pki, wait_for};
@@ -151,6 +154,31 @@ async fn hostile_labels_and_codes_never_execute() -> Result<()> {
     match c.recv().await? {
         Some(Message::Ack(_)) => {}
         other => bail!("expected the Ack, got {other:?}"),
+    }
+    // A record the collector quarantines (its route holds a control character), with markup
+    // in it: the terminal page lists it, as text.
+    let mut raw = RawBatch::from(Batch {
+        batch_id: 2,
+        records: vec![Record {
+            seq: Seq(100),
+            time_unix_ms: now_ms(),
+            body: RecordBody::TxnOutcome(TxnOutcome {
+                scheme: Scheme::Cup,
+                code: "00".into(),
+                latency_ms: 1,
+                method: PayMethod::Card,
+                route: None,
+            }),
+        }],
+    });
+    if let RawBody::TxnOutcome(t) = &mut raw.records[0].body {
+        t.route = Some("<img src=x onerror=window.__pwned=9>\u{7}".into());
+    }
+    c.write_raw(&encode_raw_frame(FrameType::Batch, &raw))
+        .await?;
+    match c.recv().await? {
+        Some(Message::Ack(_)) => {}
+        other => bail!("expected the Ack of the quarantined record, got {other:?}"),
     }
     wait_for(
         Duration::from_secs(30),
