@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Label, Seq, TerminalId};
+use crate::ids::{Label, Seq, TerminalId, validate_label};
 use crate::message::{
     Batch, Heartbeat, Hello, Identity, LinkType, NetQuality, PayMethod, Record, RecordBody, Scheme,
     SpoolDrops, TxnOutcome,
@@ -160,28 +160,32 @@ fn opt_in_range(field: &str, v: Option<f32>, min: f32, max: f32) -> Result<(), F
 /// Labels are checked by their types ([`Label`]).
 pub fn check_body(body: &RecordBody) -> Result<(), FieldError> {
     match body {
-        RecordBody::Heartbeat(h) => {
-            in_range("cpu_percent", h.cpu_percent, 0.0, 100.0)?;
-            opt_in_range("temperature_c", h.temperature_c, -100.0, 200.0)?;
-            opt_in_range("battery_percent", h.battery_percent, 0.0, 100.0)
-        }
-        RecordBody::NetQuality(n) => {
-            opt_in_range("rtt_ms", n.rtt_ms, 0.0, MAX_MILLIS)?;
-            opt_in_range("jitter_ms", n.jitter_ms, 0.0, MAX_MILLIS)?;
-            opt_in_range("loss_percent", n.loss_percent, 0.0, 100.0)?;
-            for (i, e) in n.endpoints.iter().enumerate() {
-                opt_in_range(&format!("endpoints[{i}].dns_ms"), e.dns_ms, 0.0, MAX_MILLIS)?;
-                opt_in_range(
-                    &format!("endpoints[{i}].tcp_connect_ms"),
-                    e.tcp_connect_ms,
-                    0.0,
-                    MAX_MILLIS,
-                )?;
-            }
-            Ok(())
-        }
+        RecordBody::Heartbeat(h) => check_heartbeat(h),
+        RecordBody::NetQuality(n) => check_net_quality(n),
         RecordBody::TxnOutcome(_) | RecordBody::SpoolDrops(_) => Ok(()),
     }
+}
+
+fn check_heartbeat(h: &Heartbeat) -> Result<(), FieldError> {
+    in_range("cpu_percent", h.cpu_percent, 0.0, 100.0)?;
+    opt_in_range("temperature_c", h.temperature_c, -100.0, 200.0)?;
+    opt_in_range("battery_percent", h.battery_percent, 0.0, 100.0)
+}
+
+fn check_net_quality(n: &NetQuality) -> Result<(), FieldError> {
+    opt_in_range("rtt_ms", n.rtt_ms, 0.0, MAX_MILLIS)?;
+    opt_in_range("jitter_ms", n.jitter_ms, 0.0, MAX_MILLIS)?;
+    opt_in_range("loss_percent", n.loss_percent, 0.0, 100.0)?;
+    for (i, e) in n.endpoints.iter().enumerate() {
+        for (name, v) in [("dns_ms", e.dns_ms), ("tcp_connect_ms", e.tcp_connect_ms)] {
+            if let Some(v) = v
+                && !(v.is_finite() && (0.0..=MAX_MILLIS).contains(&v))
+            {
+                return in_range(&format!("endpoints[{i}].{name}"), v, 0.0, MAX_MILLIS);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The record kind's name, as the HTTP API spells it.
@@ -208,46 +212,38 @@ impl RawBody {
 impl RawRecord {
     /// The checked record, or why it must be quarantined. A transaction code that is not
     /// valid is no reason to quarantine: the collector keeps the record with the code
-    /// replaced (PROTOCOL.md).
+    /// replaced (PROTOCOL.md). Moves the body; nothing is copied unless it is quarantined.
     pub fn check(self) -> Result<Record, Box<QuarantinedRecord>> {
-        let quarantine = |body: &RawBody, error: FieldError| {
-            Box::new(QuarantinedRecord {
+        let problem = match &self.body {
+            RawBody::Heartbeat(h) => check_heartbeat(h),
+            RawBody::NetQuality(n) => check_net_quality(n),
+            RawBody::TxnOutcome(t) => t.route.as_deref().map_or(Ok(()), |r| {
+                validate_label(r).map_err(|e| field_error("route", e.to_string()))
+            }),
+            RawBody::SpoolDrops(_) => Ok(()),
+        };
+        if let Err(error) = problem {
+            return Err(Box::new(QuarantinedRecord {
                 seq: self.seq,
                 time_unix_ms: self.time_unix_ms,
-                kind: body.kind(),
+                kind: self.body.kind(),
                 error,
-                body: format!("{body:?}"),
-            })
-        };
-        let body = match &self.body {
-            RawBody::Heartbeat(h) => RecordBody::Heartbeat(h.clone()),
-            RawBody::NetQuality(n) => RecordBody::NetQuality(n.clone()),
-            RawBody::SpoolDrops(d) => RecordBody::SpoolDrops(d.clone()),
-            RawBody::TxnOutcome(t) => {
-                let route = match &t.route {
-                    None => None,
-                    Some(r) => match Label::new(r.clone()) {
-                        Ok(l) => Some(l),
-                        Err(e) => {
-                            return Err(quarantine(
-                                &self.body,
-                                field_error("route", e.to_string()),
-                            ));
-                        }
-                    },
-                };
-                RecordBody::TxnOutcome(TxnOutcome {
-                    scheme: t.scheme,
-                    code: t.code.clone(),
-                    latency_ms: t.latency_ms,
-                    method: t.method,
-                    route,
-                })
-            }
-        };
-        if let Err(e) = check_body(&body) {
-            return Err(quarantine(&self.body, e));
+                body: format!("{:?}", self.body),
+            }));
         }
+        let body = match self.body {
+            RawBody::Heartbeat(h) => RecordBody::Heartbeat(h),
+            RawBody::NetQuality(n) => RecordBody::NetQuality(n),
+            RawBody::SpoolDrops(d) => RecordBody::SpoolDrops(d),
+            RawBody::TxnOutcome(t) => RecordBody::TxnOutcome(TxnOutcome {
+                scheme: t.scheme,
+                code: t.code,
+                latency_ms: t.latency_ms,
+                method: t.method,
+                // Checked above: `ok()` never drops a route here.
+                route: t.route.and_then(|r| Label::new(r).ok()),
+            }),
+        };
         Ok(Record {
             seq: self.seq,
             time_unix_ms: self.time_unix_ms,
