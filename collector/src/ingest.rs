@@ -313,6 +313,7 @@ pub(crate) fn commit_group(
     let mut staged: BTreeMap<TerminalId, TerminalEntry> = BTreeMap::new();
     let mut group_marks: HashMap<(TerminalId, u64), GroupMark> = HashMap::new();
     let mut set = WriteSet::default();
+    let mut quarantine_keys: HashSet<RecordKey> = HashSet::new();
     let planned = (|| {
         let current = fleet.read().unwrap_or_else(PoisonError::into_inner);
         for job in &mut jobs {
@@ -370,7 +371,7 @@ pub(crate) fn commit_group(
                             epoch: *spool_epoch,
                             seq: q.seq.0,
                         };
-                        if set.quarantined.iter().any(|(k, _)| *k == key)
+                        if !quarantine_keys.insert(key.clone())
                             || store.quarantine_contains(&key)?
                         {
                             continue;

@@ -628,14 +628,18 @@ async fn drive(
                             "Invalid transaction codes replaced by INVALID_CODE"
                         );
                     }
-                    for q in &quarantined {
+                    // One line per batch (the first record's reason), not one per record: an
+                    // agent that sends nothing but bad records must not flood the log.
+                    if let Some(q) = quarantined.first() {
                         warn!(
                             batch_id = batch.batch_id,
+                            quarantined = quarantined.len(),
                             seq = q.seq.0,
                             kind = q.kind,
                             field = %q.error.field,
                             reason = %q.error.reason,
-                            "Record quarantined: kept apart, not stored; the batch is acked"
+                            "Records quarantined (kept apart, not stored; the batch is acked): \
+                             GET /api/v1/terminals/{{id}}/quarantined"
                         );
                     }
                     let now = Instant::now();
