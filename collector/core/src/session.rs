@@ -378,7 +378,7 @@ impl Session {
             ("store_id", &hello.identity.store_id),
         ] {
             if let Err(e) = validate_id(value.as_str()) {
-                return Err(Refusal::protocol(format!("{what} {e}")));
+                return Err(Refusal::protocol(format!("Hello: identity.{what} {e}")));
             }
         }
         self.phase = Phase::Ready {
