@@ -113,17 +113,22 @@ fn no_ansi_and_json(log_text: &str, log_json: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts `cmd`, lets it log for a moment, kills it and returns its standard error (written
-/// unbuffered, line by line).
+/// Starts `cmd` with standard error into a file (not a terminal), waits until it has logged
+/// (at most 10 s), gives it a moment more, kills it and returns what it logged.
 fn log_of(mut cmd: Command) -> Result<String> {
+    let file = tempfile::NamedTempFile::new()?;
     let mut child = cmd
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(file.reopen()?)
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(1000));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(file.path())?.len() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     child.kill()?;
-    let out = child.wait_with_output()?;
-    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    child.wait()?;
+    Ok(std::fs::read_to_string(file.path())?)
 }
 
 #[test]
