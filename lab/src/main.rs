@@ -48,11 +48,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         json_out: Option<PathBuf>,
     },
-    /// Run root-cause localisation on a Squeeze-layout benchmark and score it.
+    /// Run root-cause localisation on RCA benchmark datasets and score them (one parameter set
+    /// for every dataset).
     RcaBench {
-        /// Benchmark directory (one folder per setting).
-        #[arg(long)]
-        data: PathBuf,
+        /// Dataset directory: one folder per setting (B0), or the cases and
+        /// `injection_info.csv` directly (S, L, RS). Repeat for several datasets.
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -113,19 +115,30 @@ fn run_eval(report: anyhow::Result<eval::Report>, json: bool, json_out: Option<&
     }
 }
 
-fn run_rca_bench(data: &Path, json: bool) -> ExitCode {
+fn run_rca_bench(data: &[PathBuf], json: bool) -> ExitCode {
     let params = storepulse_collector_core::rca::Params::default();
-    match rca_bench::run(data, &params) {
-        Ok(report) if json => {
-            println!("{:#}", rca_bench::render_json(&report));
-            ExitCode::SUCCESS
+    let mut reports = Vec::new();
+    for dir in data {
+        match rca_bench::run(dir, &params) {
+            Ok(report) => reports.push(report),
+            Err(e) => return fail(format!("{e:#}")),
         }
-        Ok(report) => {
-            print!("{}", rca_bench::render_text(&report));
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(format!("{e:#}")),
     }
+    if json {
+        let values: Vec<serde_json::Value> = reports.iter().map(rca_bench::render_json).collect();
+        match values.as_slice() {
+            [one] => println!("{one:#}"),
+            _ => println!("{:#}", serde_json::json!({ "datasets": values })),
+        }
+        return ExitCode::SUCCESS;
+    }
+    for r in &reports {
+        println!("{}", rca_bench::render_text(r));
+    }
+    if reports.len() > 1 {
+        print!("{}", rca_bench::render_summary(&reports));
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_generate(seed: u64, out: Option<&Path>) -> ExitCode {

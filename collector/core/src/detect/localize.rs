@@ -206,6 +206,7 @@ impl Detector {
             min_score: 0.0,
             min_relative_change: 0.5,
             direction: Direction::Increase,
+            ..Params::default()
         };
         let Ok(causes) = rca::localize(&cube, &params) else {
             return Vec::new();

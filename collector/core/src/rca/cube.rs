@@ -162,8 +162,15 @@ impl Cube {
     }
 
     /// Adds a leaf of an additive KPI, its attribute value ids in attribute order.
+    ///
+    /// The observed value may be negative (an amount, or a measurement or forecast artefact:
+    /// the search judges residuals and counts such leaves in
+    /// [`Localization::negative_leaves`](super::Localization::negative_leaves)); the forecast
+    /// must not be, since a cause is a relative change of it.
     pub fn push_additive(&mut self, ids: &[u32], real: f64, predict: f64) -> Result<(), RcaError> {
-        check_value(real)?;
+        if !real.is_finite() {
+            return Err(RcaError::NonFinite);
+        }
         check_value(predict)?;
         self.check_ids(ids)?;
         let Measures::Additive {
@@ -179,7 +186,8 @@ impl Cube {
         Ok(())
     }
 
-    /// Adds a leaf of a ratio KPI, its attribute value ids in attribute order.
+    /// Adds a leaf of a ratio KPI, its attribute value ids in attribute order. Numerator and
+    /// denominator count events: a negative one is an error.
     pub fn push_ratio(&mut self, ids: &[u32], sample: RatioSample) -> Result<(), RcaError> {
         for v in [
             sample.num_real,

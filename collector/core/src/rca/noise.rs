@@ -1,121 +1,219 @@
-//! The noise model: a leaf's observed value scatters around its expectation `p` with variance
-//! `p + alpha * p^2` (negative-binomial, "NB2"), Poisson for small counts, a constant relative
-//! error for large ones. `alpha` is estimated from the data on every call, robustly.
+//! The noise model: how far a normal leaf's observed value strays from its expectation.
+//!
+//! A leaf's residual `r - p` is judged on the leaf's own scale `m = (max(r, 0) + p) / 2` (the
+//! midpoint of observed and expected, so a leaf forecast at 0 that saw traffic, and a leaf
+//! forecast at 100 that saw none, are on the same footing), with variance
+//! `v(m) = beta m + alpha m^2`: a count-like part (`beta`, Poisson for counts) and a relative
+//! part (`alpha`, a constant relative forecast error). Both are estimated on every call from
+//! the forecast error seen on the leaves themselves, robustly (medians over leaves grouped by
+//! size), so the anomalous leaves, a minority, do not inflate them. Nothing is assumed about
+//! the unit: the same model fits failure counts, where `beta` comes out near 1, and amounts
+//! with a purely relative error, where it comes out near 0 and a small leaf is judged relative
+//! to its own size, not to the total.
 
 /// Median of the chi-square distribution with one degree of freedom: the median of a squared
 /// standard normal residual.
 const CHI2_1_MEDIAN: f64 = 0.454_936_423_119_572_7;
 
-/// Fewest leaves the dispersion is estimated from; below that `alpha` is 0 (pure Poisson).
-const MIN_LEAVES: usize = 10;
+/// Fewest leaves in one size group of the fit.
+const MIN_GROUP: usize = 40;
 
-/// The variance of a leaf with expectation `p` under dispersion `alpha`.
-pub(crate) fn variance(p: f64, alpha: f64) -> f64 {
-    p + alpha * p * p
+/// Most size groups of the fit.
+const MAX_GROUPS: usize = 24;
+
+/// The fitted variance function `v(m) = beta m + alpha m^2`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoiseModel {
+    /// Count-like part: variance per unit of the leaf's scale (1 for Poisson counts).
+    pub beta: f64,
+    /// Relative part: squared relative forecast error of large leaves.
+    pub alpha: f64,
 }
 
-/// Estimates the dispersion `alpha` of the NB2 model from the largest leaves.
-///
-/// Only the largest leaves carry information about the relative part of the noise; below them
-/// the Poisson part dominates. `alpha` is chosen so that the median squared standardised
-/// residual of the leaves where the relative part dominates is the chi-square median: a
-/// median, so the anomalous leaves (a minority) do not inflate it.
-pub(crate) fn dispersion(observed: &[f64], expected: &[f64]) -> f64 {
-    let mut leaves: Vec<(f64, f64)> = expected
-        .iter()
-        .zip(observed)
-        .filter(|(p, _)| **p > 0.0)
-        .map(|(&p, &r)| (p, (r - p) * (r - p)))
-        .collect();
-    if leaves.len() < MIN_LEAVES {
-        return 0.0;
+impl NoiseModel {
+    /// The variance of a leaf on scale `m`, never zero for a leaf with `m > 0`.
+    pub(crate) fn variance(&self, m: f64) -> f64 {
+        let v = self.beta * m + self.alpha * m * m;
+        // A floor a millionth of the leaf's own scale squared: a leaf forecast exactly right
+        // everywhere else still has finite weight.
+        v.max(1e-12 * m * m).max(f64::MIN_POSITIVE)
     }
-    leaves.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
-    // First fit on the top 2 %; then refit on the leaves where the relative term dominates
-    // under the current fit (alpha p >= 1), at least 30 of them, until that set settles.
-    let mut top = (leaves.len() / 50).max(MIN_FIT).min(leaves.len());
-    let mut alpha = fit(&leaves[..top]);
-    for _ in 0..4 {
-        let dominated = leaves.partition_point(|&(p, _)| alpha * p >= 1.0);
-        let next = dominated.max(MIN_FIT).min(leaves.len());
-        if next == top {
-            break;
+
+    /// Fits the model to leaves given as `(m, residual)` pairs with `m > 0`. `poisson_floor`
+    /// keeps `beta` at least 1 (the measure counts events, so its variance is at least
+    /// Poisson). With too few leaves to fit, counts are Poisson and other measures get a 10 %
+    /// relative error.
+    pub(crate) fn fit(leaves: &mut [(f64, f64)], poisson_floor: bool) -> Self {
+        let floor = if poisson_floor { 1.0 } else { 0.0 };
+        if leaves.len() < 2 * MIN_GROUP {
+            return if poisson_floor {
+                Self {
+                    beta: 1.0,
+                    alpha: robust_alpha(leaves, 1.0),
+                }
+            } else {
+                Self {
+                    beta: 0.0,
+                    alpha: robust_alpha(leaves, 0.0).max(1e-4),
+                }
+            };
         }
-        top = next;
-        alpha = fit(&leaves[..top]);
+        leaves.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let groups = (leaves.len() / MIN_GROUP).clamp(2, MAX_GROUPS);
+        // Per size group: median scale, robust variance (median squared residual over the
+        // chi-square median).
+        let mut pts: Vec<(f64, f64)> = Vec::with_capacity(groups);
+        let mut scratch = Vec::new();
+        for g in 0..groups {
+            let lo = g * leaves.len() / groups;
+            let hi = (g + 1) * leaves.len() / groups;
+            let chunk = &leaves[lo..hi];
+            let m = chunk[chunk.len() / 2].0;
+            scratch.clear();
+            scratch.extend(chunk.iter().map(|&(_, e)| e * e));
+            let mid = scratch.len() / 2;
+            let (_, med, _) = scratch.select_nth_unstable_by(mid, f64::total_cmp);
+            let v = *med / CHI2_1_MEDIAN;
+            if m > 0.0 && v > 0.0 {
+                pts.push((m, v));
+            }
+        }
+        let (beta, alpha) = fit_points(&pts);
+        Self {
+            beta: beta.max(floor),
+            alpha,
+        }
     }
-    alpha
 }
 
-/// Fewest leaves a dispersion fit uses.
-const MIN_FIT: usize = 30;
-
-/// The `alpha` that makes the median squared standardised residual of `leaves` (pairs of
-/// expectation and squared residual) the chi-square median; 0 if Poisson noise already
-/// accounts for it.
-fn fit(leaves: &[(f64, f64)]) -> f64 {
-    let mut scratch = Vec::with_capacity(leaves.len());
-    let mut median_z2 = |alpha: f64| {
-        scratch.clear();
-        scratch.extend(leaves.iter().map(|&(p, e2)| e2 / variance(p, alpha)));
-        let mid = scratch.len() / 2;
-        let (_, m, _) = scratch.select_nth_unstable_by(mid, f64::total_cmp);
-        *m
+/// Least squares of `beta m + alpha m^2` against the group variances in relative terms
+/// (every group counts alike whatever its scale), both parts non-negative.
+fn fit_points(pts: &[(f64, f64)]) -> (f64, f64) {
+    if pts.is_empty() {
+        return (0.0, 1e-4);
+    }
+    // Minimise sum (beta x1 + alpha x2 - 1)^2 with x1 = m / v, x2 = m^2 / v.
+    let (mut s11, mut s12, mut s22, mut s1, mut s2) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(m, v) in pts {
+        let (x1, x2) = (m / v, m * m / v);
+        s11 += x1 * x1;
+        s12 += x1 * x2;
+        s22 += x2 * x2;
+        s1 += x1;
+        s2 += x2;
+    }
+    let det = s11 * s22 - s12 * s12;
+    if det > 0.0 {
+        let beta = (s1 * s22 - s2 * s12) / det;
+        let alpha = (s2 * s11 - s1 * s12) / det;
+        if beta >= 0.0 && alpha >= 0.0 {
+            return (beta, alpha);
+        }
+    }
+    // One part only: the better of the two one-parameter fits.
+    let only_beta = if s11 > 0.0 { s1 / s11 } else { 0.0 };
+    let only_alpha = if s22 > 0.0 { s2 / s22 } else { 0.0 };
+    let sse = |b: f64, a: f64| -> f64 {
+        pts.iter()
+            .map(|&(m, v)| {
+                let d = (b * m + a * m * m) / v - 1.0;
+                d * d
+            })
+            .sum()
     };
-    if median_z2(0.0) <= CHI2_1_MEDIAN {
+    if sse(only_beta, 0.0) <= sse(0.0, only_alpha) {
+        (only_beta, 0.0)
+    } else {
+        (0.0, only_alpha)
+    }
+}
+
+/// The relative part alone, given `beta`, from the median standardised residual of all
+/// leaves (few leaves: no size groups).
+fn robust_alpha(leaves: &[(f64, f64)], beta: f64) -> f64 {
+    if leaves.is_empty() {
         return 0.0;
     }
-    // The median is decreasing in alpha: bracket, then bisect on a log scale.
-    let mut lo = 0.0_f64;
-    let mut hi = 1e-6_f64;
-    while median_z2(hi) > CHI2_1_MEDIAN {
-        lo = hi;
-        hi *= 10.0;
-        if hi > 1e6 {
-            return hi;
-        }
-    }
-    for _ in 0..40 {
-        let mid = if lo == 0.0 {
-            hi / 2.0
-        } else {
-            (lo * hi).sqrt()
-        };
-        if median_z2(mid) > CHI2_1_MEDIAN {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    hi
+    // Per leaf, the alpha that would make its squared residual typical; the median of those.
+    let mut need: Vec<f64> = leaves
+        .iter()
+        .map(|&(m, e)| ((e * e / CHI2_1_MEDIAN - beta * m) / (m * m)).max(0.0))
+        .collect();
+    let mid = need.len() / 2;
+    let (_, med, _) = need.select_nth_unstable_by(mid, f64::total_cmp);
+    *med
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn poisson_counts_give_no_extra_dispersion() {
-        // Residuals well inside Poisson noise.
-        let expected: Vec<f64> = (0..200).map(|i| 10.0 + f64::from(i)).collect();
-        let observed: Vec<f64> = expected
-            .iter()
-            .enumerate()
-            .map(|(i, p)| if i % 2 == 0 { p + 0.5 } else { p - 0.5 })
-            .collect();
-        assert_eq!(dispersion(&observed, &expected), 0.0);
+    /// Deterministic pseudo-normal deviates (sum of 12 uniforms from an LCG, minus 6).
+    fn normals(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                (0..12)
+                    .map(|_| {
+                        s = s
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        (s >> 11) as f64 / (1u64 << 53) as f64
+                    })
+                    .sum::<f64>()
+                    - 6.0
+            })
+            .collect()
     }
 
     #[test]
-    fn relative_noise_is_recovered() {
-        // 5 % relative error on large values: alpha near 0.05^2 / 0.455 * median factor.
-        let expected: Vec<f64> = (0..400).map(|i| 1e5 + f64::from(i)).collect();
-        let observed: Vec<f64> = expected
+    fn poisson_like_noise_gives_beta_near_one() {
+        let z = normals(4000, 1);
+        let mut leaves: Vec<(f64, f64)> = z
             .iter()
             .enumerate()
-            .map(|(i, p)| p * (1.0 + 0.05 * (f64::from(i as u32 % 7) - 3.0) / 3.0))
+            .map(|(i, z)| {
+                let m = 1.0 + (i % 200) as f64;
+                (m, z * m.sqrt())
+            })
             .collect();
-        let alpha = dispersion(&observed, &expected);
-        assert!(alpha > 1e-4 && alpha < 1e-2, "alpha {alpha}");
+        let model = NoiseModel::fit(&mut leaves, false);
+        assert!((model.beta - 1.0).abs() < 0.25, "{model:?}");
+        assert!(model.alpha < 2e-3, "{model:?}");
+    }
+
+    #[test]
+    fn relative_noise_gives_alpha_and_no_beta() {
+        let z = normals(4000, 2);
+        let mut leaves: Vec<(f64, f64)> = z
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let m = 0.01 * 1.01f64.powi((i % 900) as i32);
+                (m, 0.1 * z * m)
+            })
+            .collect();
+        let model = NoiseModel::fit(&mut leaves, false);
+        assert!((model.alpha.sqrt() - 0.1).abs() < 0.02, "{model:?}");
+        assert!(model.beta < 1e-3, "{model:?}");
+        // With the Poisson floor a count measure keeps beta at 1.
+        assert_eq!(NoiseModel::fit(&mut leaves, true).beta, 1.0);
+    }
+
+    #[test]
+    fn anomalous_minority_does_not_inflate_the_fit() {
+        let z = normals(4000, 3);
+        let mut leaves: Vec<(f64, f64)> = z
+            .iter()
+            .enumerate()
+            .map(|(i, z)| {
+                let m = 10.0 + (i % 97) as f64;
+                let e = if i % 10 == 0 { -0.8 * m } else { 0.05 * z * m };
+                (m, e)
+            })
+            .collect();
+        let model = NoiseModel::fit(&mut leaves, false);
+        let rel = (model.alpha + model.beta / 50.0).sqrt();
+        assert!(rel < 0.08, "{model:?}");
     }
 }

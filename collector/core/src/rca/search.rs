@@ -1,17 +1,21 @@
-//! The search: every element (attribute=value combination) of every cuboid up to
-//! `max_attributes` is scored from per-leaf sums in one pass per cuboid, and root causes are
-//! taken greedily, best penalised score first, their leaves explained away before the next
+//! The search: every element (attribute=value combination) of every cuboid the budget allows
+//! is scored from per-element sums, and root causes are taken greedily, best penalised score
+//! first, their leaves explained away (subtracted from every cuboid's sums) before the next
 //! round.
 
 use std::collections::HashMap;
 
-use super::cube::Cube;
-use super::noise;
-use super::{Attribute, Direction, Params, RootCause};
+use super::cube::{Cube, KpiKind};
+use super::noise::NoiseModel;
+use super::{Attribute, Direction, Limit, Localization, Params, RootCause};
 
 /// Largest cuboid (product of cardinalities) indexed through a dense table; larger ones go
 /// through a hash map.
 const DENSE_LIMIT: u64 = 1 << 22;
+
+/// Share of the work budget the lattice itself (one pass per cuboid) may take; the rest is
+/// for the rounds.
+const BUILD_SHARE: f64 = 0.5;
 
 /// One cuboid: a set of attributes, and for each informative leaf the element it falls in.
 #[derive(Debug)]
@@ -21,17 +25,18 @@ struct Cuboid {
     leaf_elem: Vec<u32>,
     /// For each element, one leaf (cube index) in it, to read its attribute values back.
     elem_leaf: Vec<u32>,
+    /// Per element: sums of the score terms `a` and `b`, of observed and expected values, and
+    /// the number of leaves not yet explained away.
+    sums: Vec<Sums>,
 }
 
-/// All cuboids up to the attribute limit, built once per call.
-#[derive(Debug)]
-struct Lattice {
-    cuboids: Vec<Cuboid>,
-    /// Cube indices of the informative leaves (expected value > 0).
-    leaves: Vec<u32>,
-    /// Penalty per layer (index = number of attributes): 2 ln(number of elements in the layer),
-    /// the price of having looked at that many candidates.
-    penalty: Vec<f64>,
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    a: f64,
+    b: f64,
+    r: f64,
+    p: f64,
+    live: u32,
 }
 
 /// Best candidate of a round.
@@ -41,137 +46,182 @@ struct Candidate {
     elem: u32,
     score: f64,
     gain: f64,
-    ratio: f64,
 }
 
-/// Runs the localisation. The caller checked that the cube is not empty.
-pub(crate) fn run(cube: &Cube, params: &Params) -> Vec<RootCause> {
+/// Per informative leaf, its contribution to the sums.
+#[derive(Debug, Clone, Copy)]
+struct LeafTerm {
+    a: f64,
+    b: f64,
+    r: f64,
+    p: f64,
+}
+
+/// Runs the localisation. The caller checked the parameters and that the cube is not empty.
+pub(crate) fn run(cube: &Cube, params: &Params) -> Localization {
     let (observed, expected) = cube.observed_expected();
-    let alpha = noise::dispersion(&observed, &expected);
-    let lattice = Lattice::build(cube, &expected, params.max_attributes);
-    if lattice.leaves.is_empty() {
-        return Vec::new();
+    let negative_leaves = observed.iter().filter(|&&r| r < 0.0).count();
+    // Informative leaves: a positive scale (something expected or observed).
+    let leaves: Vec<u32> = (0..cube.len())
+        .filter(|&i| scale(observed[i], expected[i]) > 0.0)
+        .map(|i| i as u32)
+        .collect();
+    let mut pairs: Vec<(f64, f64)> = leaves
+        .iter()
+        .map(|&i| {
+            let (r, p) = (observed[i as usize], expected[i as usize]);
+            (scale(r, p), r - p)
+        })
+        .collect();
+    let noise = NoiseModel::fit(&mut pairs, cube.kind() == KpiKind::Ratio);
+    let mut out = Localization {
+        causes: Vec::new(),
+        limits: Vec::new(),
+        noise,
+        negative_leaves,
+        depth_searched: 0,
+    };
+    if leaves.is_empty() {
+        return out;
     }
 
-    // Score-test sums per informative leaf, for the model `observed = rho * expected`:
-    // a = w (r - p) p and b = w p^2 with w = 1 / var(p). An element's gain (the drop of the
-    // weighted squared error when its rho is fitted) is (sum a)^2 / sum b, its rho 1 + sum a /
-    // sum b. Explaining a leaf away zeroes both.
-    let n_leaves = lattice.leaves.len();
-    let (mut a, mut b) = (Vec::with_capacity(n_leaves), Vec::with_capacity(n_leaves));
-    let (mut obs, mut exp) = (Vec::with_capacity(n_leaves), Vec::with_capacity(n_leaves));
-    for &leaf in &lattice.leaves {
-        let (r, p) = (observed[leaf as usize], expected[leaf as usize]);
-        let w = 1.0 / noise::variance(p, alpha);
-        a.push(w * (r - p) * p);
-        b.push(w * p * p);
-        obs.push(r);
-        exp.push(p);
+    // Score-test sums per leaf for the ripple model "every leaf of the element moved by the
+    // same relative amount delta on its own scale": r - p = delta m. With w = 1 / v(m),
+    // a = w (r - p) m and b = w m^2; an element's gain (drop of the weighted squared error
+    // when its delta is fitted) is (sum a)^2 / sum b, its delta sum a / sum b.
+    let terms: Vec<LeafTerm> = leaves
+        .iter()
+        .map(|&i| {
+            let (r, p) = (observed[i as usize], expected[i as usize]);
+            let m = scale(r, p);
+            let w = 1.0 / noise.variance(m);
+            LeafTerm {
+                a: w * (r - p) * m,
+                b: w * m * m,
+                r,
+                p,
+            }
+        })
+        .collect();
+
+    let mut work: u64 = 0;
+    let (mut lattice, depth_limit) = Lattice::build(cube, &leaves, &terms, params, &mut work);
+    out.depth_searched = lattice.depth;
+    if let Some(l) = depth_limit {
+        out.limits.push(l);
     }
 
-    let mut causes = Vec::new();
-    let (mut acc_a, mut acc_b) = (Vec::new(), Vec::new());
-    let (mut acc_r, mut acc_p) = (Vec::new(), Vec::new());
-    while causes.len() < params.max_causes {
-        let mut best: Option<Candidate> = None;
-        for (ci, cuboid) in lattice.cuboids.iter().enumerate() {
-            let n = cuboid.elem_leaf.len();
-            acc_a.clear();
-            acc_a.resize(n, 0.0);
-            acc_b.clear();
-            acc_b.resize(n, 0.0);
-            acc_r.clear();
-            acc_r.resize(n, 0.0);
-            acc_p.clear();
-            acc_p.resize(n, 0.0);
-            for (k, &e) in cuboid.leaf_elem.iter().enumerate() {
-                let e = e as usize;
-                acc_a[e] += a[k];
-                acc_b[e] += b[k];
-                acc_r[e] += obs[k];
-                acc_p[e] += exp[k];
-            }
-            let pen = lattice.penalty[cuboid.dims.len()];
-            for (e, (&sa, &sb)) in acc_a.iter().zip(&acc_b).enumerate() {
-                if sb <= 0.0 {
-                    continue;
-                }
-                let ratio = 1.0 + sa / sb;
-                if !direction_ok(params.direction, ratio)
-                    || (ratio - 1.0).abs() < params.min_relative_change
-                {
-                    continue;
-                }
-                let gain = sa * sa / sb * tail_correction(acc_r[e], acc_p[e]);
-                let score = gain - pen;
-                // Strictly better only: on a tie the earlier cuboid (fewer attributes, then
-                // attribute order) wins, so the simpler of two equivalent causes is kept.
-                if best.is_none_or(|c| score > c.score) {
-                    best = Some(Candidate {
-                        cuboid: ci,
-                        // Element counts fit u32: they are at most the leaf count, and
-                        // `Lattice::build` indexes leaves with u32.
-                        elem: e as u32,
-                        score,
-                        gain,
-                        ratio,
-                    });
-                }
-            }
+    let scan_cost = lattice.elements() as u64;
+    loop {
+        if out.causes.len() >= params.max_causes {
+            out.limits.push(Limit::Causes {
+                max: params.max_causes,
+            });
+            break;
         }
-        let Some(c) = best.filter(|c| c.score >= params.min_score) else {
+        if work.saturating_add(scan_cost) > params.work_budget {
+            out.limits.push(Limit::Budget {
+                causes: out.causes.len(),
+            });
+            break;
+        }
+        work += scan_cost;
+        let Some(c) = lattice
+            .best(params)
+            .filter(|c| c.score >= params.min_score)
+        else {
             break;
         };
-        let cuboid = &lattice.cuboids[c.cuboid];
-        for (k, &e) in cuboid.leaf_elem.iter().enumerate() {
-            if e == c.elem {
-                a[k] = 0.0;
-                b[k] = 0.0;
-            }
-        }
-        causes.push(lattice.root_cause(cube, &observed, &expected, c));
+        work += lattice.explain_away(&c, &terms);
+        out.causes.push(lattice.root_cause(cube, &observed, &expected, c));
     }
-    causes
+    out
 }
 
-/// Shrinks the gain of an upward deviation to what the Poisson likelihood ratio says: for small
-/// counts the squared-residual statistic overstates upward deviations (the Poisson upper tail is
-/// heavier than the normal one: 8 observed against 1.65 expected is chi-square 24 by residuals,
-/// 12.6 by likelihood ratio). The factor is the ratio of the Poisson deviance to Pearson's
-/// statistic on the element's totals, at most 1, so downward deviations are never inflated.
-fn tail_correction(observed: f64, expected: f64) -> f64 {
-    if expected <= 0.0 || observed <= expected {
-        return 1.0;
-    }
-    let pearson = (observed - expected) * (observed - expected) / expected;
-    let deviance = 2.0 * (observed * (observed / expected).ln() - (observed - expected));
-    (deviance / pearson).min(1.0)
+/// The scale of a leaf: the midpoint of observed (negative counted as 0) and expected.
+fn scale(r: f64, p: f64) -> f64 {
+    (r.max(0.0) + p) / 2.0
 }
 
-fn direction_ok(direction: Direction, ratio: f64) -> bool {
+fn direction_ok(direction: Direction, delta: f64) -> bool {
     match direction {
         Direction::Both => true,
-        Direction::Increase => ratio > 1.0,
-        Direction::Decrease => ratio < 1.0,
+        Direction::Increase => delta > 0.0,
+        Direction::Decrease => delta < 0.0,
     }
+}
+
+/// All cuboids the budget allows, built once per call.
+#[derive(Debug)]
+struct Lattice {
+    cuboids: Vec<Cuboid>,
+    /// Cube indices of the informative leaves.
+    leaves: Vec<u32>,
+    /// Penalty per layer (index = number of attributes): 2 ln(number of elements in the layer),
+    /// the price of having looked at that many candidates.
+    penalty: Vec<f64>,
+    /// Deepest layer built.
+    depth: usize,
+    /// Per informative leaf: not yet explained away.
+    alive: Vec<bool>,
 }
 
 impl Lattice {
-    fn build(cube: &Cube, expected: &[f64], max_attributes: usize) -> Self {
+    fn build(
+        cube: &Cube,
+        leaves: &[u32],
+        terms: &[LeafTerm],
+        params: &Params,
+        work: &mut u64,
+    ) -> (Self, Option<Limit>) {
         let d = cube.dimensions();
-        // Leaf indices are u32 throughout; `localize` rejects larger cubes.
-        let leaves: Vec<u32> = (0..cube.len())
-            .filter(|&i| expected[i] > 0.0)
-            .map(|i| i as u32)
-            .collect();
-        let max_layer = max_attributes.min(d);
-        let mut cuboids = Vec::new();
-        for layer in 1..=max_layer {
-            for dims in combinations(d, layer) {
-                cuboids.push(Cuboid::build(cube, &leaves, dims));
+        let n = leaves.len() as u64;
+        let want = params.max_attributes.min(d);
+        let build_budget = (params.work_budget as f64 * BUILD_SHARE) as u64;
+        let mut cuboids: Vec<Cuboid> = Vec::new();
+        // Attribute sets whose cuboid has one leaf per element: every deeper set containing
+        // one gives the same elements with more attributes, never a better cause.
+        let mut keys: Vec<u64> = Vec::new();
+        let mut depth = 0;
+        let mut limit = None;
+        for layer in 1..=want {
+            let before = cuboids.len();
+            let before_work = *work;
+            let mut new_keys = Vec::new();
+            let mut over = false;
+            for dims in Combinations::new(d, layer) {
+                let mask = dims.iter().fold(0u64, |m, &x| m | (1u64 << (x % 64)));
+                if keys.iter().any(|&k| k & mask == k) {
+                    continue;
+                }
+                if layer > 1 && work.saturating_add(n) > build_budget {
+                    over = true;
+                    break;
+                }
+                let c = Cuboid::build(cube, leaves, terms, dims);
+                *work += n;
+                if c.elem_leaf.len() == leaves.len() && d <= 64 {
+                    new_keys.push(mask);
+                }
+                cuboids.push(c);
             }
+            if over {
+                // A layer is searched whole or not at all.
+                cuboids.truncate(before);
+                *work = before_work;
+                limit = Some(Limit::Depth {
+                    searched: depth,
+                    attributes: want,
+                });
+                break;
+            }
+            if cuboids.len() == before {
+                break;
+            }
+            keys.extend(new_keys);
+            depth = layer;
         }
-        let mut per_layer = vec![0usize; max_layer + 1];
+        let mut per_layer = vec![0usize; depth + 1];
         for c in &cuboids {
             per_layer[c.dims.len()] += c.elem_leaf.len();
         }
@@ -179,11 +229,95 @@ impl Lattice {
             .iter()
             .map(|&m| if m > 1 { 2.0 * (m as f64).ln() } else { 0.0 })
             .collect();
-        Self {
-            cuboids,
-            leaves,
-            penalty,
+        (
+            Self {
+                cuboids,
+                leaves: leaves.to_vec(),
+                penalty,
+                depth,
+                alive: vec![true; leaves.len()],
+            },
+            limit,
+        )
+    }
+
+    fn elements(&self) -> usize {
+        self.cuboids.iter().map(|c| c.sums.len()).sum()
+    }
+
+    /// The best element of the round by penalised score.
+    fn best(&self, params: &Params) -> Option<Candidate> {
+        let mut best: Option<Candidate> = None;
+        for (ci, cuboid) in self.cuboids.iter().enumerate() {
+            let pen = self.penalty[cuboid.dims.len()];
+            for (e, s) in cuboid.sums.iter().enumerate() {
+                if s.live == 0 || s.b <= 0.0 {
+                    continue;
+                }
+                let delta = s.a / s.b;
+                if !direction_ok(params.direction, delta) {
+                    continue;
+                }
+                // The relative change of the element's totals, observed over expected.
+                let moved = if s.p > 0.0 {
+                    (s.r / s.p - 1.0).abs()
+                } else {
+                    f64::INFINITY
+                };
+                if moved < params.min_relative_change {
+                    continue;
+                }
+                let gain = s.a * s.a / s.b;
+                let score = gain - pen;
+                // Strictly better only: on a tie the earlier cuboid (fewer attributes, then
+                // attribute order) wins, so the simpler of two equivalent causes is kept.
+                if best.is_none_or(|c| score > c.score) {
+                    best = Some(Candidate {
+                        cuboid: ci,
+                        // Element counts fit u32: they are at most the leaf count, and
+                        // `localize` rejects cubes of more than u32::MAX leaves.
+                        elem: e as u32,
+                        score,
+                        gain,
+                    });
+                }
+            }
         }
+        best
+    }
+
+    /// Removes the leaves of `c` from every cuboid's sums; returns the work done.
+    fn explain_away(&mut self, c: &Candidate, terms: &[LeafTerm]) -> u64 {
+        let gone: Vec<usize> = self.cuboids[c.cuboid]
+            .leaf_elem
+            .iter()
+            .enumerate()
+            .filter(|&(k, &e)| e == c.elem && self.alive[k])
+            .map(|(k, _)| k)
+            .collect();
+        for &k in &gone {
+            self.alive[k] = false;
+        }
+        let mut work = self.leaves.len() as u64;
+        for cuboid in &mut self.cuboids {
+            for &k in &gone {
+                let s = &mut cuboid.sums[cuboid.leaf_elem[k] as usize];
+                if s.live == 0 {
+                    continue;
+                }
+                let t = terms[k];
+                s.a -= t.a;
+                s.b -= t.b;
+                s.r -= t.r;
+                s.p -= t.p;
+                s.live -= 1;
+                if s.live == 0 {
+                    *s = Sums::default();
+                }
+            }
+            work += gone.len() as u64;
+        }
+        work
     }
 
     fn root_cause(
@@ -216,7 +350,11 @@ impl Lattice {
             attributes,
             score: c.score,
             gain: c.gain,
-            ratio: c.ratio,
+            ratio: if exp > 0.0 {
+                obs / exp
+            } else {
+                f64::INFINITY
+            },
             observed: obs,
             expected: exp,
         }
@@ -224,7 +362,7 @@ impl Lattice {
 }
 
 impl Cuboid {
-    fn build(cube: &Cube, leaves: &[u32], dims: Vec<usize>) -> Self {
+    fn build(cube: &Cube, leaves: &[u32], terms: &[LeafTerm], dims: Vec<usize>) -> Self {
         let mut size: Option<u64> = Some(1);
         for &dim in &dims {
             size = size.and_then(|s| s.checked_mul(cube.cardinality(dim).max(1) as u64));
@@ -262,41 +400,76 @@ impl Cuboid {
                 }
             }
         }
+        let mut sums = vec![Sums::default(); elem_leaf.len()];
+        for (k, &e) in leaf_elem.iter().enumerate() {
+            let s = &mut sums[e as usize];
+            let t = terms[k];
+            s.a += t.a;
+            s.b += t.b;
+            s.r += t.r;
+            s.p += t.p;
+            s.live += 1;
+        }
         Self {
             dims,
             leaf_elem,
             elem_leaf,
+            sums,
         }
     }
 }
 
-/// All `k`-subsets of `0..n` in lexicographic order.
-fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
-    let mut out = Vec::new();
-    let mut cur: Vec<usize> = (0..k).collect();
-    if k == 0 || k > n {
-        return out;
+/// All `k`-subsets of `0..n` in lexicographic order, one at a time (a layer of a wide cube
+/// has too many to list up front).
+struct Combinations {
+    n: usize,
+    cur: Vec<usize>,
+    done: bool,
+}
+
+impl Combinations {
+    fn new(n: usize, k: usize) -> Self {
+        Self {
+            n,
+            cur: (0..k).collect(),
+            done: k == 0 || k > n,
+        }
     }
-    loop {
-        out.push(cur.clone());
+}
+
+impl Iterator for Combinations {
+    type Item = Vec<usize>;
+
+    fn next(&mut self) -> Option<Vec<usize>> {
+        if self.done {
+            return None;
+        }
+        let out = self.cur.clone();
+        let (n, k) = (self.n, self.cur.len());
         // Find the rightmost position that can still move right.
         let mut i = k;
-        while i > 0 && cur[i - 1] == n - k + (i - 1) {
+        while i > 0 && self.cur[i - 1] == n - k + (i - 1) {
             i -= 1;
         }
         if i == 0 {
-            return out;
+            self.done = true;
+        } else {
+            self.cur[i - 1] += 1;
+            for j in i..k {
+                self.cur[j] = self.cur[j - 1] + 1;
+            }
         }
-        cur[i - 1] += 1;
-        for j in i..k {
-            cur[j] = cur[j - 1] + 1;
-        }
+        Some(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
+        Combinations::new(n, k).collect()
+    }
 
     #[test]
     fn combinations_enumerate_in_order() {
