@@ -155,7 +155,133 @@ pub(crate) fn run(cube: &Cube, params: &Params) -> Localization {
         work += lattice.explain_away(&c, &terms);
         out.causes.push(lattice.root_cause(cube, &observed, &expected, c));
     }
+    generalize(cube, &leaves, &terms, &observed, &expected, params, &mut out.causes);
     out
+}
+
+/// Occam's step after the search: a cause becomes its parent (one attribute fewer) when the
+/// rest of the parent, the leaves no cause explains, moved with it: their residuals sit
+/// closer to the cause's relative change than to no change (the weighted squared error at the
+/// cause's `delta` is below the one at 0). Causes inside the new parent are absorbed. Real
+/// faults rarely move every leaf by the same factor, so the greedy search can take the
+/// largest children of a cause one by one; this puts them back together, and it leaves a
+/// cause alone whose siblings are normal. Repeats until nothing changes.
+fn generalize(
+    cube: &Cube,
+    leaves: &[u32],
+    terms: &[LeafTerm],
+    observed: &[f64],
+    expected: &[f64],
+    params: &Params,
+    causes: &mut Vec<RootCause>,
+) {
+    let inside = |attrs: &[Attribute], leaf: u32| {
+        let lc = cube.leaf_coords(leaf as usize);
+        attrs.iter().all(|at| lc[at.dim] == at.value)
+    };
+    // Bounded: every change removes an attribute from a cause.
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 0..causes.len() {
+            let attrs = causes[i].attributes.clone();
+            if attrs.len() < 2 {
+                continue;
+            }
+            let (mut a, mut b) = (0.0, 0.0);
+            for (k, &leaf) in leaves.iter().enumerate() {
+                if inside(&attrs, leaf) {
+                    a += terms[k].a;
+                    b += terms[k].b;
+                }
+            }
+            if b <= 0.0 {
+                continue;
+            }
+            let delta = a / b;
+            let mut best: Option<(f64, usize)> = None;
+            for drop in 0..attrs.len() {
+                let parent: Vec<Attribute> = attrs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != drop)
+                    .map(|(_, at)| *at)
+                    .collect();
+                // The rest of the parent: leaves no cause explains.
+                let (mut ra, mut rb) = (0.0, 0.0);
+                for (k, &leaf) in leaves.iter().enumerate() {
+                    if inside(&parent, leaf)
+                        && !causes.iter().any(|c| inside(&c.attributes, leaf))
+                    {
+                        ra += terms[k].a;
+                        rb += terms[k].b;
+                    }
+                }
+                // Weighted squared error at 0 minus at delta.
+                let margin = 2.0 * delta * ra - delta * delta * rb;
+                // Siblings: another cause shares this parent. Then one parent instead of
+                // several children is the simpler account if the rest moved the same way,
+                // significantly on its own.
+                let siblings = causes.iter().enumerate().any(|(j, c)| {
+                    j != i
+                        && c.attributes.len() == attrs.len()
+                        && parent.iter().all(|p| c.attributes.contains(p))
+                });
+                let same_way = rb > 0.0 && ra * delta > 0.0 && ra * ra / rb >= params.min_score;
+                if margin > 0.0 || rb <= 0.0 || (siblings && same_way) {
+                    let margin = if rb <= 0.0 { 0.0 } else { margin.max(0.0) };
+                    if best.is_none_or(|(m, _)| margin > m) {
+                        best = Some((margin, drop));
+                    }
+                }
+            }
+            let Some((_, drop)) = best else { continue };
+            let parent: Vec<Attribute> = attrs
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != drop)
+                .map(|(_, at)| *at)
+                .collect();
+            let (mut pa, mut pb, mut obs, mut exp) = (0.0, 0.0, 0.0, 0.0);
+            for (k, &leaf) in leaves.iter().enumerate() {
+                if inside(&parent, leaf) {
+                    pa += terms[k].a;
+                    pb += terms[k].b;
+                }
+            }
+            for leaf in 0..cube.len() {
+                if inside(&parent, leaf as u32) {
+                    obs += observed[leaf];
+                    exp += expected[leaf];
+                }
+            }
+            if pb <= 0.0 || !direction_ok(params.direction, pa / pb) {
+                continue;
+            }
+            let score = causes
+                .iter()
+                .filter(|c| parent.iter().all(|p| c.attributes.contains(p)))
+                .map(|c| c.score)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let merged = RootCause {
+                attributes: parent.clone(),
+                score,
+                gain: pa * pa / pb,
+                ratio: if exp > 0.0 { obs / exp } else { f64::INFINITY },
+                observed: obs,
+                expected: exp,
+            };
+            causes[i] = merged;
+            let mut j = 0;
+            causes.retain(|c| {
+                let keep = j == i || !parent.iter().all(|p| c.attributes.contains(p));
+                j += 1;
+                keep
+            });
+            changed = true;
+            break;
+        }
+    }
 }
 
 impl LayerNull {
