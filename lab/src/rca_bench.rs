@@ -45,7 +45,10 @@ const PUBLISHED_OVERALL: [(&str, f64, f64); 6] = [
 /// Reference F1 of other methods on the other datasets, from the benchmark README (runs of
 /// the public RiskLoc code on 1,000-case sets of the same kind; RS: all 135 cases).
 const PUBLISHED_OTHER: [(&str, &str); 3] = [
-    ("S", "RiskLoc 0.634, AutoRoot 0.456 (1,000-case set of this kind)"),
+    (
+        "S",
+        "RiskLoc 0.634, AutoRoot 0.456 (1,000-case set of this kind)",
+    ),
     (
         "L",
         "RiskLoc 0.698, AutoRoot 0.546, Squeeze 0.295 (1,000-case set of this kind)",
@@ -128,8 +131,9 @@ pub struct CaseReport {
     /// Each predicted cause in the order found, with its penalised score and the factor its
     /// KPI moved by (observed over expected).
     pub found: Vec<(String, f64, f64)>,
-    /// The noise model fitted: count-like part `beta` and relative part `alpha`.
-    pub noise: (f64, f64),
+    /// The noise model fitted: absolute part `gamma`, count-like part `beta` and relative
+    /// part `alpha`.
+    pub noise: (f64, f64, f64),
 }
 
 /// A case that could not be read.
@@ -294,7 +298,12 @@ fn read_measure_file(path: &Path) -> anyhow::Result<MeasureFile> {
         }
         let number = |col: usize, what: &str| -> anyhow::Result<f64> {
             let v: f64 = fields[col].parse().with_context(|| {
-                format!("{}: line {}: {what} {:?}", path.display(), n + 2, fields[col])
+                format!(
+                    "{}: line {}: {what} {:?}",
+                    path.display(),
+                    n + 2,
+                    fields[col]
+                )
             })?;
             if !v.is_finite() {
                 bail!("{}: line {}: {what} is not finite", path.display(), n + 2);
@@ -361,7 +370,10 @@ pub fn load_ratio_case(num: &Path, den: &Path) -> anyhow::Result<Cube> {
 /// Loads one case of `dir`: a ratio case when `<ts>.a.csv` and `<ts>.b.csv` exist, else
 /// `<ts>.csv`; `None` when there is no data file.
 fn load_case(dir: &Path, ts: &str) -> Option<anyhow::Result<Cube>> {
-    let (num, den) = (dir.join(format!("{ts}.a.csv")), dir.join(format!("{ts}.b.csv")));
+    let (num, den) = (
+        dir.join(format!("{ts}.a.csv")),
+        dir.join(format!("{ts}.b.csv")),
+    );
     if num.is_file() && den.is_file() {
         return Some(load_ratio_case(&num, &den));
     }
@@ -399,7 +411,7 @@ pub fn load_setting(dir: &Path) -> anyhow::Result<Vec<LoadedCase>> {
             }),
         });
     }
-    cases.sort_by(|a, b| natural_key(&a.timestamp).cmp(&natural_key(&b.timestamp)));
+    cases.sort_by_key(|c| natural_key(&c.timestamp));
     Ok(cases)
 }
 
@@ -450,10 +462,7 @@ pub fn run(data: &Path, params: &Params) -> anyhow::Result<BenchReport> {
     };
     dirs.sort();
     if dirs.is_empty() {
-        bail!(
-            "no injection_info.csv in {} or its folders",
-            data.display()
-        );
+        bail!("no injection_info.csv in {} or its folders", data.display());
     }
     let mut settings = Vec::new();
     let mut cases_out = Vec::new();
@@ -502,11 +511,7 @@ pub fn run(data: &Path, params: &Params) -> anyhow::Result<BenchReport> {
                 .iter()
                 .map(|c| {
                     let one = canonical_predictions(&case.cube, std::slice::from_ref(c));
-                    (
-                        one.into_iter().next().unwrap_or_default(),
-                        c.score,
-                        c.ratio,
-                    )
+                    (one.into_iter().next().unwrap_or_default(), c.score, c.ratio)
                 })
                 .collect();
             let c = score_case(&predicted, &case.truth);
@@ -556,7 +561,7 @@ pub fn run(data: &Path, params: &Params) -> anyhow::Result<BenchReport> {
                 limits: found.limits.iter().map(ToString::to_string).collect(),
                 negative_leaves: found.negative_leaves,
                 found: found_list,
-                noise: (found.noise.beta, found.noise.alpha),
+                noise: (found.noise.gamma, found.noise.beta, found.noise.alpha),
             });
         }
         total.add(counts);

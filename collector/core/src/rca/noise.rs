@@ -3,8 +3,9 @@
 //! A leaf's residual `r - p` is judged on the leaf's own scale `m = (max(r, 0) + p) / 2` (the
 //! midpoint of observed and expected, so a leaf forecast at 0 that saw traffic, and a leaf
 //! forecast at 100 that saw none, are on the same footing), with variance
-//! `v(m) = beta m + alpha m^2`: a count-like part (`beta`, Poisson for counts) and a relative
-//! part (`alpha`, a constant relative forecast error). Both are estimated on every call from
+//! `v(m) = gamma + beta m + alpha m^2`: an absolute part (`gamma`, a measurement offset), a
+//! count-like part (`beta`, Poisson for counts) and a relative part (`alpha`, a constant
+//! relative forecast error). Both are estimated on every call from
 //! the forecast error seen on the leaves themselves, robustly (medians over leaves grouped by
 //! size), so the anomalous leaves, a minority, do not inflate them. Nothing is assumed about
 //! the unit: the same model fits failure counts, where `beta` comes out near 1, and amounts
@@ -21,9 +22,11 @@ const MIN_GROUP: usize = 40;
 /// Most size groups of the fit.
 const MAX_GROUPS: usize = 24;
 
-/// The fitted variance function `v(m) = beta m + alpha m^2`.
+/// The fitted variance function `v(m) = gamma + beta m + alpha m^2`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct NoiseModel {
+    /// Absolute part: variance every leaf has whatever its size (a measurement offset).
+    pub gamma: f64,
     /// Count-like part: variance per unit of the leaf's scale (1 for Poisson counts).
     pub beta: f64,
     /// Relative part: squared relative forecast error of large leaves.
@@ -33,7 +36,7 @@ pub struct NoiseModel {
 impl NoiseModel {
     /// The variance of a leaf on scale `m`, never zero for a leaf with `m > 0`.
     pub(crate) fn variance(&self, m: f64) -> f64 {
-        let v = self.beta * m + self.alpha * m * m;
+        let v = self.gamma + self.beta * m + self.alpha * m * m;
         // A floor a millionth of the leaf's own scale squared: a leaf forecast exactly right
         // everywhere else still has finite weight.
         v.max(1e-12 * m * m).max(f64::MIN_POSITIVE)
@@ -48,11 +51,13 @@ impl NoiseModel {
         if leaves.len() < 2 * MIN_GROUP {
             return if poisson_floor {
                 Self {
+                    gamma: 0.0,
                     beta: 1.0,
                     alpha: robust_alpha(leaves, 1.0),
                 }
             } else {
                 Self {
+                    gamma: 0.0,
                     beta: 0.0,
                     alpha: robust_alpha(leaves, 0.0).max(1e-4),
                 }
@@ -78,54 +83,90 @@ impl NoiseModel {
                 pts.push((m, v));
             }
         }
-        let (beta, alpha) = fit_points(&pts);
+        let (gamma, beta, alpha) = fit_points(&pts);
         Self {
+            gamma,
             beta: beta.max(floor),
             alpha,
         }
     }
 }
 
-/// Least squares of `beta m + alpha m^2` against the group variances in relative terms
-/// (every group counts alike whatever its scale), both parts non-negative.
-fn fit_points(pts: &[(f64, f64)]) -> (f64, f64) {
+/// Least squares of `gamma + beta m + alpha m^2` against the group variances in relative
+/// terms (every group counts alike whatever its scale), every part non-negative: the best of
+/// the fits on each subset of the three parts whose coefficients all come out non-negative.
+fn fit_points(pts: &[(f64, f64)]) -> (f64, f64, f64) {
     if pts.is_empty() {
-        return (0.0, 1e-4);
+        return (0.0, 0.0, 1e-4);
     }
-    // Minimise sum (beta x1 + alpha x2 - 1)^2 with x1 = m / v, x2 = m^2 / v.
-    let (mut s11, mut s12, mut s22, mut s1, mut s2) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(m, v) in pts {
-        let (x1, x2) = (m / v, m * m / v);
-        s11 += x1 * x1;
-        s12 += x1 * x2;
-        s22 += x2 * x2;
-        s1 += x1;
-        s2 += x2;
-    }
-    let det = s11 * s22 - s12 * s12;
-    if det > 0.0 {
-        let beta = (s1 * s22 - s2 * s12) / det;
-        let alpha = (s2 * s11 - s1 * s12) / det;
-        if beta >= 0.0 && alpha >= 0.0 {
-            return (beta, alpha);
-        }
-    }
-    // One part only: the better of the two one-parameter fits.
-    let only_beta = if s11 > 0.0 { s1 / s11 } else { 0.0 };
-    let only_alpha = if s22 > 0.0 { s2 / s22 } else { 0.0 };
-    let sse = |b: f64, a: f64| -> f64 {
-        pts.iter()
-            .map(|&(m, v)| {
-                let d = (b * m + a * m * m) / v - 1.0;
+    // Rows x = (1 / v, m / v, m^2 / v), target 1.
+    let rows: Vec<[f64; 3]> = pts
+        .iter()
+        .map(|&(m, v)| [1.0 / v, m / v, m * m / v])
+        .collect();
+    let sse = |c: &[f64; 3]| -> f64 {
+        rows.iter()
+            .map(|x| {
+                let d = c[0] * x[0] + c[1] * x[1] + c[2] * x[2] - 1.0;
                 d * d
             })
             .sum()
     };
-    if sse(only_beta, 0.0) <= sse(0.0, only_alpha) {
-        (only_beta, 0.0)
-    } else {
-        (0.0, only_alpha)
+    let mut best: Option<([f64; 3], f64)> = None;
+    for subset in 1u8..8 {
+        let idx: Vec<usize> = (0..3).filter(|i| subset & (1 << i) != 0).collect();
+        let k = idx.len();
+        // Normal equations of the subset.
+        let mut a = [[0.0f64; 4]; 3];
+        for x in &rows {
+            for (r, &i) in idx.iter().enumerate() {
+                for (c, &j) in idx.iter().enumerate() {
+                    a[r][c] += x[i] * x[j];
+                }
+                a[r][k] += x[i];
+            }
+        }
+        let Some(sol) = solve(&mut a, k) else {
+            continue;
+        };
+        if sol[..k].iter().any(|&v| v < 0.0 || !v.is_finite()) {
+            continue;
+        }
+        let mut c = [0.0; 3];
+        for (r, &i) in idx.iter().enumerate() {
+            c[i] = sol[r];
+        }
+        let e = sse(&c);
+        if best.is_none_or(|(_, be)| e < be) {
+            best = Some((c, e));
+        }
     }
+    best.map_or((0.0, 0.0, 1e-4), |(c, _)| (c[0], c[1], c[2]))
+}
+
+/// Gaussian elimination with partial pivoting on a `k x (k + 1)` augmented system.
+fn solve(a: &mut [[f64; 4]; 3], k: usize) -> Option<[f64; 3]> {
+    for col in 0..k {
+        let pivot = (col..k).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
+        if a[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for r in 0..k {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                let pivot_row = a[col];
+                for (x, p) in a[r].iter_mut().zip(pivot_row).skip(col).take(k + 1 - col) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    let mut out = [0.0; 3];
+    for (i, o) in out.iter_mut().enumerate().take(k) {
+        *o = a[i][k] / a[i][i];
+    }
+    Some(out)
 }
 
 /// The relative part alone, given `beta`, from the median standardised residual of all

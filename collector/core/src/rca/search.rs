@@ -153,9 +153,18 @@ pub(crate) fn run(cube: &Cube, params: &Params) -> Localization {
             break;
         };
         work += lattice.explain_away(&c, &terms);
-        out.causes.push(lattice.root_cause(cube, &observed, &expected, c));
+        out.causes
+            .push(lattice.root_cause(cube, &observed, &expected, c));
     }
-    generalize(cube, &leaves, &terms, &observed, &expected, params, &mut out.causes);
+    generalize(
+        cube,
+        &leaves,
+        &terms,
+        &observed,
+        &expected,
+        params,
+        &mut out.causes,
+    );
     out
 }
 
@@ -210,8 +219,7 @@ fn generalize(
                 // The rest of the parent: leaves no cause explains.
                 let (mut ra, mut rb) = (0.0, 0.0);
                 for (k, &leaf) in leaves.iter().enumerate() {
-                    if inside(&parent, leaf)
-                        && !causes.iter().any(|c| inside(&c.attributes, leaf))
+                    if inside(&parent, leaf) && !causes.iter().any(|c| inside(&c.attributes, leaf))
                     {
                         ra += terms[k].a;
                         rb += terms[k].b;
@@ -359,6 +367,11 @@ fn tail_correction(observed: f64, expected: f64) -> f64 {
     (deviance / pearson).min(1.0)
 }
 
+/// Whether attribute set `k` (a bit mask) is contained in `mask`.
+fn subset_of(k: u64, mask: u64) -> bool {
+    k & !mask == 0
+}
+
 fn direction_ok(direction: Direction, delta: f64) -> bool {
     match direction {
         Direction::Both => true,
@@ -373,9 +386,6 @@ struct Lattice {
     cuboids: Vec<Cuboid>,
     /// Cube indices of the informative leaves.
     leaves: Vec<u32>,
-    /// Penalty per layer (index = number of attributes): 2 ln(number of elements in the layer),
-    /// the price of having looked at that many candidates.
-    penalty: Vec<f64>,
     /// Deepest layer built.
     depth: usize,
     /// Per informative leaf: not yet explained away.
@@ -410,7 +420,7 @@ impl Lattice {
             let mut over = false;
             for dims in Combinations::new(d, layer) {
                 let mask = dims.iter().fold(0u64, |m, &x| m | (1u64 << (x % 64)));
-                if keys.iter().any(|&k| k & mask == k) {
+                if keys.iter().any(|&k| subset_of(k, mask)) {
                     continue;
                 }
                 if layer > 1 && work.saturating_add(n) > build_budget {
@@ -440,19 +450,10 @@ impl Lattice {
             keys.extend(new_keys);
             depth = layer;
         }
-        let mut per_layer = vec![0usize; depth + 1];
-        for c in &cuboids {
-            per_layer[c.dims.len()] += c.elem_leaf.len();
-        }
-        let penalty = per_layer
-            .iter()
-            .map(|&m| if m > 1 { 2.0 * (m as f64).ln() } else { 0.0 })
-            .collect();
         (
             Self {
                 cuboids,
                 leaves: leaves.to_vec(),
-                penalty,
                 depth,
                 alive: vec![true; leaves.len()],
                 counts: cube.kind() == KpiKind::Ratio,
@@ -596,11 +597,7 @@ impl Lattice {
             attributes,
             score: c.score,
             gain: c.gain,
-            ratio: if exp > 0.0 {
-                obs / exp
-            } else {
-                f64::INFINITY
-            },
+            ratio: if exp > 0.0 { obs / exp } else { f64::INFINITY },
             observed: obs,
             expected: exp,
         }
