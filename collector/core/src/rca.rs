@@ -4,38 +4,62 @@
 //!
 //! # Method
 //!
-//! Each leaf's observed value `r` is modelled around its expectation `p` with the NB2 variance
-//! `p + alpha p^2` (Poisson for small counts, a constant relative error for large ones; `alpha`
-//! estimated robustly from the data on each call, see `noise`). A candidate root cause is an
-//! element of a cuboid (one value for each of a set of attributes); the hypothesis "this
-//! element is the cause" is the ripple model of Squeeze and RiskLoc: all its leaves move by the
-//! same factor, `r = rho p`. Fitting `rho` by weighted least squares lowers the weighted squared
-//! error by `gain = (sum w (r - p) p)^2 / sum w p^2`, a score statistic in chi-square units that
-//! needs two sums per element, so every element of every cuboid is scored with one pass over the
-//! leaves per cuboid.
+//! **Noise.** Each leaf's observed value `r` is judged against its expectation `p` on the
+//! leaf's own scale `m` (for an additive KPI the midpoint `(max(r, 0) + p) / 2`, so a leaf
+//! forecast at zero that saw traffic counts too; for a ratio KPI the expected count `p`), with
+//! variance `gamma + beta m + alpha m^2`: absolute, count-like and relative parts, all three
+//! fitted on every call from the forecast error of the leaves themselves, robustly (medians
+//! over leaves grouped by size; see `noise`). Nothing is assumed about the unit: for failure
+//! counts `beta` comes out near 1 (and is kept at least 1 for a ratio KPI), for amounts with a
+//! relative forecast error near 0, and then a small leaf is judged relative to its own size,
+//! not to the total.
 //!
-//! The gain already prefers the right granularity: a parent that adds normal leaves dilutes its
-//! fit, a child that drops anomalous leaves explains less. Each candidate is charged
-//! `2 ln M_k`, where `M_k` is the number of elements with `k` attributes (the price of having
-//! looked at that many; it also breaks near-ties towards the simpler cause). The best
-//! candidate is taken if its penalised score is at least [`Params::min_score`] and it moves the
-//! KPI by at least [`Params::min_relative_change`]; its leaves are explained away (removed)
-//! and the next round starts, until nothing significant is left.
+//! **Scores.** A candidate root cause is an element of a cuboid (one value for each of a set of
+//! attributes); the hypothesis "this element is the cause" is the ripple model of Squeeze and
+//! RiskLoc: all its leaves move by the same relative amount, `r - p = delta m`. Fitting `delta`
+//! by weighted least squares lowers the weighted squared error by
+//! `gain = (sum w (r - p) m)^2 / sum w m^2` (`w = 1 / variance`), a score statistic in
+//! chi-square units that needs two sums per element; every element of every cuboid is summed
+//! once, and explaining a cause away subtracts its leaves from every cuboid's sums. For a ratio
+//! KPI, upward deviations are scored no higher than the Poisson likelihood ratio allows.
 //!
-//! Low volume is handled by the variance model rather than by thresholds: a leaf expected to
-//! see one failure carries almost no weight alone, but an element aggregating a thousand such
-//! leaves does. Ratio KPIs (failures / attempts) are turned into an additive one, observed
-//! failures against baseline rate times observed attempts (see [`Cube`]), so traffic changes
-//! alone are not anomalies.
+//! **Significance.** A candidate's score is `-2 ln` of the number of elements of its layer
+//! expected to reach its gain by noise alone: chi-square with one degree of freedom over the
+//! layer's `M_k` elements (`gain - 2 ln M_k`, the price of having looked at that many), and, on
+//! the layer whose elements are single leaves, also the empirical tail of the gains of the other
+//! leaves (most leaves are normal), extrapolated from two upper quantiles; the smaller score is
+//! kept. So a one-leaf cause must stand out from the forecast error actually seen, which has
+//! heavier tails than any variance model (a forecast 80 % off on a few leaves in ten thousand),
+//! while a cause on a small leaf is still found when its own deviation is far outside that.
+//! The best candidate is taken if its score is at least [`Params::min_score`] and it moves the
+//! KPI by at least [`Params::min_relative_change`]; its leaves are explained away and the next
+//! round starts, until nothing significant is left.
 //!
-//! Upward deviations are scored no higher than the Poisson likelihood ratio allows (for small
-//! counts the squared-residual statistic overstates them).
+//! **Succinctness.** After the search a cause becomes its parent (one attribute fewer) when the
+//! rest of the parent moved with it: when its residuals sit closer to the cause's change than
+//! to none, or, when several found causes are siblings under that parent, when the rest moved
+//! the same way significantly on its own. Real faults do not move every leaf by one factor, and
+//! the greedy search would otherwise report their largest children one by one.
+//!
+//! **Bounds.** Causes may have any number of attributes and there may be any number of them.
+//! The search is bounded by data and by [`Params::work_budget`] (leaf visits, the time budget
+//! of a sans-IO core): a set of attributes that already names single leaves is not extended
+//! (every deeper element would be the same leaf with more attributes); a layer is searched
+//! whole only if it fits half the budget, and rounds stop when the budget is spent. Every bound
+//! met is returned in [`Localization::limits`].
+//!
+//! Ratio KPIs (failures / attempts) are turned into counts judged against the baseline rate
+//! times the observed attempts (see [`Cube`]), so traffic changes alone are not anomalies and
+//! a rise of the rate in a small segment is found even when its failures are not more than
+//! usual. An additive KPI may have negative observed values (counted, kept); a negative count
+//! or forecast is an error.
 //!
 //! The method owes its ingredients to Squeeze (the ripple effect), RiskLoc (causes found one at
 //! a time, their leaves explained away) and HotSpot (scoring how much of the anomaly an element
 //! explains); unlike RiskLoc all layers compete in one ranking, and the statistic, the noise
-//! model and the penalty are ours. Cost: one pass over the informative leaves per cuboid per
-//! cause found.
+//! model, the empirical null and the generalisation step are ours. Cost: one pass over the
+//! informative leaves per cuboid, then per cause found a scan of the elements and the removal
+//! of its leaves.
 
 mod cube;
 mod noise;
