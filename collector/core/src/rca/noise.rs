@@ -16,6 +16,9 @@
 /// standard normal residual.
 const CHI2_1_MEDIAN: f64 = 0.454_936_423_119_572_7;
 
+/// Fewest leaves the noise is estimated from at all.
+const MIN_LEAVES: usize = 10;
+
 /// Fewest leaves in one size group of the fit.
 const MIN_GROUP: usize = 40;
 
@@ -44,10 +47,20 @@ impl NoiseModel {
 
     /// Fits the model to leaves given as `(m, residual)` pairs with `m > 0`. `poisson_floor`
     /// keeps `beta` at least 1 (the measure counts events, so its variance is at least
-    /// Poisson). With too few leaves to fit, counts are Poisson and other measures get a 10 %
-    /// relative error.
+    /// Poisson). With fewer than 80 leaves only the relative part is fitted (a median over
+    /// leaves); with fewer than 10 nothing is: counts are Poisson and other measures get a
+    /// 10 % relative error.
     pub(crate) fn fit(leaves: &mut [(f64, f64)], poisson_floor: bool) -> Self {
         let floor = if poisson_floor { 1.0 } else { 0.0 };
+        if leaves.len() < MIN_LEAVES {
+            // Too few leaves to tell noise from the anomaly: counts are Poisson, other
+            // measures get a 10 % relative error.
+            return Self {
+                gamma: 0.0,
+                beta: floor,
+                alpha: if poisson_floor { 0.0 } else { 0.01 },
+            };
+        }
         if leaves.len() < 2 * MIN_GROUP {
             return if poisson_floor {
                 Self {
