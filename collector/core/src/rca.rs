@@ -138,10 +138,11 @@ pub struct Params {
     /// the search may spend. The depth searched and the rounds run follow from it and from
     /// the data; when it cuts the search short, [`Localization::limits`] says where.
     pub work_budget: u64,
-    /// Least penalised score (chi-square units above the multiple-testing price) a root cause
-    /// needs.
+    /// Least score a root cause needs: `-2 ln` of the number of elements of its layer expected
+    /// to reach its gain by noise alone (10: about one in 150).
     pub min_score: f64,
-    /// Least relative change of the KPI in a root cause, `|rho - 1|` (0.1 = 10 %).
+    /// Least relative change of the KPI in a root cause, `|rho - 1|` with `rho` observed over
+    /// expected in the leaves not yet explained (0.1 = 10 %).
     pub min_relative_change: f64,
     /// Which anomalies to look for.
     pub direction: Direction,
@@ -162,13 +163,16 @@ pub struct Attribute {
 pub struct RootCause {
     /// The attribute=value pairs, in attribute order.
     pub attributes: Vec<Attribute>,
-    /// Penalised score: `gain` minus the multiple-testing price of its layer. Causes come out
-    /// in the order they were found, which is descending score at the time.
+    /// Score: `-2 ln` of the number of elements of its layer expected to reach its gain by
+    /// noise alone (see the module doc). Causes come out in the order they were found, which
+    /// is descending score at the time (a cause generalised to its parent keeps the best score
+    /// of the causes it absorbed).
     pub score: f64,
     /// Drop of the weighted squared error when this element gets its own factor (chi-square
     /// units).
     pub gain: f64,
-    /// Fitted factor `rho`: observed over expected in this element (0.2 = down 80 %).
+    /// Factor `rho`: observed over expected in this element, all its leaves (0.2 = down 80 %;
+    /// infinite when nothing was expected).
     pub ratio: f64,
     /// Observed total of the element (for a ratio KPI: the numerator).
     pub observed: f64,
