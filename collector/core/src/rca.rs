@@ -38,7 +38,7 @@
 //! **Succinctness.** After the search a cause becomes its parent (one attribute fewer) when the
 //! rest of the parent moved with it: when its residuals sit closer to the cause's change than
 //! to none, or, when several found causes are siblings under that parent, when the rest moved
-//! the same way significantly on its own. Real faults do not move every leaf by one factor, and
+//! the same way, significantly on its own or as the smaller part of the parent's weight. Real faults do not move every leaf by one factor, and
 //! the greedy search would otherwise report their largest children one by one.
 //!
 //! **Bounds.** Causes may have any number of attributes and there may be any number of them.

@@ -171,7 +171,9 @@ pub(crate) fn run(cube: &Cube, params: &Params) -> Localization {
 /// Occam's step after the search: a cause becomes its parent (one attribute fewer) when the
 /// rest of the parent, the leaves no cause explains, moved with it: their residuals sit
 /// closer to the cause's relative change than to no change (the weighted squared error at the
-/// cause's `delta` is below the one at 0). Causes inside the new parent are absorbed. Real
+/// cause's `delta` is below the one at 0), or, when other causes are its siblings under that
+/// parent, the rest moved the same way and is either significant on its own or the smaller
+/// part of the parent's weight. Causes inside the new parent are absorbed. Real
 /// faults rarely move every leaf by the same factor, so the greedy search can take the
 /// largest children of a cause one by one; this puts them back together, and it leaves a
 /// cause alone whose siblings are normal. Repeats until nothing changes.
@@ -217,25 +219,30 @@ fn generalize(
                     .map(|(_, at)| *at)
                     .collect();
                 // The rest of the parent: leaves no cause explains.
-                let (mut ra, mut rb) = (0.0, 0.0);
+                let (mut ra, mut rb, mut all_b) = (0.0, 0.0, 0.0);
                 for (k, &leaf) in leaves.iter().enumerate() {
-                    if inside(&parent, leaf) && !causes.iter().any(|c| inside(&c.attributes, leaf))
-                    {
-                        ra += terms[k].a;
-                        rb += terms[k].b;
+                    if inside(&parent, leaf) {
+                        all_b += terms[k].b;
+                        if !causes.iter().any(|c| inside(&c.attributes, leaf)) {
+                            ra += terms[k].a;
+                            rb += terms[k].b;
+                        }
                     }
                 }
                 // Weighted squared error at 0 minus at delta.
                 let margin = 2.0 * delta * ra - delta * delta * rb;
                 // Siblings: another cause shares this parent. Then one parent instead of
                 // several children is the simpler account if the rest moved the same way,
-                // significantly on its own.
+                // significantly on its own or as the smaller part (the causes carry most of
+                // the parent's weight of evidence).
                 let siblings = causes.iter().enumerate().any(|(j, c)| {
                     j != i
                         && c.attributes.len() == attrs.len()
                         && parent.iter().all(|p| c.attributes.contains(p))
                 });
-                let same_way = rb > 0.0 && ra * delta > 0.0 && ra * ra / rb >= params.min_score;
+                let same_way = rb > 0.0
+                    && ra * delta > 0.0
+                    && (ra * ra / rb >= params.min_score || rb <= 0.5 * all_b);
                 if margin > 0.0 || rb <= 0.0 || (siblings && same_way) {
                     let margin = if rb <= 0.0 { 0.0 } else { margin.max(0.0) };
                     if best.is_none_or(|(m, _)| margin > m) {
