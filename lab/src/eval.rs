@@ -74,6 +74,9 @@ pub struct FaultResult {
     /// Its incident (paired, split or reopened) stayed open more than 15 minutes after it
     /// ended.
     pub lingered: bool,
+    /// Counted in the scores: false for a fault missed with fewer than [`MIN_SYMPTOMS`]
+    /// symptoms (listed as not scored).
+    pub scored: bool,
 }
 
 impl FaultResult {
@@ -162,6 +165,10 @@ pub struct ScenarioReport {
     pub false_incidents: Vec<String>,
     /// Ground-truth incidents missed: `kind scope` text.
     pub missed: Vec<String>,
+    /// Ground-truth incidents not detected and left out of the scoring: fewer than
+    /// [`MIN_SYMPTOMS`] symptoms in their window, nothing to detect. (Detected, such a fault
+    /// counts like any other: a hot device is found by its heartbeats before any payment.)
+    pub unobservable: Vec<String>,
     /// Second incidents for a fault that already had one, open at the same time.
     pub splits: usize,
     /// Second incidents for a fault whose incident had resolved.
@@ -329,6 +336,11 @@ fn scope_text(scope: &ScopeSet) -> String {
         .join(",")
 }
 
+/// Symptoms (failed payments of the fault's terminals, links going down) a missed fault must
+/// have shown in its window to count as missed: with none or one there was nothing any
+/// detector could tell from noise.
+pub const MIN_SYMPTOMS: u32 = 2;
+
 /// Replays one scenario and scores it.
 pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
     let started = Instant::now();
@@ -401,6 +413,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
             symptom_ms: adapter.symptom[i],
             call_ms: calls.get(i).copied().flatten(),
             lingered: false,
+            scored: true,
         })
         .collect();
     let mut incidents = Vec::new();
@@ -465,7 +478,8 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
     }
     let mut detections = Vec::new();
     let mut missed = Vec::new();
-    for (i, f) in faults.iter().enumerate() {
+    let mut unobservable = Vec::new();
+    for (i, f) in faults.iter_mut().enumerate() {
         match (f.detected_ms, f.ttd_symptom_secs()) {
             (Some(at), Some(from_symptom)) => detections.push(format!(
                 "{} {}: detected after {}s ({}s after its first symptom), first call {}{}",
@@ -479,6 +493,13 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
                 ),
                 if f.before_call() { "" } else { " (late)" }
             )),
+            _ if adapter_symptoms[i] < MIN_SYMPTOMS => {
+                f.scored = false;
+                unobservable.push(format!(
+                    "{} {} ({} symptoms in its window)",
+                    f.kind, f.scope, adapter_symptoms[i]
+                ));
+            }
             _ => missed.push(format!(
                 "{} {} ({} symptoms in its window)",
                 f.kind, f.scope, adapter_symptoms[i]
@@ -491,7 +512,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
         class: FleetClass::of(&scenario.fleet),
         terminals: scenario.fleet.terminals.len(),
         days: scenario.duration_ms as f64 / 86_400_000.0,
-        truth: truth.len(),
+        truth: truth.len() - unobservable.len(),
         truth_detected: m.matched(),
         detected: detected.len(),
         detected_matching: m.incidents.iter().filter(|v| v.is_match()).count(),
@@ -504,6 +525,7 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
         detections,
         false_incidents,
         missed,
+        unobservable,
         splits: m
             .incidents
             .iter()

@@ -216,7 +216,7 @@ pub fn by_kind(rs: &[ScenarioReport]) -> Vec<(IncidentKind, Tally)> {
     let mut rows: BTreeMap<usize, Tally> = BTreeMap::new();
     let pos = |k: IncidentKind| IncidentKind::ALL.iter().position(|x| *x == k).unwrap_or(0);
     for r in rs {
-        for f in &r.faults {
+        for f in r.faults.iter().filter(|f| f.scored) {
             let t = rows.entry(pos(f.kind)).or_default();
             t.faults += 1;
             t.found += usize::from(f.detected_ms.is_some());
@@ -357,6 +357,9 @@ pub fn render_text(report: &Report) -> String {
         for m in &r.missed {
             let _ = writeln!(out, "    missed: {m}");
         }
+        for u in &r.unobservable {
+            let _ = writeln!(out, "    not scored: {u}");
+        }
         for l in &r.lingering {
             let _ = writeln!(out, "    lingered: {l}");
         }
@@ -364,6 +367,12 @@ pub fn render_text(report: &Report) -> String {
     let s = summarize(&report.scenarios);
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", render_tables(&report.scenarios));
+    let unscored: usize = report.scenarios.iter().map(|r| r.unobservable.len()).sum();
+    let _ = writeln!(
+        out,
+        "faults not scored: {unscored} (missed with fewer than {} symptoms in their window: nothing to detect)",
+        crate::eval::MIN_SYMPTOMS
+    );
     let _ = writeln!(
         out,
         "overall: precision {:.3}  recall {:.3}  F1 {:.3}  (target >= 0.95; one-to-one: {} of {} faults found, {} of {} incidents paired)",
@@ -495,6 +504,7 @@ pub fn scenario_json(r: &ScenarioReport) -> Value {
         "days": r.days,
         "truth": r.truth,
         "truth_detected": r.truth_detected,
+        "not_scored": r.unobservable,
         "detected": r.detected,
         "detected_matching": r.detected_matching,
         "precision": s.precision,

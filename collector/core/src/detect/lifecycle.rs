@@ -368,7 +368,7 @@ impl Detector {
                 });
                 let (mut att, mut obs, mut exp) = (0u64, 0u64, 0.0);
                 let (mut obs5, mut exp5) = (0u64, 0.0);
-                let mut att60 = 0u64;
+                let (mut att60, mut obs60) = (0u64, 0u64);
                 let groups: Vec<usize> = match single {
                     Some(g) if self.st.groups[g].dimset < WINDOWED => vec![g],
                     _ => o
@@ -403,7 +403,7 @@ impl Detector {
                         let until = &mut self.st.groups[g].excluded_until[pf];
                         *until = (*until).max(now_min + 60);
                     }
-                    let [(a, f), (a60, _), (a5, f5)] =
+                    let [(a, f), (a60, f60), (a5, f5)] =
                         self.st.windows3(g, now_min, [ACTIVE_WINDOW_MIN, 60, 5]);
                     let after: u64 = self.st.groups[g]
                         .ring
@@ -417,6 +417,7 @@ impl Detector {
                     for &pf in &plane {
                         obs += f[pf];
                         obs5 += f5[pf];
+                        obs60 += f60[pf];
                         let (pr, pn) = (self.cfg.prior_rates[pf], self.cfg.prior_attempts);
                         let r = self.st.rate(g, pf, pr, pn);
                         exp += a as f64 * r;
@@ -430,10 +431,17 @@ impl Detector {
                 // quarter hour as a whole, favour the baseline 100 : 1 over the rate it opened
                 // with. (The last hour as a whole kept every incident open for an hour after
                 // its fault ended: its failures were still in the window.)
-                // (A run of approvals is judged against at most 80 % failing: faults are often
-                // partial, and a streak of three approvals in one is not rare.)
-                let recovered = recovery_llr(0, att_after, exp_after, o.open_rate.min(0.8))
-                    <= -RECOVERY_LOG10
+                // A run of approvals is judged against the rate the scope failed at over the
+                // last hour (at most 80 %), not the rate it opened with: that was measured at
+                // the moment the test fired, so it overstates a partial fault, and a streak of
+                // approvals in a 30 % fault is common.
+                let r1 = if att60 > 0 {
+                    o.open_rate.min(obs60 as f64 / att60 as f64)
+                } else {
+                    o.open_rate
+                }
+                .min(0.8);
+                let recovered = recovery_llr(0, att_after, exp_after, r1) <= -RECOVERY_LOG10
                     || recovery_llr(obs, att, exp, o.open_rate) <= -RECOVERY_LOG10;
                 // A terminal fault stays active while its device is still hot and busy.
                 let hot = fam == Family::TerminalFault
@@ -591,13 +599,42 @@ impl Detector {
                 .collect(),
         };
         let (pr, pn) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
+        let last_fail = groups
+            .iter()
+            .filter_map(|&g| {
+                self.st.groups[g]
+                    .ring
+                    .iter()
+                    .rev()
+                    .find(|b| b.minute <= now_min && b.fails[fi] > 0)
+                    .map(|b| b.minute)
+            })
+            .max()
+            .unwrap_or(now_min - 60);
         let (mut obs, mut exp) = (0u64, 0.0);
+        let (mut att60, mut obs60, mut after, mut exp_after) = (0u64, 0u64, 0u64, 0.0);
         for g in groups {
+            let r = self.st.rate(g, fi, pr, pn);
             let (a, f) = self.st.window(g, now_min, 5);
             obs += f[fi];
-            exp += a as f64 * self.st.rate(g, fi, pr, pn);
+            exp += a as f64 * r;
+            let (a60, f60) = self.st.window(g, now_min, 60);
+            att60 += a60;
+            obs60 += f60[fi];
+            let n: u64 = self.st.groups[g]
+                .ring
+                .iter()
+                .filter(|b| b.minute > last_fail && b.minute <= now_min)
+                .map(|b| u64::from(b.attempts))
+                .sum();
+            after += n;
+            exp_after += n as f64 * r;
         }
-        surprise(obs as f64, exp) >= self.cfg.stay_open_significance
+        // Approvals since the last failure can show it is over (the spooled failures of the
+        // outage itself, delivered on reconnect, are not a continuing outage).
+        let r1 = (obs60 as f64 / att60.max(1) as f64).min(0.8);
+        let recovered = recovery_llr(0, after, exp_after, r1) <= -RECOVERY_LOG10;
+        surprise(obs as f64, exp) >= self.cfg.stay_open_significance && !recovered
     }
 
     fn anomaly_of(&self, i: usize) -> Anomaly {

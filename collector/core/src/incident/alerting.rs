@@ -120,6 +120,10 @@ pub struct AlertBridge {
     held: BTreeMap<(String, String), (IncidentSnapshot, i64)>,
     /// Detector ids continuing an earlier incident → that incident's (id, started).
     alias: HashMap<IncidentId, (String, i64)>,
+    /// The highest severity each open incident has had: severity only rises while an incident
+    /// is open (terminals coming back at the end of an outage must not re-page on-call under
+    /// a lower severity label).
+    peak: HashMap<IncidentId, Severity>,
 }
 
 /// The bridge's state as plain data, for persistence across restarts.
@@ -147,6 +151,7 @@ impl AlertBridge {
             hold_ms: hold_ms.max(0),
             held: BTreeMap::new(),
             alias: HashMap::new(),
+            peak: HashMap::new(),
         }
     }
 
@@ -175,6 +180,12 @@ impl AlertBridge {
             IncidentEvent::Resolved(i) => (i, false, true),
         };
         let mut snap = snapshot(inc, explained);
+        let peak = self.peak.entry(inc.id).or_insert(snap.severity);
+        *peak = (*peak).max(snap.severity);
+        snap.severity = *peak;
+        if resolved {
+            self.peak.remove(&inc.id);
+        }
         if let Some(into) = inc.merged_into {
             snap.merged_into = Some(self.notified_id(into));
         }
