@@ -155,9 +155,15 @@ async fn openapi_json() -> impl IntoResponse {
 
 /// The API routes that read [`ApiState`] (every route but the alerting ones, which
 /// [`alerts::router`] serves), the dashboard's assets, and a JSON 404 for anything else.
+/// The dashboard shows times in the browser's zone ([`router_with_time_zone`] sets one).
 pub fn router(state: ApiState) -> Router {
+    router_with_time_zone(state, None)
+}
+
+/// As [`router`], the dashboard showing times in `time_zone` (an IANA name, `http.time_zone`).
+pub fn router_with_time_zone(state: ApiState, time_zone: Option<&str>) -> Router {
     let (api, _) = routes().split_for_parts();
-    api.merge(crate::dashboard::router())
+    api.merge(crate::dashboard::router(time_zone))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

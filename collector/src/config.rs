@@ -175,6 +175,9 @@ pub struct HttpSettings {
     pub public_healthz: bool,
     /// Serve `/metrics` without a token.
     pub public_metrics: bool,
+    /// The IANA time zone the dashboard shows times in (`Asia/Shanghai`); `None`: the
+    /// browser's.
+    pub time_zone: Option<String>,
 }
 
 /// One API token, its value read from the file or the environment.
@@ -273,6 +276,27 @@ pub struct DetectSettings {
 /// Seconds as (saturated) milliseconds.
 fn ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// An IANA zone name as the browser takes it (`UTC`, `Asia/Shanghai`, `America/Argentina/Salta`,
+/// `Etc/GMT-8`): the collector has no zone database of its own to look it up in, so it checks
+/// the form; a browser that does not know the name shows its own zone instead.
+fn check_time_zone(zone: &str) -> Result<(), ConfigError> {
+    let ok = !zone.is_empty()
+        && zone.len() <= 64
+        && zone.split('/').all(|part| {
+            part.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "http.time_zone {zone:?} is not an IANA time zone name such as \"Asia/Shanghai\" or \"UTC\""
+        )))
+    }
 }
 
 fn invalid(m: &str) -> ConfigError {
@@ -426,6 +450,7 @@ impl Default for HttpSettings {
             tokens: Vec::new(),
             public_healthz: raw.public_healthz,
             public_metrics: raw.public_metrics,
+            time_zone: raw.time_zone,
         }
     }
 }
@@ -513,11 +538,15 @@ impl RawHttp {
             .into_iter()
             .map(|t| t.resolve(env))
             .collect::<Result<_, _>>()?;
+        if let Some(zone) = &self.time_zone {
+            check_time_zone(zone)?;
+        }
         Ok(HttpSettings {
             listen: self.listen,
             tokens,
             public_healthz: self.public_healthz,
             public_metrics: self.public_metrics,
+            time_zone: self.time_zone,
         })
     }
 }

@@ -1,6 +1,10 @@
 //! The web dashboard: static assets from `dashboards/web/`, compiled into the binary so the
 //! collector needs no internet and no files at run time. The dashboard reads only the public
 //! HTTP API. Also the browser hardening every HTTP response carries ([`security_headers`]).
+//! The one thing the page learns from the collector's config, the time zone to show times in
+//! (`http.time_zone`), travels in a `<meta>` of the index page: no inline script is needed.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
@@ -50,12 +54,49 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     r
 }
 
-/// Routes of the dashboard (`/`, `/assets/{i18n,app,wall}.js`, `/assets/style.css`).
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The `<meta>` of the index page that carries the configured time zone (empty: the browser's).
+const ZONE_META: &str = r#"<meta name="storepulse-time-zone" content="">"#;
+
+/// The index page with `time_zone` (an IANA name, `http.time_zone`) in its zone `<meta>`.
+fn index_page(time_zone: Option<&str>) -> String {
+    let zone: String = time_zone
+        .unwrap_or("")
+        .chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect();
+    INDEX.replace(
+        ZONE_META,
+        &format!(r#"<meta name="storepulse-time-zone" content="{zone}">"#),
+    )
+}
+
+/// Routes of the dashboard (`/`, `/assets/{i18n,app,wall}.js`, `/assets/style.css`); the pages
+/// show times in `time_zone` (an IANA name) or, if `None`, in the browser's zone.
+pub fn router<S: Clone + Send + Sync + 'static>(time_zone: Option<&str>) -> Router<S> {
+    let index: Arc<str> = index_page(time_zone).into();
     Router::new()
         .route(
             "/",
-            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+            get(move || {
+                let index = Arc::clone(&index);
+                async move {
+                    let mut r = index.to_string().into_response();
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/html; charset=utf-8"),
+                    );
+                    r.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                    r
+                }
+            }),
         )
         .route(
             "/assets/app.js",
@@ -88,10 +129,24 @@ mod tests {
             assert!(INDEX.contains(js), "{js}");
         }
         assert!(I18N_JS.contains("const I18N") && WALL_JS.contains("renderWall"));
+        assert!(INDEX.contains(ZONE_META), "the zone <meta> is in the page");
+        assert!(APP_JS.contains("storepulse-time-zone"));
         assert!(
             !INDEX.contains("http://") && !INDEX.contains("https://"),
             "no external resources"
         );
+    }
+
+    /// Issue 19: the configured zone reaches the page, escaped; none leaves it empty.
+    #[test]
+    fn index_carries_the_configured_time_zone() {
+        assert!(
+            index_page(Some("Asia/Shanghai"))
+                .contains(r#"<meta name="storepulse-time-zone" content="Asia/Shanghai">"#)
+        );
+        assert!(index_page(None).contains(ZONE_META));
+        let hostile = index_page(Some("x\"><script>"));
+        assert!(!hostile.contains("<script>") && hostile.contains("x&quot;&gt;&lt;script&gt;"));
     }
 
     /// The policy allows no inline script or style: the assets must not need any.

@@ -254,13 +254,16 @@ pub async fn start(config: Config) -> Result<Collector, CollectorError> {
         config.quic.clone(),
         shutdown_rx.clone(),
     ));
-    let app = api::router(api::ApiState {
-        fleet,
-        store: store.clone(),
-        incidents,
-        metrics,
-        shutdown: shutdown_rx.clone(),
-    });
+    let app = api::router_with_time_zone(
+        api::ApiState {
+            fleet,
+            store: store.clone(),
+            incidents,
+            metrics,
+            shutdown: shutdown_rx.clone(),
+        },
+        config.http.time_zone.as_deref(),
+    );
     let app = app.merge(api::alerts::router(alerts.clone()));
     let auth = auth::Auth::new(&config.http);
     let app = app

@@ -1,6 +1,8 @@
 // Browser test of the dashboard in headless Chromium (Debian's /usr/bin/chromium), driven by
 // playwright-core.
-// Usage: node browser.mjs BASE_URL OUT_DIR EXPECTED_KIND READ_TOKEN ADMIN_TOKEN FAULTY_MERCHANT
+// Usage: node browser.mjs BASE_URL OUT_DIR EXPECTED_KIND READ_TOKEN ADMIN_TOKEN FAULTY_MERCHANT [COLLECTOR_ZONE]
+// COLLECTOR_ZONE: the collector's `http.time_zone`; the browser then runs in another zone
+// (America/Sao_Paulo) and every time must show in the collector's.
 // Checks: the dashboard asks for a token and works with a read-only one; an incident of
 // EXPECTED_KIND appears on the overview without a reload; its detail page shows its
 // explanation; the language switch turns the page into Chinese and back; the heat table shows a
@@ -11,7 +13,9 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
-const [base, out, kind, readToken, adminToken, merchant] = process.argv.slice(2);
+const [base, out, kind, readToken, adminToken, merchant, collectorZone] = process.argv.slice(2);
+const BROWSER_ZONE = "America/Sao_Paulo";
+const ZONE = collectorZone || BROWSER_ZONE;
 if (!base || !out || !kind || !readToken || !adminToken || !merchant) {
   console.error("usage: node browser.mjs BASE_URL OUT_DIR EXPECTED_KIND READ_TOKEN ADMIN_TOKEN FAULTY_MERCHANT");
   process.exit(2);
@@ -25,7 +29,7 @@ const browser = await chromium.launch({
 });
 let failed = null;
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 }, locale: "en-GB" });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 }, locale: "en-GB", timezoneId: BROWSER_ZONE });
   let navigations = 0;
   page.on("framenavigated", (f) => { if (f === page.mainFrame()) navigations++; });
   await page.goto(base + "/?lang=en");
@@ -55,6 +59,41 @@ try {
   if (!detail.includes(overviewText.trim().slice(0, 40))) throw new Error("detail page lacks the explanation");
   if (!/evidence/i.test(detail) || !/timeline/i.test(detail)) throw new Error("detail page lacks evidence or timeline");
   await page.screenshot({ path: `${out}/3-incident-detail.png`, fullPage: true });
+
+  // Issue 19 item 4: while the incident is open its page follows the API without a reload: it
+  // is fetched again on the live events, and the evidence shown is the API's latest.
+  {
+    const navDetail = navigations;
+    const incId = await page.$eval("#incident-detail", (e) => e.dataset.incident);
+    const apiEvidence = () => page.evaluate(async (id) => {
+      const r = await fetch(`/api/v1/incidents/${id}`, { headers: { authorization: "Bearer " + localStorage.getItem("storepulse.token") } });
+      const v = await r.json();
+      return { state: v.state, attempts: v.evidence.attempts, failures: v.evidence.failures };
+    }, incId);
+    const shown = () => page.$eval("#evidence-numbers", (e) => ({ attempts: Number(e.dataset.attempts), failures: Number(e.dataset.failures) }));
+    const first = await shown();
+    const fetched0 = await page.$eval("#incident-detail", (e) => Number(e.dataset.fetched));
+    await page.waitForFunction((f) => Number(document.getElementById("incident-detail")?.dataset.fetched) > f, fetched0, { timeout: 20_000 });
+    // Wait (at most 45 s) for detection to change the evidence, then for the page to show it.
+    let api = await apiEvidence();
+    for (let k = 0; k < 45 && api.attempts === first.attempts && api.failures === first.failures; k++) {
+      await page.waitForTimeout(1000);
+      api = await apiEvidence();
+    }
+    if (api.attempts !== first.attempts || api.failures !== first.failures) {
+      await page.waitForFunction(([a, f]) => {
+        const e = document.getElementById("evidence-numbers");
+        return e && Number(e.dataset.attempts) >= a && Number(e.dataset.failures) >= f;
+      }, [api.attempts, api.failures], { timeout: 20_000 }).catch(async () => {
+        throw new Error(`evidence frozen: page shows ${JSON.stringify(await shown())}, API ${JSON.stringify(api)}`);
+      });
+      console.log(`live evidence: ${JSON.stringify(first)} -> ${JSON.stringify(await shown())} without a reload`);
+    } else {
+      console.log(`live evidence: refetched; the API's evidence did not change in 45 s (${JSON.stringify(api)})`);
+    }
+    if (navigations !== navDetail) throw new Error("the incident page reloaded");
+    if (api.state === "active" && !(await page.locator("#incident-detail .live-note").count())) throw new Error("no live note on an open incident");
+  }
 
   // The language switch.
   await page.click("#lang");
@@ -158,6 +197,19 @@ try {
   }, kind);
   if (incidentId == null) throw new Error("the incident is gone from the API");
   const stamp = /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC[+-]\d/;
+  // Times as the dashboard must show them, computed here from the API's milliseconds in the
+  // expected zone (the collector's when configured), independently of app.js.
+  const inZone = (ms) => {
+    const o = {};
+    for (const p of new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "shortOffset" }).formatToParts(new Date(ms))) o[p.type] = p.value;
+    const off = o.timeZoneName.replace("GMT", "UTC").replace(/^UTC$/, "UTC+0");
+    return { full: `${o.year}-${o.month}-${o.day} ${o.hour}:${o.minute}:${o.second} ${off}`, clock: `${o.hour}:${o.minute} ${off}` };
+  };
+  const incidentNow = () => page.evaluate(async (id) => {
+    const r = await fetch(`/api/v1/incidents/${id}`, { headers: { authorization: "Bearer " + localStorage.getItem("storepulse.token") } });
+    return r.json();
+  }, incidentId);
   // The catalogue check: a Chinese page shows no English string from the catalogue (codes, ids
   // and label values are not in the catalogue, so they may appear).
   const englishLeft = () => page.evaluate(() => {
@@ -188,6 +240,21 @@ try {
     const cardText = await page.locator(`#active .incident[data-kind="${kind}"]`).first().innerText();
     if (!stamp.test(cardText)) throw new Error(`${l}: card time without date, time and zone: ${cardText}`);
     if (!(await page.locator(`#active .incident[data-kind="${kind}"] .ago`).count())) throw new Error(`${l}: no relative time`);
+    // Item 1: every card names its severity, in the page's language.
+    const badges = await page.$$eval("#active .incident", (c) => c.map((x) => [x.dataset.severity, x.querySelector(".badge[data-severity]")?.textContent ?? ""]));
+    const sevNames = await page.evaluate((lg) => I18N[lg].sev, l);
+    for (const [sv, txt] of badges) if (!sv || txt !== sevNames[sv]) throw new Error(`${l}: card severity ${sv} shown as "${txt}"`);
+    // Items 2 and 3: "failing since" is the onset (started), "detected" the opening, both in
+    // the zone; the footer names the zone.
+    const inc = await incidentNow();
+    const ourCard = page.locator(`#active .incident[data-incident="${incidentId}"]`);
+    const sinceText = await ourCard.locator(".since").innerText();
+    const detectedText = await ourCard.locator(".detected").innerText();
+    if (!sinceText.includes(inZone(inc.started_unix_ms).full)) throw new Error(`${l}: "since" is not the onset in ${ZONE}: ${sinceText} (want ${inZone(inc.started_unix_ms).full})`);
+    if (!detectedText.includes(inZone(inc.opened_unix_ms).full)) throw new Error(`${l}: "detected" is not the opening in ${ZONE}: ${detectedText}`);
+    if (inc.started_unix_ms > inc.opened_unix_ms) throw new Error(`onset ${inc.started_unix_ms} after opening ${inc.opened_unix_ms}`);
+    const zoneText = await page.locator("#zone").innerText();
+    if (!zoneText.includes(ZONE)) throw new Error(`${l}: footer does not name the zone ${ZONE}: ${zoneText}`);
     await page.selectOption("#f-kind", kind);
     const kinds = await page.$$eval("#active .incident", (c) => c.map((x) => x.dataset.kind));
     if (!kinds.length || kinds.some((k) => k !== kind)) throw new Error(`${l}: kind filter shows ${kinds}`);
@@ -226,6 +293,14 @@ try {
     await page.goto(`${base}/?lang=${l}#/incident/${incidentId}`);
     await page.waitForSelector("#evidence-chart text.axis");
     if (!stamp.test(await page.locator("#incident-detail").innerText())) throw new Error(`${l}: incident times without zone`);
+    {
+      const inc = await incidentNow();
+      const sevNames = await page.evaluate((lg) => I18N[lg].sev, l);
+      const badge = await page.locator("#incident-detail .badge[data-severity]").first().innerText();
+      if (badge !== sevNames[inc.severity]) throw new Error(`${l}: incident page severity "${badge}", want ${sevNames[inc.severity]}`);
+      const since = await page.locator("#incident-detail .since").innerText();
+      if (!since.includes(inZone(inc.started_unix_ms).full)) throw new Error(`${l}: incident page "since" is not the onset in ${ZONE}: ${since}`);
+    }
     if (l === "zh") { const left = await englishLeft(); if (left.length) throw new Error(`zh incident shows English: ${left.join(" | ")}`); }
     await page.screenshot({ path: `${out}/${l}-3-incident.png`, fullPage: true });
     shots.push(`${l}-3-incident.png`);
@@ -237,6 +312,12 @@ try {
     await page.waitForSelector("#wall-failure-chart");
     const big = await page.$eval("#wall .wall-inc", (e) => parseFloat(getComputedStyle(e).fontSize));
     if (big < 24) throw new Error(`${l}: wall text too small (${big}px)`);
+    {
+      const inc = await incidentNow();
+      const wt = await page.locator(`#wall .wall-inc[data-incident="${incidentId}"] .wt`).innerText();
+      if (!wt.includes(inZone(inc.started_unix_ms).clock)) throw new Error(`${l}: wall time is not the onset in ${ZONE}: ${wt} (want ${inZone(inc.started_unix_ms).clock})`);
+      if (!(await page.locator(`#wall .wall-inc[data-incident="${incidentId}"] .badge`).count())) throw new Error(`${l}: wall incident without severity`);
+    }
     if (l === "zh") { const left = await englishLeft(); if (left.length) throw new Error(`zh wall shows English: ${left.join(" | ")}`); }
     await page.setViewportSize({ width: 1920, height: 1080 });
     await page.screenshot({ path: `${out}/${l}-4-wall.png` });
@@ -253,6 +334,28 @@ try {
     if (l === "zh") { const left = await englishLeft(); if (left.length) throw new Error(`zh terminal shows English: ${left.join(" | ")}`); }
     await page.screenshot({ path: `${out}/${l}-5-terminal.png`, fullPage: true });
     shots.push(`${l}-5-terminal.png`);
+
+    // Item 1: a merged incident says which wider incident it went into. The scenario has no
+    // merge, so the API's own answer for the incident is served as a resolved one merged into
+    // another (the page's rendering is what is checked).
+    const wider = Number(incidentId) + 1000;
+    await page.route(`**/api/v1/incidents/${incidentId}`, async (route) => {
+      const r = await route.fetch();
+      const v = await r.json();
+      v.state = "resolved"; v.resolved_unix_ms = v.updated_unix_ms; v.merged_into = wider;
+      await route.fulfill({ response: r, json: v });
+    });
+    await page.goto(`${base}/?lang=${l}#/incident/${incidentId}`);
+    await page.waitForSelector("#incident-detail .merged");
+    const mergedText = await page.locator("#incident-detail .merged").innerText();
+    const mergedWant = await page.evaluate((lg) => I18N[lg].merged_into, l);
+    if (!mergedText.includes(mergedWant) || !mergedText.includes(`#${wider}`)) throw new Error(`${l}: merged incident shows "${mergedText}"`);
+    if ((await page.locator(`#incident-detail .merged a[href="#/incident/${wider}"]`).count()) !== 1) throw new Error(`${l}: no link to the wider incident`);
+    if (await page.locator("#incident-detail .live-note").count()) throw new Error(`${l}: a resolved incident says its evidence is live`);
+    if (l === "zh") { const left = await englishLeft(); if (left.length) throw new Error(`zh merged incident shows English: ${left.join(" | ")}`); }
+    await page.screenshot({ path: `${out}/${l}-6-merged-incident.png`, fullPage: true });
+    shots.push(`${l}-6-merged-incident.png`);
+    await page.unroute(`**/api/v1/incidents/${incidentId}`);
   }
   console.log(`issue 19 pages ok: ${shots.join(", ")}`);
   console.log(`ok: token prompt, ${kind} incident shown without reload, detail, language switch, heat table, terminal search and detail, role shown, silence refused/created/ended, maintenance window created/ended; screenshots in ${out}`);

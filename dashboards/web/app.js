@@ -33,9 +33,16 @@ const kindName = sub("kind"), className = sub("class"), labelName = sub("labelna
 const eventName = sub("event"), sevName = sub("sev"), tierName = sub("tiername");
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const locale = () => (lang === "zh" ? "zh-CN" : "en-GB");
-// Times: ISO-like date and time in one zone (the browser's), with the zone's offset, plus how
-// long ago. (The collector's configured zone, when the API offers one, replaces the browser's.)
-let ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+// Times: ISO-like date and time in one zone, with the zone's offset, plus how long ago. The zone
+// is the collector's `http.time_zone` (in the page's <meta name="storepulse-time-zone">) or,
+// unset or unknown to this browser, the browser's own.
+const BROWSER_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+const CONFIGURED_ZONE = (() => {
+  const z = (document.querySelector('meta[name="storepulse-time-zone"]') || {}).content || "";
+  if (!z) return "";
+  try { new Intl.DateTimeFormat("en-GB", { timeZone: z }); return z; } catch (e) { return ""; }
+})();
+const ZONE = CONFIGURED_ZONE || BROWSER_ZONE;
 function parts(ms, opts) {
   const o = {};
   for (const p of new Intl.DateTimeFormat("en-GB", { timeZone: ZONE, hourCycle: "h23", ...opts }).formatToParts(new Date(ms))) o[p.type] = p.value;
@@ -70,7 +77,8 @@ function applyStatic() {
   $("lang").textContent = lang === "zh" ? "English" : "中文";
   const conn = $("conn");
   if (conn.className) conn.textContent = t(conn.className === "ok" ? "live" : "disconnected");
-  $("zone").textContent = `${t("zone")} ${zoneOffset(Date.now())} (${ZONE})`;
+  $("zone").textContent = `${t("zone")} ${zoneOffset(Date.now())} (${ZONE}, ${t(CONFIGURED_ZONE ? "zone_collector" : "zone_browser")})`;
+  $("zone").dataset.zone = ZONE;
 }
 
 // API token (when the collector requires one): kept in this browser only, sent in a header
@@ -152,13 +160,21 @@ function byUrgency(a, b) { return sevRank(a) - sevRank(b) || (b.started_unix_ms 
 
 function incidentCard(i) {
   const rem = ((i.remediation && i.remediation[lang]) || []).map((r) => `<li>${esc(r)}</li>`).join("");
-  const when = i.state === "resolved" ? `${t("resolved_at")} ${fmtTime(i.resolved_unix_ms)}` : `${t("since")} ${fmtTime(i.started_unix_ms)}`;
-  const sev = i.severity ? `<span class="badge sev-${esc(i.severity)}" data-severity="${esc(i.severity)}">${esc(sevName(i.severity))}</span>` : "";
+  // "Since" is the first failing payment or missed beat the incident counts (started), not
+  // when detection opened it; both show, then the resolution.
+  const since = `<span class="since">${t("failing_since")} ${fmtTime(i.started_unix_ms)}</span>`;
+  const when = i.state === "resolved"
+    ? `${since} · <span class="resolved-at">${t("resolved_at")} ${fmtTime(i.resolved_unix_ms)}</span>`
+    : `${since} · <span class="detected">${t("detected")} ${fmtTime(i.opened_unix_ms)}</span>`;
+  const merged = i.merged_into != null
+    ? `<div class="meta merged" data-merged-into="${esc(i.merged_into)}">${t("merged_into")} <a href="#/incident/${encodeURIComponent(i.merged_into)}">#${esc(i.merged_into)}</a></div>` : "";
+  const sev = i.severity ? `<span class="badge sev-${esc(i.severity)}" data-severity="${esc(i.severity)}" title="${esc(t("severity"))}">${esc(sevName(i.severity))}</span>` : "";
   const tier = i.tier ? `<span class="badge tier-${esc(i.tier)}">${esc(tierName(i.tier))}</span>` : "";
   return `<div class="incident ${i.state} sev-${esc(i.severity || "none")}" data-incident="${i.id}" data-kind="${esc(i.kind)}" data-severity="${esc(i.severity || "")}">
     <div class="head">${sev}${tier}<a class="inc kind" href="#/incident/${i.id}">${esc(kindName(i.kind))}</a>
       <span class="scope">${esc(scopeText(i.scope))}</span></div>
-    <div class="meta">${t("affected")}: ${i.affected.terminals} ${t("terminals_l")} · ${i.affected.stores} ${t("stores_l")} · ${i.affected.merchants} ${t("merchants_l")} · ${when}</div>
+    <div class="meta">${t("affected")}: ${i.affected.terminals} ${t("terminals_l")} · ${i.affected.stores} ${t("stores_l")} · ${i.affected.merchants} ${t("merchants_l")}</div>
+    <div class="meta when">${when}</div>${merged}
     <p class="explanation">${esc(i.explanation[lang])}</p>
     ${rem ? `<div class="meta">${t("remediation")}:</div><ul>${rem}</ul>` : ""}
   </div>`;
@@ -346,10 +362,13 @@ async function incidentDetail(id) {
   const ex = e.examples.map((x) => `<tr><td><a href="#/terminal/${encodeURIComponent(x.terminal_id)}">${esc(x.terminal_id)}</a></td><td>${fmtTime(x.time_unix_ms)}</td><td>${esc(x.scheme)}</td><td><code>${esc(x.code)}</code></td></tr>`).join("");
   const tl = (i.timeline || []).map((x) => `<tr><td>${fmtTime(x.at_unix_ms)}</td><td>${esc(eventName(x.event))}</td><td class="cell">${x.affected_terminals}</td><td>${esc(x.explanation[lang])}</td></tr>`).join("");
   const dev = e.device ? ` · ${t("device")}: ${num(e.device.temperature_c.now, 0)} °C (${t("usual")} ${num(e.device.temperature_c.baseline, 0)}), ${t("cpu")} ${num(e.device.cpu_percent.now, 0)}% (${t("usual")} ${num(e.device.cpu_percent.baseline, 0)}%)` : "";
-  return `<p><a href="#/">${t("back")}</a></p><div id="incident-detail" data-incident="${i.id}">${incidentCard(i)}
-    <div class="meta">${t("opened_at")} ${fmtTime(i.opened_unix_ms)} · ${t("updated_at")} ${fmtTime(i.updated_unix_ms)}</div>
+  // While the incident is open the page is fetched again on every live event (render), so the
+  // evidence follows detection's re-judgement without a reload.
+  const live = i.state === "active" ? ` · <span class="live-note">${t("evidence_live")}</span>` : "";
+  return `<p><a href="#/">${t("back")}</a></p><div id="incident-detail" data-incident="${i.id}" data-updated="${i.updated_unix_ms}" data-fetched="${Date.now()}">${incidentCard(i)}
+    <div class="meta">${t("updated_at")} ${fmtTime(i.updated_unix_ms)}${live}</div>
     <h2>${t("evidence")}</h2><div class="tile">${evidenceChart(e)}
-      <div class="meta" id="evidence-numbers">${t("attempts")}: ${e.attempts} · ${t("failures")}: ${e.failures.toFixed(0)} · ${t("expected")}: ${e.expected_failures.toFixed(1)} · ${t("significance")}: ${e.significance.toFixed(1)} · ${t("silent")}: ${e.silent_terminals}${dev}</div>
+      <div class="meta" id="evidence-numbers" data-attempts="${e.attempts}" data-failures="${e.failures}">${t("attempts")}: ${e.attempts} · ${t("failures")}: ${e.failures.toFixed(0)} · ${t("expected")}: ${e.expected_failures.toFixed(1)} · ${t("significance")}: ${e.significance.toFixed(1)} · ${t("silent")}: ${e.silent_terminals}${dev}</div>
       <div class="meta">${t("evidence_note")}</div></div>
     <h2>${t("top_codes")}</h2><table id="top-codes"><tr><th>${t("scheme")}</th><th>${t("code")}</th><th>${t("class_")}</th><th>${t("count")}</th><th>${t("meaning")}</th></tr>${codes}</table>
     <h2>${t("examples")}</h2><table><tr><th>${labelName("terminal_id")}</th><th>${t("time")}</th><th>${t("scheme")}</th><th>${t("code")}</th></tr>${ex}</table>

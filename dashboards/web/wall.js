@@ -35,7 +35,7 @@ function wallIncident(i) {
   return `<div class="wall-inc sev-${esc(i.severity || "none")}" data-incident="${i.id}" data-kind="${esc(i.kind)}">
     ${i.severity ? `<span class="badge sev-${esc(i.severity)}">${esc(sevName(i.severity))}</span>` : ""}
     <span class="wk">${esc(kindName(i.kind))}</span> <span class="ws">${esc(scopeText(i.scope))}</span>
-    <span class="wt">${t("since")} ${esc(fmtClock(i.started_unix_ms))} · ${esc(ago(i.started_unix_ms))} · ${i.affected.terminals} ${t("terminals_l")}</span></div>`;
+    <span class="wt">${t("failing_since")} <time datetime="${new Date(i.started_unix_ms).toISOString()}">${esc(fmtClock(i.started_unix_ms))} ${esc(zoneOffset(i.started_unix_ms))}</time> · ${esc(ago(i.started_unix_ms))} · ${i.affected.terminals} ${t("terminals_l")}</span></div>`;
 }
 
 async function renderWall() {

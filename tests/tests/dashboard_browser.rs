@@ -8,8 +8,13 @@
 //! Chinese (issue 19): cards in severity order with absolute times (zone) and relative ones, the
 //! kind filter, chart axes; the breakdown newest bucket first, sticky header, counts on hover,
 //! worst first, the window choice; the incident page; the wall view; a terminal's history
-//! from first contact; and no English string of the catalogue on any Chinese page.
-//! Screenshots of each are saved in `target/dashboard-screenshots/`.
+//! from first contact; and no English string of the catalogue on any Chinese page. Also: the
+//! severity badge in the page's language on every card, the incident page and the wall; a
+//! merged incident links the wider one; "failing since" is the incident's onset and "detected"
+//! its opening; every time is in the collector's `http.time_zone` (Asia/Shanghai here, the
+//! browser running in America/Sao_Paulo) and the zone is named; an open incident's evidence
+//! follows the API without a reload. Screenshots of each are saved in
+//! `target/dashboard-screenshots/`.
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +28,8 @@ use tokio::sync::watch;
 
 const READ: &str = "wall-read-token-0123456789";
 const ADMIN: &str = "ops-admin-token-0123456789";
+/// The dashboard's zone set on the collector (the browser runs in another one).
+const ZONE: &str = "Asia/Shanghai";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incident_shows_live_with_detail_and_language_switch() -> Result<()> {
@@ -52,6 +59,7 @@ key = "pki/collector.key"
 path = "store"
 [http]
 listen = "127.0.0.1:0"
+time_zone = "{ZONE}"
 tokens = [
   {{ name = "wall", role = "read", token = "{READ}" }},
   {{ name = "ops", role = "admin", token = "{ADMIN}" }},
@@ -83,7 +91,7 @@ tokens = [
                 .arg(&base)
                 .arg(&out)
                 .arg("merchant_config")
-                .args([READ, ADMIN, "M0002"])
+                .args([READ, ADMIN, "M0002", ZONE])
                 .output()
         })
     };
@@ -113,6 +121,8 @@ tokens = [
     if !output.status.success() {
         bail!("browser test failed:\n{text}");
     }
+    // What the browser saw (e.g. whether detection changed the evidence while it watched).
+    println!("{text}");
     for shot in [
         "0-token-prompt.png",
         "2-overview-incident.png",
@@ -135,6 +145,8 @@ tokens = [
         "zh-4-wall.png",
         "en-5-terminal.png",
         "zh-5-terminal.png",
+        "en-6-merged-incident.png",
+        "zh-6-merged-incident.png",
     ] {
         let meta =
             std::fs::metadata(out.join(shot)).with_context(|| format!("screenshot {shot}"))?;

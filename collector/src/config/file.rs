@@ -148,6 +148,9 @@ pub(super) struct RawHttp {
     /// Serve `/metrics` without a token (otherwise Prometheus needs a read token).
     #[serde(default)]
     pub(super) public_metrics: bool,
+    /// The IANA time zone the dashboard shows times in; unset: the browser's.
+    #[serde(default)]
+    pub(super) time_zone: Option<String>,
 }
 
 /// One API token.
@@ -452,6 +455,7 @@ impl Default for RawHttp {
             tokens: Vec::new(),
             public_healthz: true,
             public_metrics: false,
+            time_zone: None,
         }
     }
 }

@@ -233,3 +233,26 @@ fn defaults_are_valid() {
     let q = QuicSettings::default();
     assert!(q.admission.max_connections > 0);
 }
+
+/// Issue 19: the dashboard's time zone is an IANA name or unset (the browser's).
+#[test]
+fn http_time_zone_is_an_iana_name_or_unset() {
+    let base = Path::new("/etc/storepulse");
+    let c = Config::from_toml_with_env(MINIMAL, base, &any_env).expect("minimal");
+    assert_eq!(c.http.time_zone, None, "default: the browser's zone");
+    for zone in [
+        "Asia/Shanghai",
+        "UTC",
+        "America/Argentina/Salta",
+        "Etc/GMT-8",
+    ] {
+        let text = format!("{MINIMAL}[http]\ntime_zone = '{zone}'\n");
+        let c = Config::from_toml_with_env(&text, base, &any_env).expect(zone);
+        assert_eq!(c.http.time_zone.as_deref(), Some(zone));
+    }
+    for zone in ["", "Asia/", "+08:00", "Asia/Shanghai\"><script>", "../etc"] {
+        let text = format!("{MINIMAL}[http]\ntime_zone = '{zone}'\n");
+        let err = Config::from_toml_with_env(&text, base, &any_env).expect_err(zone);
+        assert!(err.to_string().contains("http.time_zone"), "{zone}: {err}");
+    }
+}
