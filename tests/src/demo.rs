@@ -65,10 +65,17 @@ pub fn scaled_ms(virtual_ms: i64, speed: f64, floor_ms: i64) -> i64 {
     ((virtual_ms as f64 / speed.max(0.001)) as i64).max(floor_ms)
 }
 
-/// Hold before an incident resolves for a demo played at `speed`: detection's 10 minutes of
-/// scenario time, in wall time, at least 20 s.
+/// Detection's default resolve hold (`[detect] resolve_hold_secs`), scenario time.
+const RESOLVE_HOLD_MS: i64 = 5 * 60_000;
+
+/// Hold before an incident resolves for a demo played at `speed`: detection's default hold
+/// (5 minutes) of scenario time, in wall time, at least 20 s.
 pub fn resolve_hold_ms(speed: f64) -> i64 {
-    scaled_ms(10 * 60_000, speed, 20_000)
+    scaled_ms(
+        RESOLVE_HOLD_MS,
+        speed,
+        20_000,
+    )
 }
 
 /// Maps scenario time to the wall clock while the timeline plays.
@@ -283,8 +290,8 @@ mod tests {
 
     #[test]
     fn the_hold_scales_with_speed() {
-        assert_eq!(resolve_hold_ms(1.0), 600_000);
-        assert_eq!(resolve_hold_ms(10.0), 60_000);
+        assert_eq!(resolve_hold_ms(1.0), 300_000);
+        assert_eq!(resolve_hold_ms(10.0), 30_000);
         assert_eq!(resolve_hold_ms(600.0), 20_000);
     }
 }

@@ -116,7 +116,7 @@ async fn run(args: Args, scenario: Scenario) -> Result<()> {
     config.quic.listen = args.quic;
     config.http.listen = args.http;
     // The timeline plays `speed` times faster than real time: the heartbeats detection expects
-    // arrive that much more often, and its hold before it calls an incident over (10 minutes)
+    // arrive that much more often, and its hold before it calls an incident over (5 minutes)
     // is scaled the same way.
     // (Detection assumes the heartbeat interval agents are told in `Welcome`; the demo's
     // agents run no probes, the timeline plays their heartbeats.)
@@ -196,9 +196,9 @@ async fn run(args: Args, scenario: Scenario) -> Result<()> {
         println!("{line}");
     }
     println!(
-        "Detection calls an incident over once its signal has gone for {} s (10 minutes of \
-         scenario time); failure incidents also wait for their failures to leave the 15-minute \
-         window.",
+        "Detection calls an incident over once its signal has gone for {} s (5 minutes of \
+         scenario time), once recovery is shown (approvals after the last failure, or a calm \
+         quarter hour).",
         demo::resolve_hold_ms(args.speed) / 1000
     );
     println!();
