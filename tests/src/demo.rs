@@ -71,11 +71,7 @@ const RESOLVE_HOLD_MS: i64 = 5 * 60_000;
 /// Hold before an incident resolves for a demo played at `speed`: detection's default hold
 /// (5 minutes) of scenario time, in wall time, at least 20 s.
 pub fn resolve_hold_ms(speed: f64) -> i64 {
-    scaled_ms(
-        RESOLVE_HOLD_MS,
-        speed,
-        20_000,
-    )
+    scaled_ms(RESOLVE_HOLD_MS, speed, 20_000)
 }
 
 /// Maps scenario time to the wall clock while the timeline plays.
