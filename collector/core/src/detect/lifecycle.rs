@@ -379,20 +379,7 @@ impl Detector {
                 };
                 // The minute of the scope's latest failure of the plane, then the payments
                 // after it: the sequential evidence that it is over.
-                let last_fail = groups
-                    .iter()
-                    .filter_map(|&g| {
-                        self.st.groups[g]
-                            .ring
-                            .iter()
-                            .rev()
-                            .find(|b| {
-                                b.minute <= now_min && plane.iter().any(|&pf| b.fails[pf] > 0)
-                            })
-                            .map(|b| b.minute)
-                    })
-                    .max()
-                    .unwrap_or(now_min - 60);
+                let last_fail = self.last_failure_minute(&groups, &plane, now_min);
                 let (mut att_after, mut exp_after) = (0u64, 0.0);
                 for &g in &groups {
                     // An open incident must not become the new normal: its failures stay out
@@ -578,6 +565,24 @@ impl Detector {
         })
     }
 
+    /// The latest minute (up to `now_min`) in which any of `groups` failed in a family of
+    /// `plane`, or an hour ago if none did: the payments after it are the sequential evidence
+    /// that an incident is over.
+    fn last_failure_minute(&self, groups: &[usize], plane: &[usize], now_min: i64) -> i64 {
+        groups
+            .iter()
+            .filter_map(|&g| {
+                self.st.groups[g]
+                    .ring
+                    .iter()
+                    .rev()
+                    .find(|b| b.minute <= now_min && plane.iter().any(|&pf| b.fails[pf] > 0))
+                    .map(|b| b.minute)
+            })
+            .max()
+            .unwrap_or(now_min - 60)
+    }
+
     /// Whether the terminals of open silence incident `i`, back online, still fail their
     /// payments with availability codes (the last 5 minutes against their baselines reach
     /// [`DetectorConfig::stay_open_significance`]): the outage is not over for the merchants
@@ -599,18 +604,7 @@ impl Detector {
                 .collect(),
         };
         let (pr, pn) = (self.cfg.prior_rates[fi], self.cfg.prior_attempts);
-        let last_fail = groups
-            .iter()
-            .filter_map(|&g| {
-                self.st.groups[g]
-                    .ring
-                    .iter()
-                    .rev()
-                    .find(|b| b.minute <= now_min && b.fails[fi] > 0)
-                    .map(|b| b.minute)
-            })
-            .max()
-            .unwrap_or(now_min - 60);
+        let last_fail = self.last_failure_minute(&groups, &[fi], now_min);
         let (mut obs, mut exp) = (0u64, 0.0);
         let (mut att60, mut obs60, mut after, mut exp_after) = (0u64, 0u64, 0u64, 0.0);
         for g in groups {
